@@ -1,0 +1,354 @@
+//! Whether a Flux event calls for a promotion: pure functions of the Pipeline, the event and
+//! what was already promoted. Nothing here reads a clock, a file or the network.
+//!
+//! The rules (the seed design's, with Weave's answers for misuse):
+//! 1. A promotion applies to the deployment targets of the next environment: one intent for
+//!    that environment carries all its targets (a strategy splits per target if it wants).
+//! 2. A promotion happens when at least one target of the lower environment deployed the
+//!    version; a second target reporting the same version adds nothing.
+//! 3. Nothing is promoted beyond the last environment.
+//! 4. Only successful installs and upgrades promote (Weave promoted failed upgrades too).
+//! 5. A version older (by semver) than one already promoted into the target environment is
+//!    not promoted; revisions that are not semver are never compared.
+
+use crate::event::{FluxEvent, Severity, api_group};
+use crate::pipeline::{Pipeline, StrategyRef};
+use crate::promotion::{PipelineRef, PromotionRequest, Target};
+use sha2::{Digest, Sha256};
+
+/// What to do with an event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Record these promotions.
+    Promote(Vec<Intent>),
+    /// A fine event that calls for nothing (answered 2xx).
+    Ignore(IgnoreReason),
+    /// An event that does not fit the pipeline (answered 422, as Weave did).
+    Reject(RejectReason),
+}
+
+/// One promotion to record: a version into one environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Intent {
+    /// [`promotion_id`]: the idempotency key.
+    pub id: String,
+    pub pipeline: PipelineRef,
+    pub source_env: String,
+    pub target_env: String,
+    pub targets: Vec<Target>,
+    pub version: String,
+    pub strategy: StrategyRef,
+    /// Wait for an approval before running the strategy.
+    pub manual: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IgnoreReason {
+    #[error("ignored: severity error is not a successful deployment")]
+    ErrorSeverity,
+    #[error("ignored: reason {reason} is not a successful deployment")]
+    NotADeployment { reason: String },
+    #[error("ignored: message {message:?} is not a successful install or upgrade")]
+    NotASuccessMessage { message: String },
+    #[error("ignored: version {version} was already promoted into {target_env}")]
+    AlreadyPromoted { version: String, target_env: String },
+    #[error(
+        "ignored: version {version} is older than {promoted}, already promoted into {target_env}"
+    )]
+    OlderThanPromoted {
+        version: String,
+        promoted: String,
+        target_env: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RejectReason {
+    #[error("pipeline {pipeline}: environment {env:?} not found; have {}", have.join(", "))]
+    UnknownEnvironment {
+        pipeline: String,
+        env: String,
+        have: Vec<String>,
+    },
+    #[error("pipeline {pipeline}: {env} is the last environment; nothing to promote into")]
+    LastEnvironment { pipeline: String, env: String },
+    #[error("pipeline {pipeline}: environment {env} has no targets to promote into")]
+    NoTargets { pipeline: String, env: String },
+    #[error("pipeline {pipeline}: no promotion is configured into environment {env}")]
+    NoPromotion { pipeline: String, env: String },
+    #[error("event has no revision in its metadata")]
+    NoRevision,
+    #[error(transparent)]
+    Mismatch(#[from] Mismatch),
+}
+
+/// The event is about something the pipeline does not govern.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    #[error(
+        "involved object does not match the pipeline: {found} is not the pipeline's appRef {expected}"
+    )]
+    App { found: String, expected: String },
+    #[error(
+        "involved object does not match the pipeline: namespace {namespace} is not a target of environment {env}; have {}",
+        have.join(", ")
+    )]
+    Namespace {
+        namespace: String,
+        env: String,
+        have: Vec<String>,
+    },
+    #[error("involved object does not match the pipeline: it has no environment {env}")]
+    Environment { env: String },
+}
+
+/// Promotions already recorded for one pipeline (whatever their state), as `decide` needs them.
+pub trait History {
+    /// Versions recorded as promoted (or waiting approval) into `target_env`.
+    fn promoted_into(&self, target_env: &str) -> Vec<String>;
+}
+
+/// One recorded promotion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promoted {
+    pub target_env: String,
+    pub version: String,
+}
+
+impl History for [Promoted] {
+    fn promoted_into(&self, target_env: &str) -> Vec<String> {
+        self.iter()
+            .filter(|p| p.target_env == target_env)
+            .map(|p| p.version.clone())
+            .collect()
+    }
+}
+
+impl History for Vec<Promoted> {
+    fn promoted_into(&self, target_env: &str) -> Vec<String> {
+        self.as_slice().promoted_into(target_env)
+    }
+}
+
+/// The event's object is the pipeline's app: same API group (any version), kind and name, in
+/// the namespace of one of `source_env`'s targets.
+pub fn match_app(pipeline: &Pipeline, source_env: &str, event: &FluxEvent) -> Result<(), Mismatch> {
+    let object = &event.involved_object;
+    let app = &pipeline.app_ref;
+    if object.group() != api_group(&app.api_version)
+        || object.kind != app.kind
+        || object.name != app.name
+    {
+        return Err(Mismatch::App {
+            found: format!("{} {} ({})", object.kind, object.name, object.api_version),
+            expected: format!("{} {} ({})", app.kind, app.name, app.api_version),
+        });
+    }
+    let env = pipeline
+        .environment(source_env)
+        .ok_or_else(|| Mismatch::Environment {
+            env: source_env.to_string(),
+        })?;
+    if !env.targets.iter().any(|t| t.namespace == object.namespace) {
+        let mut have: Vec<String> = Vec::new();
+        for t in &env.targets {
+            if !have.contains(&t.namespace) {
+                have.push(t.namespace.clone());
+            }
+        }
+        return Err(Mismatch::Namespace {
+            namespace: object.namespace.clone(),
+            env: source_env.to_string(),
+            have,
+        });
+    }
+    Ok(())
+}
+
+/// Only a successful install or upgrade promotes.
+pub fn is_successful_deployment(event: &FluxEvent) -> Result<(), IgnoreReason> {
+    if event.severity == Severity::Error {
+        return Err(IgnoreReason::ErrorSeverity);
+    }
+    let reason = event.reason.as_str();
+    let ok = match event.involved_object.kind.as_str() {
+        "HelmRelease" if reason == "info" => {
+            // helm-controller for v2beta1 used the severity as the reason.
+            let message = event.message.trim_start();
+            if message.starts_with("Helm install succeeded")
+                || message.starts_with("Helm upgrade succeeded")
+            {
+                return Ok(());
+            }
+            return Err(IgnoreReason::NotASuccessMessage {
+                message: event.message.clone(),
+            });
+        }
+        "HelmRelease" => matches!(reason, "InstallSucceeded" | "UpgradeSucceeded"),
+        "Kustomization" => reason == "ReconciliationSucceeded",
+        // Other kinds: the reasons Flux controllers use for a successful apply.
+        _ => matches!(
+            reason,
+            "InstallSucceeded" | "UpgradeSucceeded" | "ReconciliationSucceeded"
+        ),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(IgnoreReason::NotADeployment {
+            reason: event.reason.clone(),
+        })
+    }
+}
+
+/// Decides what an event posted for `source_env` calls for.
+pub fn decide(
+    pipeline: &Pipeline,
+    source_env: &str,
+    event: &FluxEvent,
+    history: &(impl History + ?Sized),
+) -> Decision {
+    let name = pipeline.to_string();
+    let Some(position) = pipeline.position(source_env) else {
+        return Decision::Reject(RejectReason::UnknownEnvironment {
+            pipeline: name,
+            env: source_env.to_string(),
+            have: pipeline
+                .environment_names()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        });
+    };
+    let Some(target) = pipeline.environments.get(position + 1) else {
+        return Decision::Reject(RejectReason::LastEnvironment {
+            pipeline: name,
+            env: source_env.to_string(),
+        });
+    };
+    if target.targets.is_empty() {
+        return Decision::Reject(RejectReason::NoTargets {
+            pipeline: name,
+            env: target.name.clone(),
+        });
+    }
+    if let Err(m) = match_app(pipeline, source_env, event) {
+        return Decision::Reject(m.into());
+    }
+    if let Err(reason) = is_successful_deployment(event) {
+        return Decision::Ignore(reason);
+    }
+    let Some(version) = event.revision() else {
+        return Decision::Reject(RejectReason::NoRevision);
+    };
+    let Some(promotion) = &target.promotion else {
+        return Decision::Reject(RejectReason::NoPromotion {
+            pipeline: name,
+            env: target.name.clone(),
+        });
+    };
+    if let Err(reason) = check_history(version, &target.name, history) {
+        return Decision::Ignore(reason);
+    }
+    Decision::Promote(vec![Intent {
+        id: promotion_id(&pipeline.namespace, &pipeline.name, &target.name, version),
+        pipeline: pipeline.reference(),
+        source_env: source_env.to_string(),
+        target_env: target.name.clone(),
+        targets: target.targets.clone(),
+        version: version.to_string(),
+        strategy: promotion.strategy.clone(),
+        manual: promotion.manual,
+    }])
+}
+
+fn check_history(
+    version: &str,
+    target_env: &str,
+    history: &(impl History + ?Sized),
+) -> Result<(), IgnoreReason> {
+    let promoted = history.promoted_into(target_env);
+    let new = semver(version);
+    if promoted
+        .iter()
+        .any(|p| p == version || (new.is_some() && semver(p) == new))
+    {
+        return Err(IgnoreReason::AlreadyPromoted {
+            version: version.to_string(),
+            target_env: target_env.to_string(),
+        });
+    }
+    let Some(new) = new else { return Ok(()) };
+    let newest = promoted
+        .iter()
+        .filter_map(|p| semver(p).map(|v| (v, p)))
+        .max_by(|(a, _), (b, _)| a.cmp_precedence(b));
+    match newest {
+        Some((v, p)) if v.cmp_precedence(&new).is_gt() => Err(IgnoreReason::OlderThanPromoted {
+            version: version.to_string(),
+            promoted: p.clone(),
+            target_env: target_env.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A revision as semver, allowing a leading `v`.
+fn semver(revision: &str) -> Option<semver::Version> {
+    let text = revision.strip_prefix(['v', 'V']).unwrap_or(revision);
+    semver::Version::parse(text).ok()
+}
+
+/// The idempotency key of a promotion: a valid Kubernetes object name (at most 63 of
+/// `[a-z0-9-]`, starting and ending with a letter or digit), readable and deterministic:
+/// `<name>-<env>-<first 10 hex of sha256("ns/name/env/version")>`.
+pub fn promotion_id(namespace: &str, name: &str, target_env: &str, version: &str) -> String {
+    const HASH_LEN: usize = 10;
+    let digest = Sha256::digest(format!("{namespace}/{name}/{target_env}/{version}"));
+    let hash = &hex::encode(digest)[..HASH_LEN];
+    let mut prefix = String::new();
+    for c in format!("{name}-{target_env}").chars() {
+        let c = c.to_ascii_lowercase();
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            c
+        } else {
+            '-'
+        };
+        if !(c == '-' && (prefix.is_empty() || prefix.ends_with('-'))) {
+            prefix.push(c);
+        }
+    }
+    prefix.truncate(63 - HASH_LEN - 1);
+    let prefix = prefix.trim_end_matches('-');
+    if prefix.is_empty() {
+        hash.to_string()
+    } else {
+        format!("{prefix}-{hash}")
+    }
+}
+
+impl Intent {
+    /// The request handed to the strategy plugin for this intent.
+    pub fn request(
+        &self,
+        pipeline: &Pipeline,
+        event: &FluxEvent,
+        attempt: u32,
+    ) -> PromotionRequest {
+        PromotionRequest {
+            id: self.id.clone(),
+            attempt,
+            pipeline: self.pipeline.clone(),
+            source_environment: self.source_env.clone(),
+            target_environment: self.target_env.clone(),
+            targets: self.targets.clone(),
+            app: pipeline.app_ref.clone(),
+            version: self.version.clone(),
+            config: self.strategy.config.clone(),
+            event: event.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,312 @@
+//! The worker: claims pending promotions, runs their strategy, retries with backoff and
+//! records every outcome durably.
+//!
+//! A promotion is marked running (and its attempt counted) durably *before* the plugin
+//! is called. After a crash, running promotions are pending again on start-up and run
+//! once more with the same id: the idempotency key that makes the default plugins
+//! find-or-create, so no promotion takes effect twice.
+
+use crate::metrics::Metrics;
+use crate::promotion::{Outcome, PromotionRequest};
+use crate::record::{LocalStore, Phase, Promotion, now_ms};
+use crate::runtime::Plugin;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tracing::Instrument;
+
+/// Finds the plugin, with the grant it gets for this promotion.
+pub trait PluginResolver: Send + Sync + 'static {
+    fn plugin_for(&self, promotion: &Promotion) -> Result<Plugin, String>;
+}
+
+/// Retry policy for retryable failures.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Calls made before a promotion is given up as failed.
+    pub max_attempts: u32,
+    /// First backoff; doubles with each attempt.
+    pub base: Duration,
+    /// Longest backoff.
+    pub cap: Duration,
+    /// How soon to ask again a plugin that answered "waiting".
+    pub waiting_poll: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 8,
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(300),
+            waiting_poll: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with jitter: a random delay in [d/2, d] for d = base·2^(n-1),
+    /// at least what the far side asked for.
+    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+            .min(self.cap);
+        let half = exp / 2;
+        let jitter = half.mul_f64(random_unit());
+        (half + jitter).max(retry_after.unwrap_or(Duration::ZERO))
+    }
+}
+
+fn random_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now_ms());
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Runs promotions. Wake it with [`Executor::wake`] after recording new work.
+pub struct Executor {
+    store: LocalStore,
+    plugins: Arc<dyn PluginResolver>,
+    metrics: Metrics,
+    retry: RetryPolicy,
+    concurrency: usize,
+    wake: Notify,
+    in_flight: Mutex<HashSet<String>>,
+}
+
+impl Executor {
+    pub fn new(
+        store: LocalStore,
+        plugins: Arc<dyn PluginResolver>,
+        metrics: Metrics,
+        retry: RetryPolicy,
+        concurrency: usize,
+    ) -> Arc<Executor> {
+        Arc::new(Executor {
+            store,
+            plugins,
+            metrics,
+            retry,
+            concurrency: concurrency.max(1),
+            wake: Notify::new(),
+            in_flight: Mutex::default(),
+        })
+    }
+
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Resumes what a previous process left running, then works until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        match self.store.list() {
+            Ok(all) => {
+                for mut p in all.into_iter().filter(|p| p.phase == Phase::Running) {
+                    tracing::info!(promotion = %p.id, attempts = p.attempts, "resuming promotion interrupted by a restart");
+                    p.phase = Phase::Pending;
+                    p.next_attempt_at = None;
+                    p.updated_at = now_ms();
+                    if let Err(e) = self.store.put(p).await {
+                        tracing::error!("cannot resume promotion: {e}");
+                    }
+                }
+            }
+            Err(e) => tracing::error!("cannot read promotions to resume: {e}"),
+        }
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.concurrency));
+        loop {
+            let now = now_ms();
+            let mut next_due: Option<u64> = None;
+            let mut depth = 0i64;
+            match self.store.list() {
+                Ok(all) => {
+                    let mut due: Vec<Promotion> = Vec::new();
+                    for p in all.into_iter().filter(|p| p.phase == Phase::Pending) {
+                        depth += 1;
+                        match p.next_attempt_at {
+                            Some(at) if at > now => {
+                                next_due = Some(next_due.map_or(at, |n| n.min(at)));
+                            }
+                            _ => due.push(p),
+                        }
+                    }
+                    // Oldest first.
+                    due.sort_by_key(|p| p.created_at);
+                    for p in due {
+                        if !self.in_flight.lock().unwrap().insert(p.id.clone()) {
+                            continue;
+                        }
+                        let Ok(permit) = slots.clone().try_acquire_owned() else {
+                            self.in_flight.lock().unwrap().remove(&p.id);
+                            break;
+                        };
+                        let this = self.clone();
+                        let span = tracing::info_span!(
+                            "promotion",
+                            id = %p.id,
+                            pipeline = %format!("{}/{}", p.pipeline.namespace, p.pipeline.name),
+                            environment = %p.target_environment,
+                            version = %p.version,
+                        );
+                        tokio::spawn(async move {
+                            let id = p.id.clone();
+                            this.run_one(p).instrument(span).await;
+                            this.in_flight.lock().unwrap().remove(&id);
+                            drop(permit);
+                            this.wake();
+                        });
+                    }
+                }
+                Err(e) => tracing::error!("cannot read pending promotions: {e}"),
+            }
+            self.metrics.queue_depth.set(depth);
+            let sleep = next_due
+                .map(|at| Duration::from_millis(at.saturating_sub(now_ms())))
+                .unwrap_or(Duration::from_secs(1))
+                .min(Duration::from_secs(1));
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    async fn run_one(&self, mut p: Promotion) {
+        p.phase = Phase::Running;
+        p.attempts += 1;
+        p.updated_at = now_ms();
+        if let Err(e) = self.store.put(p.clone()).await {
+            tracing::error!("cannot mark promotion running; will retry: {e}");
+            return;
+        }
+        let plugin = match self.plugins.plugin_for(&p) {
+            Ok(plugin) => plugin,
+            Err(reason) => {
+                tracing::error!("promotion failed: {reason}");
+                self.finish(p, Phase::Failed, Some(reason), None).await;
+                return;
+            }
+        };
+        let request = PromotionRequest {
+            id: p.id.clone(),
+            attempt: p.attempts,
+            pipeline: p.pipeline.clone(),
+            source_environment: p.source_environment.clone(),
+            target_environment: p.target_environment.clone(),
+            targets: p.targets.clone(),
+            app: p.app.clone(),
+            version: p.version.clone(),
+            config: p.strategy.config.clone(),
+            event: p.event.clone(),
+        };
+        let started = std::time::Instant::now();
+        let result = plugin.promote(&request).await;
+        let kind = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.kind(),
+        };
+        self.metrics
+            .plugin_calls
+            .with_label_values(&[plugin.name(), kind])
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(Outcome::Done { url, details }) => {
+                tracing::info!(url = url.as_deref().unwrap_or("-"), "promotion succeeded");
+                p.outcome_details = details;
+                self.finish(p, Phase::Succeeded, None, url).await;
+            }
+            Ok(Outcome::Waiting { reason }) => {
+                tracing::info!("promotion waiting: {reason}");
+                p.phase = Phase::Pending;
+                p.outcome_details = Some(reason);
+                p.next_attempt_at = Some(now_ms() + self.retry.waiting_poll.as_millis() as u64);
+                self.save(p).await;
+            }
+            Err(e) if e.is_retryable() && p.attempts < self.retry.max_attempts => {
+                let delay = self.retry.delay(p.attempts, e.retry_after());
+                tracing::warn!(
+                    attempt = p.attempts,
+                    ?delay,
+                    "promotion attempt failed, will retry: {e}"
+                );
+                p.phase = Phase::Pending;
+                p.last_error = Some(e.to_string());
+                p.next_attempt_at = Some(now_ms() + delay.as_millis() as u64);
+                self.save(p).await;
+            }
+            Err(e) => {
+                let why = if e.is_retryable() {
+                    format!("{e} (gave up after {} attempts)", p.attempts)
+                } else {
+                    e.to_string()
+                };
+                tracing::error!("promotion failed: {why}");
+                self.finish(p, Phase::Failed, Some(why), None).await;
+            }
+        }
+    }
+
+    async fn finish(
+        &self,
+        mut p: Promotion,
+        phase: Phase,
+        error: Option<String>,
+        url: Option<String>,
+    ) {
+        let now = now_ms();
+        p.phase = phase;
+        p.last_error = error.or(p.last_error);
+        if phase == Phase::Succeeded {
+            p.last_error = None;
+        }
+        p.outcome_url = url.or(p.outcome_url);
+        p.finished_at = Some(now);
+        p.next_attempt_at = None;
+        let result = if phase == Phase::Succeeded {
+            "succeeded"
+        } else {
+            "failed"
+        };
+        self.metrics
+            .promotions
+            .with_label_values(&[
+                &format!("{}/{}", p.pipeline.namespace, p.pipeline.name),
+                &p.target_environment,
+                &p.strategy.plugin,
+                result,
+            ])
+            .inc();
+        self.metrics
+            .promotion_latency
+            .with_label_values(&[&p.strategy.plugin, result])
+            .observe(now.saturating_sub(p.created_at) as f64 / 1000.0);
+        self.save(p).await;
+    }
+
+    async fn save(&self, mut p: Promotion) {
+        p.updated_at = now_ms();
+        if let Err(e) = self.store.put(p).await {
+            tracing::error!("cannot record promotion outcome: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_honours_retry_after() {
+        let r = RetryPolicy::default();
+        for attempt in 1..=6 {
+            let full = Duration::from_secs(1 << (attempt - 1));
+            let d = r.delay(attempt, None);
+            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
+        }
+        assert!(r.delay(30, None) <= r.cap);
+        assert!(r.delay(1, Some(Duration::from_secs(42))) >= Duration::from_secs(42));
+    }
+}

@@ -1,0 +1,571 @@
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use promoter::promotion::{Outcome, PromotionRequest};
+use promoter::runtime::egress::{Grant, Origin};
+use promoter::runtime::limits::{Limits, parse_duration, parse_size};
+use promoter::runtime::secret::Secret;
+use promoter::runtime::{Plugin, Runtime, RuntimeConfig};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Promotes application versions through GitOps pipelines with sandboxed
+/// WebAssembly strategy plugins.
+#[derive(Parser)]
+#[command(name = "promoter", version)]
+struct Cli {
+    /// Log output format.
+    #[arg(
+        long,
+        global = true,
+        env = "PROMOTER_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the webhook, run promotions (local mode: manifests from a folder).
+    Serve(ServeArgs),
+    /// Show promotions recorded by a running server.
+    #[command(subcommand)]
+    Promotions(PromotionsCommand),
+    /// Approve a promotion waiting for approval (signed, as Weave's /approval path).
+    Approve(ApproveArgs),
+    /// Send Flux-shaped events, signed, for trying things out and for tests.
+    #[command(subcommand)]
+    Event(EventCommand),
+    /// Work with strategy plugins (for plugin authors).
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Folder of Kubernetes manifests (Pipeline, Secret, plugin ConfigMap), watched for changes.
+    #[arg(long, env = "PROMOTER_MANIFESTS")]
+    manifests: Option<PathBuf>,
+    /// Where promotion records and compiled plugins are kept.
+    #[arg(long, env = "PROMOTER_DATA_DIR", default_value = "promoter-data")]
+    data_dir: PathBuf,
+    /// Public listener: /promotion and /approval only (Weave's port).
+    #[arg(long, env = "PROMOTER_WEBHOOK_ADDR", default_value = "0.0.0.0:8082")]
+    webhook_addr: std::net::SocketAddr,
+    /// Internal listener: /metrics, /healthz, /readyz, /promotions.
+    #[arg(long, env = "PROMOTER_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    admin_addr: std::net::SocketAddr,
+    /// PEM certificate for the webhook listener (reloaded when the file changes).
+    #[arg(long, env = "PROMOTER_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for the webhook listener.
+    #[arg(long, env = "PROMOTER_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Accept unsigned events for pipelines without an hmac-key Secret (not recommended).
+    #[arg(long, env = "PROMOTER_ALLOW_UNSIGNED_EVENTS")]
+    allow_unsigned_events: bool,
+    /// Refuse events whose timestamp is older than this (replay protection).
+    #[arg(long, env = "PROMOTER_EVENT_MAX_AGE", default_value = "10m", value_parser = parse_duration)]
+    event_max_age: Duration,
+    /// Largest event body accepted.
+    #[arg(long, env = "PROMOTER_MAX_BODY", default_value = "1MiB", value_parser = parse_size)]
+    max_body: usize,
+    /// Attempts before a promotion with retryable errors is given up.
+    #[arg(long, env = "PROMOTER_MAX_ATTEMPTS", default_value_t = 8)]
+    max_attempts: u32,
+    /// First retry delay; doubles with each attempt, with jitter.
+    #[arg(long, env = "PROMOTER_RETRY_BASE", default_value = "1s", value_parser = parse_duration)]
+    retry_base: Duration,
+    /// Promotions run at once.
+    #[arg(long, env = "PROMOTER_WORKERS", default_value_t = 4)]
+    workers: usize,
+    /// Let built-in plugins reach host names that resolve to private addresses (an
+    /// in-cluster Jenkins, say). Literal IP URLs in a Pipeline never need this.
+    #[arg(long, env = "PROMOTER_BUILTIN_PRIVATE_NETWORKS")]
+    builtin_private_networks: bool,
+    /// How often the manifests folder is checked for changes.
+    #[arg(long, env = "PROMOTER_WATCH_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    watch_interval: Duration,
+}
+
+#[derive(Subcommand)]
+enum PromotionsCommand {
+    /// List every promotion, newest first.
+    List {
+        #[arg(
+            long,
+            env = "PROMOTER_ADMIN_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        admin: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one promotion.
+    Show {
+        id: String,
+        #[arg(
+            long,
+            env = "PROMOTER_ADMIN_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        admin: String,
+    },
+}
+
+#[derive(Args)]
+struct ApproveArgs {
+    /// The pipeline, as NAMESPACE/NAME.
+    pipeline: String,
+    /// The environment the promotion goes into.
+    environment: String,
+    /// The version waiting for approval.
+    revision: String,
+    #[arg(
+        long,
+        env = "PROMOTER_WEBHOOK_URL",
+        default_value = "http://127.0.0.1:8082"
+    )]
+    url: String,
+    /// File holding the pipeline's hmac-key.
+    #[arg(long, env = "PROMOTER_HMAC_KEY_FILE")]
+    key_file: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum EventCommand {
+    /// Sign and post a deployment event as Flux's generic-hmac provider does.
+    Send(SendArgs),
+}
+
+#[derive(Args)]
+struct SendArgs {
+    /// The pipeline, as NAMESPACE/NAME.
+    pipeline: String,
+    /// The environment that deployed (the path's source environment).
+    environment: String,
+    /// The version deployed.
+    #[arg(long)]
+    version: String,
+    /// Kind of the deployed object.
+    #[arg(long, default_value = "HelmRelease")]
+    kind: String,
+    /// Name of the deployed object (default: the pipeline's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Namespace the object was deployed in.
+    #[arg(long)]
+    namespace: String,
+    /// Send this file as the body instead of a generated event.
+    #[arg(long)]
+    body: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "PROMOTER_WEBHOOK_URL",
+        default_value = "http://127.0.0.1:8082"
+    )]
+    url: String,
+    /// File holding the hmac-key; without it the event goes unsigned.
+    #[arg(long, env = "PROMOTER_HMAC_KEY_FILE")]
+    key_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Print a plugin's metadata, requested capabilities and contract version.
+    Inspect {
+        /// A component file, or builtin:NAME for a default plugin.
+        plugin: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one promotion through the same runtime and limits as the server.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// A component file, or builtin:NAME for a default plugin.
+    plugin: String,
+    /// The promotion request (JSON): id, pipeline, environments, app, version, event.
+    #[arg(long)]
+    promotion: PathBuf,
+    /// The strategy configuration (YAML or JSON); replaces the request's `config`.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Grant HTTP access to this origin (scheme://host[:port]); repeatable.
+    #[arg(long = "allow", value_name = "ORIGIN")]
+    allow: Vec<String>,
+    /// Let granted host names resolve to loopback or private addresses.
+    #[arg(long)]
+    allow_private_networks: bool,
+    /// Bind the contents of FILE as the signing key NAME; repeatable.
+    #[arg(long = "secret", value_name = "NAME=FILE")]
+    secrets: Vec<String>,
+    /// Wall-clock deadline for the call.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Memory limit for the instance.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    memory: usize,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    promoter::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("cannot start the async runtime");
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PROMOTER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
+    match command {
+        Command::Serve(args) => serve(args).await,
+        Command::Promotions(cmd) => promotions(cmd).await,
+        Command::Approve(args) => approve(args).await,
+        Command::Event(EventCommand::Send(args)) => send_event(args).await,
+        Command::Plugin(PluginCommand::Inspect { plugin, json }) => {
+            let loaded = load(&plugin, Grant::default(), Limits::default()).await?;
+            let m = loaded.metadata();
+            if json {
+                println!("{}", serde_json::to_string_pretty(m)?);
+            } else {
+                let caps: Vec<String> = m
+                    .capabilities
+                    .iter()
+                    .map(|c| {
+                        serde_json::to_value(c)
+                            .unwrap()
+                            .as_str()
+                            .unwrap()
+                            .to_string()
+                    })
+                    .collect();
+                println!("name:         {}", m.name);
+                println!("version:      {}", m.version);
+                println!("description:  {}", m.description);
+                println!("contract:     {}", m.contract);
+                println!("digest:       sha256:{}", m.digest);
+                println!(
+                    "capabilities: {}",
+                    if caps.is_empty() {
+                        "none".into()
+                    } else {
+                        caps.join(", ")
+                    }
+                );
+                println!("imports:      {}", m.imports.join(", "));
+                println!("config schema:");
+                println!("{}", serde_json::to_string_pretty(&m.config_schema)?);
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Plugin(PluginCommand::Run(args)) => run_plugin(args).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
+    let Some(manifests) = args.manifests else {
+        bail!(
+            "Kubernetes mode is not available in this build yet; run local mode with --manifests DIR"
+        );
+    };
+    let settings = promoter::serve::Settings {
+        manifests,
+        data_dir: args.data_dir,
+        webhook_addr: args.webhook_addr,
+        admin_addr: args.admin_addr,
+        tls: args.tls_cert.zip(args.tls_key),
+        allow_unsigned: args.allow_unsigned_events,
+        max_event_age: args.event_max_age,
+        body_limit: args.max_body,
+        retry: promoter::execute::RetryPolicy {
+            max_attempts: args.max_attempts.max(1),
+            base: args.retry_base,
+            ..Default::default()
+        },
+        workers: args.workers,
+        builtin_private_networks: args.builtin_private_networks,
+        watch_interval: args.watch_interval,
+    };
+    promoter::serve::run(settings).await?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn split_pipeline(pipeline: &str) -> anyhow::Result<(&str, &str)> {
+    pipeline
+        .split_once('/')
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
+        .with_context(|| format!("pipeline {pipeline:?}: expected NAMESPACE/NAME"))
+}
+
+fn read_key(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read key file {}", path.display()))?;
+    Ok(trim_newline(bytes))
+}
+
+fn answer(status: u16, text: &str) -> std::process::ExitCode {
+    println!("HTTP {status}\n{text}");
+    if (200..300).contains(&status) {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    }
+}
+
+async fn send_event(args: SendArgs) -> anyhow::Result<std::process::ExitCode> {
+    let (namespace, name) = split_pipeline(&args.pipeline)?;
+    let body = match &args.body {
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
+        }
+        None => {
+            let object = args.name.as_deref().unwrap_or(name);
+            let event = promoter::client::deployment_event(
+                &args.kind,
+                &args.namespace,
+                object,
+                &args.version,
+            );
+            serde_json::to_vec(&event)?
+        }
+    };
+    let key = args.key_file.as_deref().map(read_key).transpose()?;
+    let url = format!(
+        "{}/promotion/{namespace}/{name}/{}",
+        args.url.trim_end_matches('/'),
+        args.environment
+    );
+    let (status, text) = promoter::client::post_signed(&url, body, key.as_deref()).await?;
+    Ok(answer(status, &text))
+}
+
+async fn approve(args: ApproveArgs) -> anyhow::Result<std::process::ExitCode> {
+    let (namespace, name) = split_pipeline(&args.pipeline)?;
+    let body = promoter::client::ApprovalBody {
+        namespace: namespace.into(),
+        name: name.into(),
+        environment: args.environment.clone(),
+        revision: args.revision.clone(),
+        timestamp: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    };
+    let key = read_key(&args.key_file)?;
+    let url = format!(
+        "{}/approval/{namespace}/{name}/{}/{}",
+        args.url.trim_end_matches('/'),
+        args.environment,
+        args.revision
+    );
+    let (status, text) =
+        promoter::client::post_signed(&url, serde_json::to_vec(&body)?, Some(&key)).await?;
+    Ok(answer(status, &text))
+}
+
+async fn promotions(cmd: PromotionsCommand) -> anyhow::Result<std::process::ExitCode> {
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    match cmd {
+        PromotionsCommand::List { admin, json } => {
+            let url = format!("{}/promotions", admin.trim_end_matches('/'));
+            let body: serde_json::Value = client
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {url}"))?
+                .error_for_status()?
+                .json()
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&body)?);
+                return Ok(std::process::ExitCode::SUCCESS);
+            }
+            println!(
+                "{:<36} {:<28} {:<10} {:<12} {:<17} {:>3}  RESULT",
+                "ID", "PIPELINE", "ENV", "VERSION", "PHASE", "TRY"
+            );
+            let empty = Vec::new();
+            for p in body["promotions"].as_array().unwrap_or(&empty) {
+                let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+                let result = p["outcomeUrl"]
+                    .as_str()
+                    .or(p["lastError"].as_str())
+                    .unwrap_or("");
+                println!(
+                    "{:<36} {:<28} {:<10} {:<12} {:<17} {:>3}  {}",
+                    s(&p["id"]),
+                    format!(
+                        "{}/{}",
+                        s(&p["pipeline"]["namespace"]),
+                        s(&p["pipeline"]["name"])
+                    ),
+                    s(&p["targetEnvironment"]),
+                    s(&p["version"]),
+                    s(&p["phase"]),
+                    p["attempts"].as_u64().unwrap_or(0),
+                    result
+                );
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        PromotionsCommand::Show { id, admin } => {
+            let url = format!("{}/promotions/{id}", admin.trim_end_matches('/'));
+            let response = client
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {url}"))?;
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await?;
+            println!("{}", serde_json::to_string_pretty(&body)?);
+            Ok(if status == 200 {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::from(1)
+            })
+        }
+    }
+}
+
+async fn load(plugin: &str, grant: Grant, limits: Limits) -> anyhow::Result<Plugin> {
+    let (name, bytes) = match plugin.strip_prefix("builtin:") {
+        Some(name) => {
+            let bytes = promoter::builtin::get(name).with_context(|| {
+                format!(
+                    "no built-in plugin {name:?}; built-in plugins: {}",
+                    promoter::builtin::names().join(", ")
+                )
+            })?;
+            (name.to_string(), bytes.to_vec())
+        }
+        None => {
+            let bytes =
+                std::fs::read(plugin).with_context(|| format!("cannot read plugin {plugin}"))?;
+            let name = std::path::Path::new(plugin)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| plugin.to_string());
+            (name, bytes)
+        }
+    };
+    let runtime = Arc::new(Runtime::new(RuntimeConfig::default())?);
+    Ok(runtime.load(&name, &bytes, grant, limits).await?)
+}
+
+async fn run_plugin(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
+    let text = std::fs::read_to_string(&args.promotion)
+        .with_context(|| format!("cannot read {}", args.promotion.display()))?;
+    let mut request: PromotionRequest = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a promotion request", args.promotion.display()))?;
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        request.config = serde_yaml_ng::from_str(&text)
+            .with_context(|| format!("{} is not YAML or JSON", path.display()))?;
+    }
+
+    let mut grant = Grant {
+        private_networks: args.allow_private_networks,
+        ..Grant::default()
+    };
+    let mut problems = Vec::new();
+    for origin in &args.allow {
+        match Origin::parse(origin) {
+            Ok(o) => grant.origins.push(o),
+            Err(e) => problems.push(format!("--allow: {e}")),
+        }
+    }
+    for binding in &args.secrets {
+        let Some((name, file)) = binding.split_once('=') else {
+            problems.push(format!("--secret {binding:?}: expected NAME=FILE"));
+            continue;
+        };
+        match std::fs::read(file) {
+            Ok(bytes) => {
+                grant
+                    .keys
+                    .insert(name.to_string(), Secret::new(trim_newline(bytes)));
+            }
+            Err(e) => problems.push(format!("--secret {name}: cannot read {file}: {e}")),
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{}", problems.join("\n"));
+    }
+    let limits = Limits {
+        timeout: args.timeout,
+        memory_bytes: args.memory,
+        ..Limits::default()
+    };
+
+    let plugin = load(&args.plugin, grant, limits).await?;
+    let problems = plugin.validate_config(&request.config).await?;
+    if !problems.is_empty() {
+        eprintln!("plugin {} rejects the configuration:", plugin.name());
+        for p in problems {
+            eprintln!("  - {p}");
+        }
+        return Ok(std::process::ExitCode::from(2));
+    }
+    match plugin.promote(&request).await {
+        Ok(outcome) => {
+            println!("{}", serde_json::to_string_pretty(&outcome)?);
+            Ok(match outcome {
+                Outcome::Done { .. } => std::process::ExitCode::SUCCESS,
+                Outcome::Waiting { .. } => std::process::ExitCode::from(3),
+            })
+        }
+        Err(e) => {
+            let retry = if e.is_retryable() {
+                match e.retry_after() {
+                    Some(after) => format!(" (retryable, after {after:?})"),
+                    None => " (retryable)".into(),
+                }
+            } else {
+                " (permanent)".into()
+            };
+            eprintln!("error [{}]: {e}{retry}", e.kind());
+            Ok(std::process::ExitCode::from(1))
+        }
+    }
+}
+
+/// Secret files written with `echo` end in a newline that is not part of the key.
+fn trim_newline(mut bytes: Vec<u8>) -> Vec<u8> {
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    bytes
+}

@@ -1,0 +1,403 @@
+//! The plugin registry: built-in strategies and custom ones from ConfigMaps, and the
+//! grant each gets for a given promotion.
+//!
+//! Built-in plugins get exactly what the Pipeline's strategy configuration names: the
+//! webhook plugin may reach the origin of its `url` and sign with the `hmac-key` of the
+//! Secret its `secretRef` names (in the Pipeline's namespace). Custom plugins get what
+//! the operator wrote into their ConfigMap's `grant`, with Secrets from the
+//! ConfigMap's namespace.
+//!
+//! A plugin ConfigMap (label `promoter.dev/plugin: "true"`):
+//!
+//! ```yaml
+//! data:
+//!   sha256: <hex digest of the component>     # required
+//!   grant: |                                   # optional; nothing is granted by default
+//!     allow: [https://ci.example.com]
+//!     privateNetworks: false
+//!     credentials:
+//!       - origin: https://ci.example.com
+//!         header: Authorization
+//!         prefix: "Bearer "
+//!         secretRef: {name: ci-token, key: token}
+//!     keys:
+//!       - name: ci-hmac
+//!         secretRef: {name: ci-hmac, key: hmac-key}
+//!     limits: {timeout: 30s, memory: 64MiB, maxInstances: 4}
+//! binaryData:
+//!   plugin.wasm: <base64 component>
+//! ```
+//! The plugin's name is the ConfigMap's name unless the annotation
+//! `promoter.dev/plugin-name` says otherwise.
+
+use crate::pipeline::{ConfigMap, Manifests, StrategyRef};
+use crate::runtime::egress::{Credential, Grant, Origin};
+use crate::runtime::limits::{Limits, parse_duration, parse_size};
+use crate::runtime::secret::Secret;
+use crate::runtime::{Plugin, Runtime};
+use serde::Deserialize;
+use sha2::Digest as _;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// Data key of the component in a plugin ConfigMap's `binaryData`.
+pub const WASM_KEY: &str = "plugin.wasm";
+/// Annotation naming the plugin when it differs from the ConfigMap's name.
+pub const NAME_ANNOTATION: &str = "promoter.dev/plugin-name";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrantSpec {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub private_networks: bool,
+    #[serde(default)]
+    pub credentials: Vec<CredentialSpec>,
+    #[serde(default)]
+    pub keys: Vec<KeySpec>,
+    #[serde(default)]
+    pub limits: LimitsSpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CredentialSpec {
+    pub origin: String,
+    pub header: String,
+    #[serde(default)]
+    pub prefix: String,
+    pub secret_ref: SecretKeyRef,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeySpec {
+    pub name: String,
+    pub secret_ref: SecretKeyRef,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretKeyRef {
+    pub name: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LimitsSpec {
+    pub timeout: Option<String>,
+    pub memory: Option<String>,
+    pub max_instances: Option<usize>,
+}
+
+impl LimitsSpec {
+    fn limits(&self) -> Result<Limits, String> {
+        let mut limits = Limits::default();
+        if let Some(t) = &self.timeout {
+            limits.timeout = parse_duration(t)?;
+        }
+        if let Some(m) = &self.memory {
+            limits.memory_bytes = parse_size(m)?;
+        }
+        if let Some(n) = self.max_instances {
+            limits.max_instances = n;
+        }
+        Ok(limits)
+    }
+}
+
+enum Source {
+    Builtin,
+    ConfigMap {
+        namespace: String,
+        digest: String,
+        grant: GrantSpec,
+    },
+}
+
+struct Entry {
+    plugin: Arc<Plugin>,
+    source: Source,
+}
+
+/// Every plugin this process can run, by name.
+pub struct Registry {
+    runtime: Arc<Runtime>,
+    entries: RwLock<HashMap<String, Arc<Entry>>>,
+    /// Let built-in plugins reach names that resolve to private addresses.
+    builtin_private_networks: bool,
+}
+
+impl Registry {
+    /// Loads the built-in plugins.
+    pub async fn new(
+        runtime: Arc<Runtime>,
+        builtin_private_networks: bool,
+    ) -> anyhow::Result<Registry> {
+        let mut entries = HashMap::new();
+        for (name, bytes) in crate::builtin::PLUGINS {
+            let plugin = runtime
+                .load(name, bytes, Grant::default(), Limits::default())
+                .await?;
+            entries.insert(
+                name.to_string(),
+                Arc::new(Entry {
+                    plugin: Arc::new(plugin),
+                    source: Source::Builtin,
+                }),
+            );
+        }
+        Ok(Registry {
+            runtime,
+            entries: RwLock::new(entries),
+            builtin_private_networks,
+        })
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.entries.read().unwrap().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Plugin>> {
+        self.entries
+            .read()
+            .unwrap()
+            .get(name)
+            .map(|e| e.plugin.clone())
+    }
+
+    /// Brings custom plugins in line with the plugin ConfigMaps: new ones are loaded,
+    /// changed ones replaced, removed ones dropped. A ConfigMap that cannot be loaded
+    /// leaves the plugin it would replace serving; its problem is returned.
+    pub async fn sync(&self, manifests: &Manifests) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut wanted: HashMap<String, &ConfigMap> = HashMap::new();
+        for cm in manifests.plugin_sources() {
+            let name = cm
+                .annotations
+                .get(NAME_ANNOTATION)
+                .cloned()
+                .unwrap_or_else(|| cm.name.clone());
+            if crate::builtin::get(&name).is_some() {
+                problems.push(format!(
+                    "ConfigMap {}/{}: plugin name {name:?} is a built-in plugin's; choose another (annotation {NAME_ANNOTATION})",
+                    cm.namespace, cm.name
+                ));
+                continue;
+            }
+            wanted.insert(name, cm);
+        }
+        // Drop custom plugins whose ConfigMap is gone.
+        self.entries
+            .write()
+            .unwrap()
+            .retain(|name, e| matches!(e.source, Source::Builtin) || wanted.contains_key(name));
+        for (name, cm) in wanted {
+            let current_digest =
+                self.entries
+                    .read()
+                    .unwrap()
+                    .get(&name)
+                    .and_then(|e| match &e.source {
+                        Source::ConfigMap { digest, .. } => Some(digest.clone()),
+                        Source::Builtin => None,
+                    });
+            match self
+                .load_config_map(&name, cm, current_digest.as_deref())
+                .await
+            {
+                Ok(Some(entry)) => {
+                    tracing::info!(plugin = %name, configmap = %format!("{}/{}", cm.namespace, cm.name), "plugin loaded");
+                    self.entries.write().unwrap().insert(name, Arc::new(entry));
+                }
+                Ok(None) => {}
+                Err(problem) => {
+                    let problem = format!(
+                        "ConfigMap {}/{} (plugin {name}): {problem}",
+                        cm.namespace, cm.name
+                    );
+                    if current_digest.is_some() {
+                        tracing::warn!("{problem}; the previous version keeps serving");
+                    } else {
+                        tracing::warn!("{problem}");
+                    }
+                    problems.push(problem);
+                }
+            }
+        }
+        problems
+    }
+
+    /// `Ok(None)`: unchanged.
+    async fn load_config_map(
+        &self,
+        name: &str,
+        cm: &ConfigMap,
+        current_digest: Option<&str>,
+    ) -> Result<Option<Entry>, String> {
+        let wasm = cm
+            .binary_data
+            .get(WASM_KEY)
+            .ok_or_else(|| format!("binaryData.{WASM_KEY} is missing"))?;
+        let expected = cm
+            .data
+            .get("sha256")
+            .map(|s| s.trim().trim_start_matches("sha256:").to_ascii_lowercase())
+            .ok_or("data.sha256 is missing; it must hold the component's sha256 digest")?;
+        let actual = hex::encode(sha2::Sha256::digest(wasm));
+        if expected != actual {
+            return Err(format!(
+                "digest mismatch: data.sha256 says {expected}, binaryData.{WASM_KEY} has {actual}"
+            ));
+        }
+        let grant: GrantSpec = match cm.data.get("grant") {
+            Some(text) => serde_yaml_ng::from_str(text).map_err(|e| format!("data.grant: {e}"))?,
+            None => GrantSpec::default(),
+        };
+        let limits = grant
+            .limits
+            .limits()
+            .map_err(|e| format!("data.grant.limits: {e}"))?;
+        if current_digest == Some(actual.as_str()) {
+            return Ok(None);
+        }
+        let plugin = self
+            .runtime
+            .load(name, wasm, Grant::default(), limits)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Some(Entry {
+            plugin: Arc::new(plugin),
+            source: Source::ConfigMap {
+                namespace: cm.namespace.clone(),
+                digest: actual,
+                grant,
+            },
+        }))
+    }
+
+    /// Checks every strategy of every pipeline against the plugin it names, with the
+    /// plugin's own `validate-config`. Returns every problem.
+    pub async fn validate(&self, manifests: &Manifests) -> Vec<String> {
+        let mut problems = Vec::new();
+        for pipeline in &manifests.pipelines {
+            for (env, strategy) in pipeline.strategies() {
+                let at = format!("Pipeline {pipeline}: promotion into {env}");
+                let Some(plugin) = self.get(&strategy.plugin) else {
+                    problems.push(format!(
+                        "{at}: unknown strategy {:?}; installed: {}",
+                        strategy.plugin,
+                        self.names().join(", ")
+                    ));
+                    continue;
+                };
+                match plugin.validate_config(&strategy.config).await {
+                    Ok(found) => problems.extend(
+                        found
+                            .into_iter()
+                            .map(|p| format!("{at}: plugin {}: {p}", strategy.plugin)),
+                    ),
+                    Err(e) => problems.push(format!("{at}: {e}")),
+                }
+            }
+        }
+        problems
+    }
+
+    /// The plugin for `strategy`, with the grant it gets for a promotion of a pipeline
+    /// in `namespace`.
+    pub fn granted(
+        &self,
+        namespace: &str,
+        strategy: &StrategyRef,
+        manifests: &Manifests,
+    ) -> Result<Plugin, String> {
+        let entry = self
+            .entries
+            .read()
+            .unwrap()
+            .get(&strategy.plugin)
+            .cloned()
+            .ok_or_else(|| format!("strategy plugin {:?} is not installed", strategy.plugin))?;
+        let grant = match &entry.source {
+            Source::Builtin => self.builtin_grant(namespace, strategy, manifests)?,
+            Source::ConfigMap {
+                namespace, grant, ..
+            } => custom_grant(namespace, grant, manifests)?,
+        };
+        Ok(entry.plugin.with_grant(grant))
+    }
+
+    fn builtin_grant(
+        &self,
+        namespace: &str,
+        strategy: &StrategyRef,
+        manifests: &Manifests,
+    ) -> Result<Grant, String> {
+        let mut grant = Grant {
+            private_networks: self.builtin_private_networks,
+            ..Grant::default()
+        };
+        // The seed dialect nests the webhook config; accept both shapes.
+        let config = strategy.config.get("webhook").unwrap_or(&strategy.config);
+        if let Some(url) = config.get("url").and_then(|u| u.as_str()) {
+            grant.origins.push(Origin::parse(url)?);
+        }
+        if let Some(secret) = config
+            .get("secretRef")
+            .and_then(|r| r.get("name").or(Some(r)))
+            .and_then(|n| n.as_str())
+        {
+            let found = manifests.secret(namespace, secret).ok_or_else(|| {
+                format!(
+                    "Secret {namespace}/{secret} named by the strategy's secretRef does not exist"
+                )
+            })?;
+            let key = found
+                .hmac_key()
+                .ok_or_else(|| format!("Secret {namespace}/{secret} has no hmac-key"))?;
+            grant.keys.insert(secret.to_string(), Secret::new(key));
+        }
+        Ok(grant)
+    }
+}
+
+fn custom_grant(namespace: &str, spec: &GrantSpec, manifests: &Manifests) -> Result<Grant, String> {
+    let secret = |r: &SecretKeyRef| -> Result<Vec<u8>, String> {
+        manifests
+            .secret(namespace, &r.name)
+            .ok_or_else(|| format!("Secret {namespace}/{} does not exist", r.name))?
+            .get(&r.key)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| format!("Secret {namespace}/{} has no key {:?}", r.name, r.key))
+    };
+    let mut grant = Grant {
+        private_networks: spec.private_networks,
+        ..Grant::default()
+    };
+    for origin in &spec.allow {
+        grant.origins.push(Origin::parse(origin)?);
+    }
+    for c in &spec.credentials {
+        let mut value = c.prefix.as_bytes().to_vec();
+        value.extend(secret(&c.secret_ref)?);
+        grant.credentials.push(Credential {
+            origin: Origin::parse(&c.origin)?,
+            header: c
+                .header
+                .parse()
+                .map_err(|_| format!("credential header {:?} is not a header name", c.header))?,
+            value: Secret::new(value),
+        });
+    }
+    for k in &spec.keys {
+        grant
+            .keys
+            .insert(k.name.clone(), Secret::new(secret(&k.secret_ref)?));
+    }
+    Ok(grant)
+}

@@ -1,0 +1,242 @@
+//! `promoter serve` in local mode: manifests from a folder (watched for changes),
+//! promotions in an embedded database, the webhook and admin listeners, the worker.
+
+use crate::execute::{Executor, PluginResolver, RetryPolicy};
+use crate::metrics::Metrics;
+use crate::pipeline::Manifests;
+use crate::plugins::Registry;
+use crate::record::{LocalStore, Promotion};
+use crate::runtime::{Plugin, Runtime, RuntimeConfig};
+use anyhow::{Context, bail};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+/// Everything `serve` is told on the command line, validated at start-up.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub manifests: PathBuf,
+    pub data_dir: PathBuf,
+    pub webhook_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub allow_unsigned: bool,
+    pub max_event_age: Duration,
+    pub body_limit: usize,
+    pub retry: RetryPolicy,
+    pub workers: usize,
+    pub builtin_private_networks: bool,
+    pub watch_interval: Duration,
+}
+
+/// State shared by the listeners, the worker and the watcher.
+pub struct Shared {
+    catalog: RwLock<Arc<Manifests>>,
+    pub store: LocalStore,
+    pub metrics: Metrics,
+    pub registry: Arc<Registry>,
+    pub executor: Arc<Executor>,
+    pub settings: Settings,
+}
+
+impl Shared {
+    /// The manifests in force.
+    pub fn catalog(&self) -> Arc<Manifests> {
+        self.catalog.read().unwrap().clone()
+    }
+}
+
+struct Resolver {
+    shared: std::sync::OnceLock<std::sync::Weak<Shared>>,
+}
+
+impl PluginResolver for Resolver {
+    fn plugin_for(&self, promotion: &Promotion) -> Result<Plugin, String> {
+        let shared = self
+            .shared
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .ok_or("the server is shutting down")?;
+        let catalog = shared.catalog();
+        shared
+            .registry
+            .granted(&promotion.pipeline.namespace, &promotion.strategy, &catalog)
+    }
+}
+
+/// Loads the folder and checks it against the installed plugins; every problem at once.
+async fn load(dir: &Path, registry: &Registry) -> anyhow::Result<(Manifests, Vec<String>)> {
+    let manifests = Manifests::load_dir(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let plugin_problems = registry.sync(&manifests).await;
+    let mut problems = registry.validate(&manifests).await;
+    problems.extend(plugin_problems.iter().cloned());
+    if !problems.is_empty() {
+        bail!(
+            "{} problem(s) in manifests {}:\n  {}",
+            problems.len(),
+            dir.display(),
+            problems.join("\n  ")
+        );
+    }
+    Ok((manifests, plugin_problems))
+}
+
+/// Newest modification time of any file under `dir`, and how many there are.
+fn fingerprint(dir: &Path) -> (Option<SystemTime>, usize) {
+    let mut newest = None;
+    let mut count = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(path);
+            } else {
+                count += 1;
+                newest = newest.max(meta.modified().ok());
+            }
+        }
+    }
+    (newest, count)
+}
+
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+        format!(
+            "cannot create data directory {}",
+            settings.data_dir.display()
+        )
+    })?;
+    let runtime = Arc::new(Runtime::new(RuntimeConfig {
+        cache_dir: Some(settings.data_dir.join("compiled")),
+    })?);
+    let registry = Arc::new(Registry::new(runtime, settings.builtin_private_networks).await?);
+    let (manifests, _) = load(&settings.manifests, &registry).await?;
+    tracing::info!(
+        pipelines = manifests.pipelines.len(),
+        plugins = %registry.names().join(","),
+        "manifests loaded from {}",
+        settings.manifests.display()
+    );
+    let store = LocalStore::open(&settings.data_dir)?;
+    let metrics = Metrics::new();
+    let resolver = Arc::new(Resolver {
+        shared: std::sync::OnceLock::new(),
+    });
+    let executor = Executor::new(
+        store.clone(),
+        resolver.clone(),
+        metrics.clone(),
+        settings.retry.clone(),
+        settings.workers,
+    );
+    let shared = Arc::new(Shared {
+        catalog: RwLock::new(Arc::new(manifests)),
+        store,
+        metrics,
+        registry,
+        executor: executor.clone(),
+        settings: settings.clone(),
+    });
+    let _ = resolver.shared.set(Arc::downgrade(&shared));
+
+    let webhook = tokio::net::TcpListener::bind(settings.webhook_addr)
+        .await
+        .with_context(|| format!("cannot listen on --webhook-addr {}", settings.webhook_addr))?;
+    let admin = tokio::net::TcpListener::bind(settings.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on --admin-addr {}", settings.admin_addr))?;
+    tracing::info!(
+        webhook = %webhook.local_addr()?,
+        admin = %admin.local_addr()?,
+        tls = settings.tls.is_some(),
+        "listening"
+    );
+
+    tokio::spawn(executor.run());
+    tokio::spawn(watch(shared.clone()));
+    let admin_app = crate::admin::router(shared.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(admin, admin_app).await {
+            tracing::error!("admin listener failed: {e}");
+        }
+    });
+    let app = crate::ingest::router(shared.clone());
+    match &settings.tls {
+        None => axum::serve(webhook, app).await?,
+        Some((cert, key)) => {
+            let resolver = Arc::new(crate::tls::ReloadingCert::new(cert.clone(), key.clone())?);
+            serve_tls(webhook, app, Arc::new(resolver.server_config())).await?
+        }
+    }
+    Ok(())
+}
+
+/// Reloads the folder when a file in it changes; an invalid state keeps the last good one.
+async fn watch(shared: Arc<Shared>) {
+    let dir = shared.settings.manifests.clone();
+    let mut seen = fingerprint(&dir);
+    loop {
+        tokio::time::sleep(shared.settings.watch_interval).await;
+        let now = fingerprint(&dir);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match load(&dir, &shared.registry).await {
+            Ok((manifests, _)) => {
+                tracing::info!(pipelines = manifests.pipelines.len(), "manifests reloaded");
+                *shared.catalog.write().unwrap() = Arc::new(manifests);
+            }
+            Err(e) => {
+                tracing::error!("manifests not reloaded; the previous ones stay in force: {e:#}")
+            }
+        }
+    }
+}
+
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    config: Arc<rustls::ServerConfig>,
+) -> anyhow::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let service = TowerToHyperService::new(app);
+            if let Err(e) = Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), service)
+                .await
+            {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+}
