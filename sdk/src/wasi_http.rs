@@ -37,6 +37,18 @@ pub(crate) fn send(request: HttpRequest) -> Result<HttpResponse, HttpError> {
             })?;
     }
 
+    // A known length goes out as Content-Length rather than chunked: some receivers
+    // refuse chunked bodies, and the host then checks the length it was promised.
+    let method_has_body = matches!(
+        request.method.to_ascii_uppercase().as_str(),
+        "POST" | "PUT" | "PATCH"
+    );
+    if (method_has_body || !request.body.is_empty()) && request.header("content-length").is_none() {
+        headers
+            .append("content-length", request.body.len().to_string().as_bytes())
+            .map_err(|_| HttpError::Other(format!("{what}: cannot set Content-Length")))?;
+    }
+
     let outgoing = OutgoingRequest::new(headers);
     let invalid = |part: &str| HttpError::InvalidRequest(format!("{what}: invalid {part}"));
     outgoing

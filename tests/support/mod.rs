@@ -31,15 +31,23 @@ pub struct Receiver {
     pub addr: SocketAddr,
     pub connections: Arc<AtomicUsize>,
     pub requests: Arc<Mutex<Vec<Received>>>,
+    /// Requests still to be held without an answer (a stalled far side).
+    pub hold: Arc<AtomicUsize>,
 }
 
 impl Receiver {
     pub async fn start(status: u16, body: &'static str) -> Receiver {
+        Receiver::start_holding(status, body, 0).await
+    }
+
+    /// Like `start`, but the first `held` requests are recorded and never answered.
+    pub async fn start_holding(status: u16, body: &'static str, held: usize) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let (c, r) = (connections.clone(), requests.clone());
+        let hold = Arc::new(AtomicUsize::new(held));
+        let (c, r, h) = (connections.clone(), requests.clone(), hold.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((mut sock, _)) = listener.accept().await else {
@@ -47,6 +55,7 @@ impl Receiver {
                 };
                 c.fetch_add(1, Ordering::SeqCst);
                 let r = r.clone();
+                let h = h.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
@@ -98,6 +107,13 @@ impl Receiver {
                         headers,
                         body: received,
                     });
+                    let held = h
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                    if held {
+                        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                        return;
+                    }
                     let reply = format!(
                         "HTTP/1.1 {status} X\r\ncontent-length: {}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n{body}",
                         body.len()
@@ -111,6 +127,7 @@ impl Receiver {
             addr,
             connections,
             requests,
+            hold,
         }
     }
 
@@ -151,4 +168,158 @@ pub fn promotion_json(id: &str) -> serde_json::Value {
             "metadata": {"revision": "6.5.4"}
         }
     })
+}
+
+/// A free port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A scratch directory, new for each call.
+pub fn scratch(name: &str) -> std::path::PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "promoter-test-{}-{name}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `promoter serve` in local mode, as a child process on loopback ports.
+pub struct Server {
+    pub child: std::process::Child,
+    pub webhook: String,
+    pub admin: String,
+    pub log: std::path::PathBuf,
+    args: Vec<String>,
+}
+
+impl Server {
+    pub fn start(manifests: &std::path::Path, data: &std::path::Path, extra: &[&str]) -> Server {
+        promoter::install_crypto_provider();
+        let (webhook_port, admin_port) = (free_port(), free_port());
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--manifests".into(),
+            manifests.display().to_string(),
+            "--data-dir".into(),
+            data.display().to_string(),
+            "--webhook-addr".into(),
+            format!("127.0.0.1:{webhook_port}"),
+            "--admin-addr".into(),
+            format!("127.0.0.1:{admin_port}"),
+            "--retry-base".into(),
+            "100ms".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let log = data.with_extension("log");
+        let mut server = Server {
+            child: Server::spawn(&args, &log),
+            webhook: format!("http://127.0.0.1:{webhook_port}"),
+            admin: format!("http://127.0.0.1:{admin_port}"),
+            log,
+            args,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn spawn(args: &[String], log: &std::path::Path) -> std::process::Child {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_promoter"))
+            .args(args)
+            .env("PROMOTER_LOG", "info")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap()
+    }
+
+    fn wait_ready(&mut self) {
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("server exited with {status}:\n{}", self.logs());
+            }
+            if std::net::TcpStream::connect(self.admin.trim_start_matches("http://")).is_ok()
+                && std::net::TcpStream::connect(self.webhook.trim_start_matches("http://")).is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("server did not start:\n{}", self.logs());
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts again with the same ports, folders and flags.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Server::spawn(&self.args, &self.log);
+        self.wait_ready();
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn promotions(&self) -> Vec<serde_json::Value> {
+        let body: serde_json::Value = reqwest::get(format!("{}/promotions", self.admin))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["promotions"].as_array().unwrap().clone()
+    }
+
+    /// Waits until `pred` holds for the promotions list, or panics with the logs.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        pred: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        for _ in 0..600 {
+            let all = self.promotions().await;
+            if pred(&all) {
+                return all;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!(
+            "timed out waiting for {what}: {:#?}\n{}",
+            self.promotions().await,
+            self.logs()
+        );
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
