@@ -104,8 +104,10 @@ pub enum Mismatch {
 
 /// Promotions already recorded for one pipeline (whatever their state), as `decide` needs them.
 pub trait History {
-    /// Versions recorded as promoted (or waiting approval) into `target_env`.
-    fn promoted_into(&self, target_env: &str) -> Vec<String>;
+    /// Whether `version` (or a semver-equal spelling of it) was recorded into `target_env`.
+    fn has(&self, target_env: &str, version: &str) -> bool;
+    /// The newest semver version recorded into `target_env`, as it was written.
+    fn newest(&self, target_env: &str) -> Option<String>;
 }
 
 /// One recorded promotion.
@@ -115,19 +117,79 @@ pub struct Promoted {
     pub version: String,
 }
 
+/// Versions recorded per environment, indexed so `decide` costs the same however long
+/// a pipeline's history grows.
+#[derive(Debug, Clone, Default)]
+pub struct VersionIndex {
+    envs: std::collections::HashMap<String, EnvVersions>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct EnvVersions {
+    keys: std::collections::HashSet<String>,
+    newest: Option<(semver::Version, String)>,
+}
+
+/// Semver-equal spellings (`v1.2.0`, `1.2.0`) share a key; anything else is its own.
+fn version_key(version: &str) -> String {
+    semver(version).map_or_else(|| version.to_string(), |v| v.to_string())
+}
+
+impl VersionIndex {
+    pub fn record(&mut self, target_env: &str, version: &str) {
+        let env = self.envs.entry(target_env.to_string()).or_default();
+        env.keys.insert(version_key(version));
+        if let Some(v) = semver(version)
+            && env
+                .newest
+                .as_ref()
+                .is_none_or(|(n, _)| v.cmp_precedence(n).is_gt())
+        {
+            env.newest = Some((v, version.to_string()));
+        }
+    }
+}
+
+impl History for VersionIndex {
+    fn has(&self, target_env: &str, version: &str) -> bool {
+        self.envs
+            .get(target_env)
+            .is_some_and(|e| e.keys.contains(&version_key(version)))
+    }
+
+    fn newest(&self, target_env: &str) -> Option<String> {
+        self.envs
+            .get(target_env)
+            .and_then(|e| e.newest.as_ref().map(|(_, text)| text.clone()))
+    }
+}
+
 impl History for [Promoted] {
-    fn promoted_into(&self, target_env: &str) -> Vec<String> {
-        self.iter()
-            .filter(|p| p.target_env == target_env)
-            .map(|p| p.version.clone())
-            .collect()
+    fn has(&self, target_env: &str, version: &str) -> bool {
+        index(self).has(target_env, version)
+    }
+
+    fn newest(&self, target_env: &str) -> Option<String> {
+        index(self).newest(target_env)
     }
 }
 
 impl History for Vec<Promoted> {
-    fn promoted_into(&self, target_env: &str) -> Vec<String> {
-        self.as_slice().promoted_into(target_env)
+    fn has(&self, target_env: &str, version: &str) -> bool {
+        self.as_slice().has(target_env, version)
     }
+
+    fn newest(&self, target_env: &str) -> Option<String> {
+        self.as_slice().newest(target_env)
+    }
+}
+
+fn index(promoted: &[Promoted]) -> VersionIndex {
+    let mut index = VersionIndex::default();
+    for p in promoted {
+        index.record(&p.target_env, &p.version);
+    }
+    index
 }
 
 /// The event's object is the pipeline's app: same API group (any version), kind and name, in
@@ -267,26 +329,19 @@ fn check_history(
     target_env: &str,
     history: &(impl History + ?Sized),
 ) -> Result<(), IgnoreReason> {
-    let promoted = history.promoted_into(target_env);
-    let new = semver(version);
-    if promoted
-        .iter()
-        .any(|p| p == version || (new.is_some() && semver(p) == new))
-    {
+    if history.has(target_env, version) {
         return Err(IgnoreReason::AlreadyPromoted {
             version: version.to_string(),
             target_env: target_env.to_string(),
         });
     }
-    let Some(new) = new else { return Ok(()) };
-    let newest = promoted
-        .iter()
-        .filter_map(|p| semver(p).map(|v| (v, p)))
-        .max_by(|(a, _), (b, _)| a.cmp_precedence(b));
-    match newest {
-        Some((v, p)) if v.cmp_precedence(&new).is_gt() => Err(IgnoreReason::OlderThanPromoted {
+    let (Some(new), Some(promoted)) = (semver(version), history.newest(target_env)) else {
+        return Ok(());
+    };
+    match semver(&promoted) {
+        Some(v) if v.cmp_precedence(&new).is_gt() => Err(IgnoreReason::OlderThanPromoted {
             version: version.to_string(),
-            promoted: p.clone(),
+            promoted,
             target_env: target_env.to_string(),
         }),
         _ => Ok(()),

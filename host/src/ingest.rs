@@ -207,8 +207,10 @@ async fn handle_promotion(
             format!("no pipeline {namespace}/{name}"),
         )
     })?;
-    let history = shared.store.history(&pipeline.reference());
-    let intents = match crate::decide::decide(pipeline, env, &event, &history) {
+    let decision = shared.store.with_history(&pipeline.reference(), |history| {
+        crate::decide::decide(pipeline, env, &event, history)
+    });
+    let intents = match decision {
         Decision::Reject(reason) => {
             return Err(Answer::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -9,7 +9,7 @@
 //! environment, version), so recording the same promotion twice finds the first;
 //! an event's digest is kept, so a replayed event changes nothing.
 
-use crate::decide::Promoted;
+use crate::decide::VersionIndex;
 use crate::pipeline::StrategyRef;
 use crate::promotion::{AppRef, EventInfo, PipelineRef, Target};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -144,7 +144,7 @@ enum Op {
 
 /// Versions recorded per pipeline (`ns/name`), for `decide`. Kept in memory so an
 /// event never scans the database.
-type HistoryIndex = Arc<Mutex<HashMap<String, Vec<Promoted>>>>;
+type HistoryIndex = Arc<Mutex<HashMap<String, VersionIndex>>>;
 
 fn pipeline_key(p: &PipelineRef) -> String {
     format!("{}/{}", p.namespace, p.name)
@@ -196,10 +196,7 @@ impl LocalStore {
                 index
                     .entry(pipeline_key(&p.pipeline))
                     .or_default()
-                    .push(Promoted {
-                        target_env: p.target_environment,
-                        version: p.version,
-                    });
+                    .record(&p.target_environment, &p.version);
             }
         }
         let history = store.history.clone();
@@ -210,14 +207,13 @@ impl LocalStore {
         Ok(store)
     }
 
-    /// Every version recorded for `pipeline`, in any phase.
-    pub fn history(&self, pipeline: &PipelineRef) -> Vec<Promoted> {
-        self.history
-            .lock()
-            .unwrap()
-            .get(&pipeline_key(pipeline))
-            .cloned()
-            .unwrap_or_default()
+    /// Runs `f` with every version recorded for `pipeline`, in any phase.
+    pub fn with_history<R>(&self, pipeline: &PipelineRef, f: impl FnOnce(&VersionIndex) -> R) -> R {
+        let index = self.history.lock().unwrap();
+        match index.get(&pipeline_key(pipeline)) {
+            Some(h) => f(h),
+            None => f(&VersionIndex::default()),
+        }
     }
 
     /// Whether an event with this exact body was accepted before.
@@ -321,10 +317,7 @@ fn writer(db: Arc<Database>, rx: mpsc::Receiver<Op>, history: HistoryIndex) {
                             index
                                 .entry(pipeline_key(&p.pipeline))
                                 .or_default()
-                                .push(Promoted {
-                                    target_env: p.target_environment.clone(),
-                                    version: p.version.clone(),
-                                });
+                                .record(&p.target_environment, &p.version);
                         }
                     }
                 }

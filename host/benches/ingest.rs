@@ -1,0 +1,186 @@
+//! Ingestion throughput and latency for signed events through the full path
+//! (signature, parse, replay check, decision, durable group-committed record, 202),
+//! beside a bare axum handler on the same machine in the same run.
+//! Target: at least half the bare handler's throughput.
+
+use promoter::client::{deployment_event, signature_header};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const EVENTS: usize = 10_000;
+const SENDERS: usize = 50;
+const KEY: &[u8] = b"bench-events-key";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_listening(port: u16) {
+    for _ in 0..600 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nothing listens on {port}");
+}
+
+/// Posts every body with `SENDERS` concurrent keep-alive clients; returns elapsed time,
+/// per-request latencies and status counts.
+async fn load(
+    url: String,
+    bodies: Vec<(Vec<u8>, String)>,
+) -> (
+    Duration,
+    Vec<Duration>,
+    std::collections::BTreeMap<u16, usize>,
+) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(SENDERS)
+        .build()
+        .unwrap();
+    let queue = Arc::new(std::sync::Mutex::new(bodies));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..SENDERS {
+        let (client, url, queue) = (client.clone(), url.clone(), queue.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            loop {
+                let Some((body, signature)) = queue.lock().unwrap().pop() else {
+                    break;
+                };
+                let t = Instant::now();
+                let status = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("x-signature", signature)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16();
+                out.push((t.elapsed(), status));
+            }
+            out
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut statuses = std::collections::BTreeMap::new();
+    for t in tasks {
+        for (latency, status) in t.await.unwrap() {
+            latencies.push(latency);
+            *statuses.entry(status).or_default() += 1;
+        }
+    }
+    (started.elapsed(), latencies, statuses)
+}
+
+fn report(name: &str, elapsed: Duration, mut latencies: Vec<Duration>) -> f64 {
+    latencies.sort();
+    let rate = latencies.len() as f64 / elapsed.as_secs_f64();
+    let p = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    println!(
+        "{name:<34} {rate:>9.0} events/s   p50 {:>9.2?}   p99 {:>9.2?}",
+        p(0.5),
+        p(0.99)
+    );
+    rate
+}
+
+fn bodies() -> Vec<(Vec<u8>, String)> {
+    // Distinct, non-semver revisions: every event is accepted and durably recorded.
+    (0..EVENTS)
+        .map(|i| {
+            let body = serde_json::to_vec(&deployment_event(
+                "HelmRelease",
+                "podinfo-dev",
+                "podinfo",
+                &format!("build-{i:06}"),
+            ))
+            .unwrap();
+            let signature = signature_header(KEY, &body);
+            (body, signature)
+        })
+        .collect()
+}
+
+fn main() {
+    promoter::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // Baseline: a bare axum handler on the same path.
+        let bare_port = free_port();
+        let bare = axum::Router::new().route(
+            "/promotion/{ns}/{name}/{env}",
+            axum::routing::post(|_body: axum::body::Bytes| async { axum::http::StatusCode::ACCEPTED }),
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", bare_port)).await.unwrap();
+        tokio::spawn(async move { axum::serve(listener, bare).await.unwrap() });
+
+        // Promoter in local mode; prod is manual so no plugin runs during the measurement.
+        let dir = std::env::temp_dir().join(format!("promoter-bench-ingest-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("manifests")).unwrap();
+        std::fs::write(
+            dir.join("manifests/pipeline.yaml"),
+            format!(
+                "apiVersion: pipelines.weave.works/v1alpha1\nkind: Pipeline\nmetadata: {{name: podinfo, namespace: flux-system}}\n\
+                 spec:\n  appRef: {{apiVersion: helm.toolkit.fluxcd.io/v2, kind: HelmRelease, name: podinfo}}\n  environments:\n\
+                 \x20   - name: dev\n      targets: [{{namespace: podinfo-dev}}]\n    - name: prod\n      targets: [{{namespace: podinfo-prod}}]\n\
+                 \x20 promotion:\n    manual: true\n    secretRef: {{name: events}}\n    webhook: {{url: 'http://127.0.0.1:9/never'}}\n---\n\
+                 apiVersion: v1\nkind: Secret\nmetadata: {{name: events, namespace: flux-system}}\nstringData: {{hmac-key: {}}}\n",
+                std::str::from_utf8(KEY).unwrap()
+            ),
+        )
+        .unwrap();
+        let (webhook_port, admin_port) = (free_port(), free_port());
+        let settings = promoter::serve::Settings {
+            manifests: dir.join("manifests"),
+            data_dir: dir.join("data"),
+            webhook_addr: format!("127.0.0.1:{webhook_port}").parse().unwrap(),
+            admin_addr: format!("127.0.0.1:{admin_port}").parse().unwrap(),
+            tls: None,
+            allow_unsigned: false,
+            max_event_age: Duration::from_secs(600),
+            body_limit: 1 << 20,
+            retry: Default::default(),
+            workers: 4,
+            builtin_private_networks: false,
+            watch_interval: Duration::from_secs(3600),
+        };
+        tokio::spawn(async move { promoter::serve::run(settings).await.unwrap() });
+        wait_listening(bare_port).await;
+        wait_listening(webhook_port).await;
+
+        let bodies = bodies();
+        // Warm both up.
+        load(format!("http://127.0.0.1:{bare_port}/promotion/flux-system/podinfo/dev"), bodies[..500].to_vec()).await;
+        let (bare_elapsed, bare_lat, _) =
+            load(format!("http://127.0.0.1:{bare_port}/promotion/flux-system/podinfo/dev"), bodies.clone()).await;
+        let (full_elapsed, full_lat, statuses) =
+            load(format!("http://127.0.0.1:{webhook_port}/promotion/flux-system/podinfo/dev"), bodies).await;
+
+        println!("{EVENTS} signed events, {SENDERS} concurrent senders, one run");
+        let bare_rate = report("bare axum handler (baseline)", bare_elapsed, bare_lat);
+        let full_rate = report("promoter, full path, durable", full_elapsed, full_lat);
+        println!("promoter statuses: {statuses:?}");
+        println!(
+            "throughput ratio: {:.2} of the bare handler; target >= 0.50: {}",
+            full_rate / bare_rate,
+            if full_rate / bare_rate >= 0.5 { "met" } else { "NOT met" }
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
