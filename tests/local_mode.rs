@@ -3,113 +3,11 @@
 
 mod support;
 
-use promoter::client::{FluxEventBody, deployment_event, post_signed, signature_header};
+use promoter::client::{deployment_event, post_signed, signature_header};
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
-use support::{Receiver, Server, scratch};
-
-const EVENTS_KEY: &[u8] = b"events-key-for-tests";
-const CI_KEY: &[u8] = b"ci-key-for-tests";
-
-fn write_manifests(dir: &Path, hook_url: &str) {
-    std::fs::write(
-        dir.join("pipeline.yaml"),
-        format!(
-            r#"apiVersion: pipelines.weave.works/v1alpha1
-kind: Pipeline
-metadata:
-  name: podinfo
-  namespace: flux-system
-spec:
-  appRef:
-    apiVersion: helm.toolkit.fluxcd.io/v2
-    kind: HelmRelease
-    name: podinfo
-  environments:
-    - name: dev
-      targets:
-        - namespace: podinfo-dev
-    - name: test
-      targets:
-        - namespace: podinfo-test
-          clusterRef: {{kind: GitopsCluster, name: test-eu}}
-        - namespace: podinfo-test
-          clusterRef: {{kind: GitopsCluster, name: test-us}}
-    - name: prod
-      targets:
-        - namespace: podinfo-prod
-      promotion:
-        manual: true
-  promotion:
-    secretRef: {{name: podinfo-events}}
-    webhook:
-      url: {hook_url}
-      secretRef: {{name: ci-hmac}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: podinfo-events, namespace: flux-system}}
-stringData: {{hmac-key: {events}}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: ci-hmac, namespace: flux-system}}
-data: {{hmac-key: {ci}}}
-"#,
-            events = std::str::from_utf8(EVENTS_KEY).unwrap(),
-            ci = base64_encode(CI_KEY),
-        ),
-    )
-    .unwrap();
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-async fn start(name: &str, receiver: &Receiver, extra: &[&str]) -> Server {
-    let dir = scratch(name);
-    let manifests = dir.join("manifests");
-    std::fs::create_dir_all(&manifests).unwrap();
-    write_manifests(&manifests, &receiver.url("/job/promote"));
-    Server::start(&manifests, &dir.join("data"), extra)
-}
-
-fn event_url(server: &Server, env: &str) -> String {
-    format!("{}/promotion/flux-system/podinfo/{env}", server.webhook)
-}
-
-async fn send(
-    server: &Server,
-    env: &str,
-    event: &FluxEventBody,
-    key: Option<&[u8]>,
-) -> (u16, String) {
-    post_signed(
-        &event_url(server, env),
-        serde_json::to_vec(event).unwrap(),
-        key,
-    )
-    .await
-    .unwrap()
-}
+use support::{
+    CI_KEY, EVENTS_KEY, Receiver, Server, event_url, scratch, send, start, write_manifests,
+};
 
 #[tokio::test]
 async fn a_signed_event_for_dev_is_promoted_into_test_and_shows_in_status_and_metrics() {

@@ -33,6 +33,8 @@ pub struct Receiver {
     pub requests: Arc<Mutex<Vec<Received>>>,
     /// Requests still to be held without an answer (a stalled far side).
     pub hold: Arc<AtomicUsize>,
+    /// Statuses for the next requests, in order; afterwards the default status.
+    pub script: Arc<Mutex<std::collections::VecDeque<(u16, Vec<(String, String)>)>>>,
 }
 
 impl Receiver {
@@ -47,7 +49,14 @@ impl Receiver {
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let hold = Arc::new(AtomicUsize::new(held));
-        let (c, r, h) = (connections.clone(), requests.clone(), hold.clone());
+        let script: Arc<Mutex<std::collections::VecDeque<(u16, Vec<(String, String)>)>>> =
+            Arc::default();
+        let (c, r, h, sc) = (
+            connections.clone(),
+            requests.clone(),
+            hold.clone(),
+            script.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 let Ok((mut sock, _)) = listener.accept().await else {
@@ -56,6 +65,7 @@ impl Receiver {
                 c.fetch_add(1, Ordering::SeqCst);
                 let r = r.clone();
                 let h = h.clone();
+                let sc = sc.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
@@ -114,8 +124,15 @@ impl Receiver {
                         tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
                         return;
                     }
+                    let (status, extra) = sc
+                        .lock()
+                        .unwrap()
+                        .pop_front()
+                        .unwrap_or((status, Vec::new()));
+                    let extra: String =
+                        extra.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
                     let reply = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n{body}",
+                        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\ncontent-type: text/plain\r\n{extra}connection: close\r\n\r\n{body}",
                         body.len()
                     );
                     let _ = sock.write_all(reply.as_bytes()).await;
@@ -128,6 +145,21 @@ impl Receiver {
             connections,
             requests,
             hold,
+            script,
+        }
+    }
+
+    /// The next requests get these statuses (and headers), in order.
+    pub fn then_answer(&self, answers: &[(u16, &[(&str, &str)])]) {
+        let mut script = self.script.lock().unwrap();
+        for (status, headers) in answers {
+            script.push_back((
+                *status,
+                headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ));
         }
     }
 
@@ -322,4 +354,112 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+// ---- local mode: a pipeline dev -> test (two targets) -> prod (manual) calling a CI receiver
+
+use promoter::client::{FluxEventBody, post_signed};
+use std::path::Path;
+
+pub const EVENTS_KEY: &[u8] = b"events-key-for-tests";
+pub const CI_KEY: &[u8] = b"ci-key-for-tests";
+
+pub fn write_manifests(dir: &Path, hook_url: &str) {
+    std::fs::write(
+        dir.join("pipeline.yaml"),
+        format!(
+            r#"apiVersion: pipelines.weave.works/v1alpha1
+kind: Pipeline
+metadata:
+  name: podinfo
+  namespace: flux-system
+spec:
+  appRef:
+    apiVersion: helm.toolkit.fluxcd.io/v2
+    kind: HelmRelease
+    name: podinfo
+  environments:
+    - name: dev
+      targets:
+        - namespace: podinfo-dev
+    - name: test
+      targets:
+        - namespace: podinfo-test
+          clusterRef: {{kind: GitopsCluster, name: test-eu}}
+        - namespace: podinfo-test
+          clusterRef: {{kind: GitopsCluster, name: test-us}}
+    - name: prod
+      targets:
+        - namespace: podinfo-prod
+      promotion:
+        manual: true
+  promotion:
+    secretRef: {{name: podinfo-events}}
+    webhook:
+      url: {hook_url}
+      secretRef: {{name: ci-hmac}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: podinfo-events, namespace: flux-system}}
+stringData: {{hmac-key: {events}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: ci-hmac, namespace: flux-system}}
+data: {{hmac-key: {ci}}}
+"#,
+            events = std::str::from_utf8(EVENTS_KEY).unwrap(),
+            ci = base64_encode(CI_KEY),
+        ),
+    )
+    .unwrap();
+}
+
+pub fn base64_encode(bytes: &[u8]) -> String {
+    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+pub async fn start(name: &str, receiver: &Receiver, extra: &[&str]) -> Server {
+    let dir = scratch(name);
+    let manifests = dir.join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    write_manifests(&manifests, &receiver.url("/job/promote"));
+    Server::start(&manifests, &dir.join("data"), extra)
+}
+
+pub fn event_url(server: &Server, env: &str) -> String {
+    format!("{}/promotion/flux-system/podinfo/{env}", server.webhook)
+}
+
+pub async fn send(
+    server: &Server,
+    env: &str,
+    event: &FluxEventBody,
+    key: Option<&[u8]>,
+) -> (u16, String) {
+    post_signed(
+        &event_url(server, env),
+        serde_json::to_vec(event).unwrap(),
+        key,
+    )
+    .await
+    .unwrap()
 }

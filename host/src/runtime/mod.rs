@@ -15,12 +15,14 @@
 pub mod egress;
 pub mod limits;
 mod output;
+mod sandbox;
 pub mod secret;
 
 use crate::promotion::{Outcome, PromotionRequest, StrategyError};
 use egress::{Egress, EgressPolicy, Grant, Refusal};
 use limits::{Limits, MemoryLimiter};
 use output::{CappedOutput, Stream};
+use sandbox::{Sandbox, to_wit, trap_message};
 use sha2::Digest as _;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -29,8 +31,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi_http::WasiHttpCtx;
 
 /// The contract this host speaks.
 pub const CONTRACT: &str = "promoter:strategy@0.1.0";
@@ -48,7 +50,6 @@ mod bindings {
     });
 }
 
-use bindings::promoter::strategy::host as wit_host;
 use bindings::promoter::strategy::types as wit;
 
 /// Why a plugin could not be loaded or a call did not return a result.
@@ -132,101 +133,6 @@ pub struct Metadata {
     pub digest: String,
     /// The interfaces the component imports.
     pub imports: Vec<String>,
-}
-
-/// The store's data: one per call, dropped with it.
-pub(crate) struct Sandbox {
-    wasi: WasiCtx,
-    http: WasiHttpCtx,
-    table: ResourceTable,
-    egress: Egress,
-    limiter: MemoryLimiter,
-    sign_enabled: bool,
-    promotion: Option<String>,
-    log_budget: usize,
-}
-
-impl WasiView for Sandbox {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiHttpView for Sandbox {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.egress,
-        }
-    }
-}
-
-impl wit::Host for Sandbox {}
-
-impl wit_host::Host for Sandbox {
-    fn log(&mut self, level: wit_host::Level, message: String) {
-        let plugin = self.egress.policy.plugin.clone();
-        let promotion = self.promotion.as_deref().unwrap_or("-");
-        if self.log_budget < message.len() {
-            if self.log_budget > 0 {
-                tracing::warn!(%plugin, promotion, "plugin log budget exhausted; further lines dropped");
-            }
-            self.log_budget = 0;
-            return;
-        }
-        self.log_budget -= message.len();
-        match level {
-            wit_host::Level::Trace => tracing::trace!(%plugin, promotion, "{message}"),
-            wit_host::Level::Debug => tracing::debug!(%plugin, promotion, "{message}"),
-            wit_host::Level::Info => tracing::info!(%plugin, promotion, "{message}"),
-            wit_host::Level::Warn => tracing::warn!(%plugin, promotion, "{message}"),
-            wit_host::Level::Error => tracing::error!(%plugin, promotion, "{message}"),
-        }
-    }
-
-    fn sign(
-        &mut self,
-        key: String,
-        algorithm: wit_host::HmacAlgorithm,
-        data: Vec<u8>,
-    ) -> Result<String, String> {
-        let policy = &self.egress.policy;
-        let refuse = |reason: String| {
-            self.egress.refusals.lock().unwrap().push(Refusal {
-                origin: None,
-                reason: reason.clone(),
-            });
-            Err(reason)
-        };
-        if !self.sign_enabled {
-            return refuse(format!(
-                "plugin {} may not sign: the sign capability was not requested or no key is bound",
-                policy.plugin
-            ));
-        }
-        let Some(secret) = policy.grant.keys.get(&key) else {
-            let bound: Vec<&str> = policy.grant.keys.keys().map(String::as_str).collect();
-            return refuse(format!(
-                "no signing key named {key:?} is bound to plugin {}; bound keys: {}",
-                policy.plugin,
-                bound.join(", ")
-            ));
-        };
-        let algorithm = match algorithm {
-            wit_host::HmacAlgorithm::Sha256 => crate::signature::Algorithm::Sha256,
-            wit_host::HmacAlgorithm::Sha384 => crate::signature::Algorithm::Sha384,
-            wit_host::HmacAlgorithm::Sha512 => crate::signature::Algorithm::Sha512,
-        };
-        Ok(crate::signature::sign_hex(
-            algorithm,
-            secret.expose(),
-            &data,
-        ))
-    }
 }
 
 /// Where compiled components are kept between runs.
@@ -685,89 +591,5 @@ impl Plugin {
             tracing::warn!(plugin = %self.name, promotion, stream, "{dropped} bytes of plugin output dropped (limit {} bytes)", self.limits.max_log_bytes);
         }
         lines
-    }
-}
-
-/// The guest's own words when it panicked (Rust prints them to stderr before
-/// aborting), else the trap and the last lines it wrote.
-fn trap_message(error: &wasmtime::Error, stderr: &[String]) -> String {
-    let trap = match error.downcast_ref::<wasmtime::Trap>() {
-        Some(t) => t.to_string(),
-        None => format!("{error:#}")
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_string(),
-    };
-    if let Some(at) = stderr.iter().rposition(|l| l.contains("panicked at")) {
-        let said: Vec<&str> = stderr[at + 1..]
-            .iter()
-            .map(String::as_str)
-            .filter(|l| !l.starts_with("note:"))
-            .collect();
-        if !said.is_empty() {
-            return format!("{} ({trap})", said.join(" "));
-        }
-    }
-    let tail: Vec<&str> = stderr
-        .iter()
-        .rev()
-        .take(3)
-        .rev()
-        .map(String::as_str)
-        .collect();
-    if tail.is_empty() {
-        trap
-    } else {
-        format!("{trap}; stderr: {}", tail.join(" | "))
-    }
-}
-
-fn to_wit(r: &PromotionRequest) -> wit::PromotionRequest {
-    wit::PromotionRequest {
-        id: r.id.clone(),
-        attempt: r.attempt,
-        pipeline: wit::PipelineRef {
-            namespace: r.pipeline.namespace.clone(),
-            name: r.pipeline.name.clone(),
-        },
-        source_environment: r.source_environment.clone(),
-        target_environment: r.target_environment.clone(),
-        targets: r
-            .targets
-            .iter()
-            .map(|t| wit::DeploymentTarget {
-                namespace: t.namespace.clone(),
-                cluster: t.cluster.as_ref().map(|c| wit::ClusterRef {
-                    api_version: c.api_version.clone(),
-                    kind: c.kind.clone(),
-                    name: c.name.clone(),
-                    namespace: c.namespace.clone(),
-                }),
-            })
-            .collect(),
-        app: wit::AppRef {
-            api_version: r.app.api_version.clone(),
-            kind: r.app.kind.clone(),
-            name: r.app.name.clone(),
-        },
-        version: r.version.clone(),
-        config: r.config.to_string(),
-        event: wit::EventInfo {
-            kind: r.event.kind.clone(),
-            name: r.event.name.clone(),
-            namespace: r.event.namespace.clone(),
-            reason: r.event.reason.clone(),
-            severity: r.event.severity.clone(),
-            message: r.event.message.clone(),
-            timestamp: r.event.timestamp.clone(),
-            reporting_controller: r.event.reporting_controller.clone(),
-            metadata: r
-                .event
-                .metadata
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        },
     }
 }
