@@ -27,6 +27,14 @@ fn request(id: &str, config: serde_json::Value) -> PromotionRequest {
     serde_json::from_value(json).unwrap()
 }
 
+/// Loads a component that must be refused; returns why.
+async fn load_err(rt: &Arc<Runtime>, name: &str, bytes: &[u8]) -> PluginError {
+    rt.load(name, bytes, Grant::default(), Limits::default())
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("{name} must be rejected"))
+}
+
 async fn load(rt: &Arc<Runtime>, name: &str, path: &str, grant: Grant, limits: Limits) -> Plugin {
     rt.load(name, &wasm(path), grant, limits)
         .await
@@ -281,16 +289,12 @@ async fn a_trap_surfaces_the_guests_own_message() {
 #[tokio::test]
 async fn a_component_missing_the_strategy_export_is_rejected_at_load() {
     let rt = runtime();
-    let err = rt
-        .load(
-            "no-export",
-            &wasm(env!("PROMOTER_WASM_FIXTURE_NO_EXPORT")),
-            Grant::default(),
-            Limits::default(),
-        )
-        .await
-        .err()
-        .expect("must be rejected");
+    let err = load_err(
+        &rt,
+        "no-export",
+        &wasm(env!("PROMOTER_WASM_FIXTURE_NO_EXPORT")),
+    )
+    .await;
     assert!(matches!(err, PluginError::InvalidComponent { .. }), "{err}");
     assert!(
         err.to_string()
@@ -303,16 +307,12 @@ async fn a_component_missing_the_strategy_export_is_rejected_at_load() {
 #[tokio::test]
 async fn a_component_for_another_contract_version_is_rejected_at_load() {
     let rt = runtime();
-    let err = rt
-        .load(
-            "wrong-version",
-            &wasm(env!("PROMOTER_WASM_FIXTURE_WRONG_VERSION")),
-            Grant::default(),
-            Limits::default(),
-        )
-        .await
-        .err()
-        .expect("must be rejected");
+    let err = load_err(
+        &rt,
+        "wrong-version",
+        &wasm(env!("PROMOTER_WASM_FIXTURE_WRONG_VERSION")),
+    )
+    .await;
     assert!(
         err.to_string().contains(
             "exports contract promoter:strategy@0.2.0, this host speaks promoter:strategy@0.1.0"
@@ -324,23 +324,10 @@ async fn a_component_for_another_contract_version_is_rejected_at_load() {
 #[tokio::test]
 async fn bytes_that_are_not_a_component_are_rejected_with_a_reason() {
     let rt = runtime();
-    let err = rt
-        .load(
-            "garbage",
-            b"definitely not wasm",
-            Grant::default(),
-            Limits::default(),
-        )
-        .await
-        .err()
-        .unwrap();
+    let err = load_err(&rt, "garbage", b"definitely not wasm").await;
     assert!(matches!(err, PluginError::InvalidComponent { .. }), "{err}");
     let core_module = b"\0asm\x01\0\0\0";
-    let err = rt
-        .load("core", core_module, Grant::default(), Limits::default())
-        .await
-        .err()
-        .unwrap();
+    let err = load_err(&rt, "core", core_module).await;
     assert!(
         err.to_string()
             .contains("core WebAssembly module, not a component"),

@@ -82,13 +82,9 @@ fn authenticate(
     body: &[u8],
 ) -> Result<(), Answer> {
     let catalog = shared.catalog();
-    let pipeline = catalog.pipeline(namespace, name).ok_or_else(|| {
-        Answer::new(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            format!("no pipeline {namespace}/{name}"),
-        )
-    })?;
+    let pipeline = catalog
+        .pipeline(namespace, name)
+        .ok_or_else(|| no_pipeline(namespace, name))?;
     let signature = headers.get("x-signature").and_then(|v| v.to_str().ok());
     let Some(secret_name) = pipeline.hmac_secret_for(env) else {
         if shared.settings.allow_unsigned {
@@ -144,6 +140,22 @@ fn check_age(shared: &Shared, timestamp: jiff::Timestamp) -> Result<(), Answer> 
     Ok(())
 }
 
+fn no_pipeline(namespace: &str, name: &str) -> Answer {
+    Answer::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        format!("no pipeline {namespace}/{name}"),
+    )
+}
+
+fn replayed() -> Answer {
+    Answer::new(
+        StatusCode::CONFLICT,
+        "replay",
+        "this event was already accepted; nothing changed",
+    )
+}
+
 fn unavailable(e: StoreError) -> Answer {
     tracing::error!("cannot record event: {e}");
     Answer::new(
@@ -193,20 +205,12 @@ async fn handle_promotion(
         .map_err(|e| Answer::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?;
     check_age(shared, timestamp)?;
     if shared.store.seen(body).map_err(unavailable)? {
-        return Err(Answer::new(
-            StatusCode::CONFLICT,
-            "replay",
-            "this event was already accepted; nothing changed",
-        ));
+        return Err(replayed());
     }
     let catalog = shared.catalog();
-    let pipeline = catalog.pipeline(namespace, name).ok_or_else(|| {
-        Answer::new(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            format!("no pipeline {namespace}/{name}"),
-        )
-    })?;
+    let pipeline = catalog
+        .pipeline(namespace, name)
+        .ok_or_else(|| no_pipeline(namespace, name))?;
     let decision = shared.store.with_history(&pipeline.reference(), |history| {
         crate::decide::decide(pipeline, env, &event, history)
     });
@@ -265,11 +269,7 @@ async fn handle_promotion(
         .await
         .map_err(unavailable)?;
     if accepted.replay {
-        return Err(Answer::new(
-            StatusCode::CONFLICT,
-            "replay",
-            "this event was already accepted; nothing changed",
-        ));
+        return Err(replayed());
     }
     shared.executor.wake();
     let promotions: Vec<_> = records
@@ -334,13 +334,9 @@ async fn handle_approval(
     // promotions into `env`.
     let source = {
         let catalog = shared.catalog();
-        let pipeline = catalog.pipeline(namespace, name).ok_or_else(|| {
-            Answer::new(
-                StatusCode::NOT_FOUND,
-                "not-found",
-                format!("no pipeline {namespace}/{name}"),
-            )
-        })?;
+        let pipeline = catalog
+            .pipeline(namespace, name)
+            .ok_or_else(|| no_pipeline(namespace, name))?;
         let position = pipeline.position(env).ok_or_else(|| {
             Answer::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
