@@ -120,47 +120,51 @@ impl Executor {
         loop {
             let now = now_ms();
             let mut next_due: Option<u64> = None;
-            let mut depth = 0i64;
-            match self.store.list() {
-                Ok(all) => {
-                    let mut due: Vec<Promotion> = Vec::new();
-                    for p in all.into_iter().filter(|p| p.phase == Phase::Pending) {
-                        depth += 1;
-                        match p.next_attempt_at {
-                            Some(at) if at > now => {
-                                next_due = Some(next_due.map_or(at, |n| n.min(at)));
-                            }
-                            _ => due.push(p),
-                        }
-                    }
-                    // Oldest first.
-                    due.sort_by_key(|p| p.created_at);
-                    for p in due {
-                        if !self.in_flight.lock().unwrap().insert(p.id.clone()) {
-                            continue;
-                        }
-                        let Ok(permit) = slots.clone().try_acquire_owned() else {
-                            self.in_flight.lock().unwrap().remove(&p.id);
-                            break;
-                        };
-                        let this = self.clone();
-                        let span = tracing::info_span!(
-                            "promotion",
-                            id = %p.id,
-                            pipeline = %format!("{}/{}", p.pipeline.namespace, p.pipeline.name),
-                            environment = %p.target_environment,
-                            version = %p.version,
-                        );
-                        tokio::spawn(async move {
-                            let id = p.id.clone();
-                            this.run_one(p).instrument(span).await;
-                            this.in_flight.lock().unwrap().remove(&id);
-                            drop(permit);
-                            this.wake();
-                        });
-                    }
+            let pending = self.store.pending();
+            let depth = pending.len() as i64;
+            let mut due = Vec::new();
+            for (id, when) in pending {
+                match when.next_attempt_at {
+                    Some(at) if at > now => next_due = Some(next_due.map_or(at, |n| n.min(at))),
+                    _ => due.push((when.created_at, id)),
                 }
-                Err(e) => tracing::error!("cannot read pending promotions: {e}"),
+            }
+            // Oldest first.
+            due.sort();
+            for (_, id) in due {
+                if !self.in_flight.lock().unwrap().insert(id.clone()) {
+                    continue;
+                }
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    self.in_flight.lock().unwrap().remove(&id);
+                    break;
+                };
+                let p = match self.store.get(&id) {
+                    Ok(Some(p)) if p.phase == Phase::Pending => p,
+                    Ok(_) => {
+                        self.in_flight.lock().unwrap().remove(&id);
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot read promotion {id}: {e}");
+                        self.in_flight.lock().unwrap().remove(&id);
+                        continue;
+                    }
+                };
+                let this = self.clone();
+                let span = tracing::info_span!(
+                    "promotion",
+                    id = %p.id,
+                    pipeline = %format!("{}/{}", p.pipeline.namespace, p.pipeline.name),
+                    environment = %p.target_environment,
+                    version = %p.version,
+                );
+                tokio::spawn(async move {
+                    this.run_one(p).instrument(span).await;
+                    this.in_flight.lock().unwrap().remove(&id);
+                    drop(permit);
+                    this.wake();
+                });
             }
             self.metrics.queue_depth.set(depth);
             let sleep = next_due

@@ -100,6 +100,11 @@ impl LimitsSpec {
         }
         if let Some(m) = &self.memory {
             limits.memory_bytes = parse_size(m)?;
+            if limits.memory_bytes > crate::runtime::MAX_PLUGIN_MEMORY {
+                return Err(format!(
+                    "memory {m} is above the 1GiB a plugin may be given"
+                ));
+            }
         }
         if let Some(n) = self.max_instances {
             limits.max_instances = n;

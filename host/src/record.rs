@@ -142,9 +142,45 @@ enum Op {
     },
 }
 
-/// Versions recorded per pipeline (`ns/name`), for `decide`. Kept in memory so an
-/// event never scans the database.
-type HistoryIndex = Arc<Mutex<HashMap<String, VersionIndex>>>;
+/// What the hot paths need without scanning the database: the versions recorded per
+/// pipeline (`ns/name`), for `decide`, and the promotions waiting to run, for the worker.
+/// Rebuilt at open, then kept by the writer after each commit.
+#[derive(Default)]
+struct Index {
+    history: HashMap<String, VersionIndex>,
+    pending: HashMap<String, Due>,
+}
+
+type SharedIndex = Arc<Mutex<Index>>;
+
+/// When a pending promotion may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    pub created_at: u64,
+    pub next_attempt_at: Option<u64>,
+}
+
+impl Index {
+    fn note(&mut self, p: &Promotion, created: bool) {
+        if created {
+            self.history
+                .entry(pipeline_key(&p.pipeline))
+                .or_default()
+                .record(&p.target_environment, &p.version);
+        }
+        if p.phase == Phase::Pending {
+            self.pending.insert(
+                p.id.clone(),
+                Due {
+                    created_at: p.created_at,
+                    next_attempt_at: p.next_attempt_at,
+                },
+            );
+        } else {
+            self.pending.remove(&p.id);
+        }
+    }
+}
 
 fn pipeline_key(p: &PipelineRef) -> String {
     format!("{}/{}", p.namespace, p.name)
@@ -155,7 +191,7 @@ fn pipeline_key(p: &PipelineRef) -> String {
 pub struct LocalStore {
     db: Arc<Database>,
     ops: mpsc::SyncSender<Op>,
-    history: HistoryIndex,
+    index: SharedIndex,
 }
 
 impl LocalStore {
@@ -188,32 +224,39 @@ impl LocalStore {
         let store = LocalStore {
             db,
             ops,
-            history: Arc::default(),
+            index: Arc::default(),
         };
         {
-            let mut index = store.history.lock().unwrap();
+            let mut index = store.index.lock().unwrap();
             for p in store.list()? {
-                index
-                    .entry(pipeline_key(&p.pipeline))
-                    .or_default()
-                    .record(&p.target_environment, &p.version);
+                index.note(&p, true);
             }
         }
-        let history = store.history.clone();
+        let index = store.index.clone();
         std::thread::Builder::new()
             .name("promotion-store".into())
-            .spawn(move || writer(writer_db, rx, history))
+            .spawn(move || writer(writer_db, rx, index))
             .map_err(|e| StoreError::Write(e.to_string()))?;
         Ok(store)
     }
 
     /// Runs `f` with every version recorded for `pipeline`, in any phase.
     pub fn with_history<R>(&self, pipeline: &PipelineRef, f: impl FnOnce(&VersionIndex) -> R) -> R {
-        let index = self.history.lock().unwrap();
-        match index.get(&pipeline_key(pipeline)) {
+        let index = self.index.lock().unwrap();
+        match index.history.get(&pipeline_key(pipeline)) {
             Some(h) => f(h),
             None => f(&VersionIndex::default()),
         }
+    }
+
+    /// Promotions in phase pending, with when they may run.
+    pub fn pending(&self) -> Vec<(String, Due)> {
+        let index = self.index.lock().unwrap();
+        index
+            .pending
+            .iter()
+            .map(|(id, due)| (id.clone(), *due))
+            .collect()
     }
 
     /// Whether an event with this exact body was accepted before.
@@ -298,7 +341,7 @@ impl LocalStore {
 
 /// The single writer: takes one op, then whatever else is queued, applies them all in
 /// one transaction and commits once.
-fn writer(db: Arc<Database>, rx: mpsc::Receiver<Op>, history: HistoryIndex) {
+fn writer(db: Arc<Database>, rx: mpsc::Receiver<Op>, index: SharedIndex) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < 512 {
@@ -310,15 +353,17 @@ fn writer(db: Arc<Database>, rx: mpsc::Receiver<Op>, history: HistoryIndex) {
         let outcome = apply(&db, &batch);
         match outcome {
             Ok(results) => {
-                let mut index = history.lock().unwrap();
+                let mut index = index.lock().unwrap();
                 for (op, result) in batch.iter().zip(&results) {
-                    if let (Op::Accept { promotions, .. }, Done::Accepted(a)) = (op, result) {
-                        for p in promotions.iter().filter(|p| a.created.contains(&p.id)) {
-                            index
-                                .entry(pipeline_key(&p.pipeline))
-                                .or_default()
-                                .record(&p.target_environment, &p.version);
+                    match (op, result) {
+                        (Op::Accept { promotions, .. }, Done::Accepted(a)) => {
+                            for p in promotions.iter().filter(|p| a.created.contains(&p.id)) {
+                                index.note(p, true);
+                            }
                         }
+                        (Op::Put { promotion, .. }, _) => index.note(promotion, false),
+                        (Op::Approve { .. }, Done::Approved(Ok(p))) => index.note(p, false),
+                        _ => {}
                     }
                 }
                 drop(index);

@@ -11,7 +11,8 @@ pub struct Limits {
     /// Wall-clock deadline for one call, host calls (HTTP, signing) included. Default 30 s.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// Linear memory a single instance may grow to. Default 64 MiB.
+    /// Linear memory a single instance may grow to. Default 64 MiB, at most
+    /// [`super::MAX_PLUGIN_MEMORY`] (1 GiB).
     pub memory_bytes: usize,
     /// Instances of this plugin running at once; further calls queue. Default 4.
     pub max_instances: usize,

@@ -42,6 +42,14 @@ const STRATEGY_EXPORT_PREFIX: &str = "promoter:strategy/strategy@";
 /// How often the epoch advances: the granularity of yielding and of the deadline.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Plugin instances alive at once in the whole process. Instances come from a
+/// pre-reserved pool (wasmtime's pooling allocator), which is what makes a fresh
+/// sandbox per call cheap; calls beyond this wait for a free slot.
+pub const POOL_INSTANCES: u32 = 64;
+
+/// The largest memory limit a plugin may be given (the pool's slot size).
+pub const MAX_PLUGIN_MEMORY: usize = 1 << 30;
+
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
@@ -150,6 +158,8 @@ pub struct Runtime {
     engine_id: String,
     compiled: Mutex<HashMap<String, Component>>,
     ticking: Arc<AtomicBool>,
+    /// One permit per pool slot, so a busy process queues instead of failing.
+    pool_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Drop for Runtime {
@@ -163,6 +173,14 @@ impl Runtime {
         let mut wasm = Config::new();
         wasm.epoch_interruption(true);
         wasm.wasm_component_model(true);
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES * 8)
+            .total_memories(POOL_INSTANCES * 2)
+            .total_tables(POOL_INSTANCES * 8)
+            .total_stacks(POOL_INSTANCES)
+            .max_memory_size(MAX_PLUGIN_MEMORY);
+        wasm.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wasm)?;
 
         let mut linker = Linker::new(&engine);
@@ -205,6 +223,7 @@ impl Runtime {
             engine_id,
             compiled: Mutex::default(),
             ticking,
+            pool_slots: Arc::new(tokio::sync::Semaphore::new(POOL_INSTANCES as usize)),
         })
     }
 
@@ -221,6 +240,15 @@ impl Runtime {
             plugin: name.to_string(),
             reason,
         };
+        let mut limits = limits;
+        if limits.memory_bytes > MAX_PLUGIN_MEMORY {
+            tracing::warn!(
+                plugin = name,
+                "memory limit {} lowered to the 1GiB maximum",
+                limits.memory_bytes
+            );
+            limits.memory_bytes = MAX_PLUGIN_MEMORY;
+        }
         let digest = hex::encode(sha2::Sha256::digest(wasm));
         let component = {
             let this = self.clone();
@@ -526,6 +554,12 @@ impl Plugin {
             .acquire()
             .await
             .expect("the instance semaphore is never closed");
+        let _pool_slot = self
+            .runtime
+            .pool_slots
+            .acquire()
+            .await
+            .expect("the pool semaphore is never closed");
         let (mut store, stdout, stderr) = self.new_store(promotion.clone());
         let refusals = store.data().egress.refusals.clone();
         let started = Instant::now();
