@@ -204,9 +204,6 @@ async fn handle_promotion(
         .timestamp()
         .map_err(|e| Answer::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?;
     check_age(shared, timestamp)?;
-    if shared.store.seen(body).map_err(unavailable)? {
-        return Err(replayed());
-    }
     let catalog = shared.catalog();
     let pipeline = catalog
         .pipeline(namespace, name)
@@ -221,6 +218,11 @@ async fn handle_promotion(
                 "rejected",
                 reason.to_string(),
             ));
+        }
+        // A replay of an accepted event would be "already promoted": say what it is.
+        // (New events are checked for replay atomically when they are recorded.)
+        Decision::Ignore(_) if shared.store.seen(body).map_err(unavailable)? => {
+            return Err(replayed());
         }
         Decision::Ignore(reason) => {
             tracing::info!("{reason}");

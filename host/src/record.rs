@@ -126,20 +126,31 @@ pub struct Accepted {
     pub existing: Vec<String>,
 }
 
-enum Op {
+/// A change to the store: applied to the database and, first, written to the journal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+enum Change {
     Accept {
-        digest: [u8; 32],
+        digest: String,
         promotions: Vec<Promotion>,
-        reply: tokio::sync::oneshot::Sender<Result<Accepted, StoreError>>,
     },
     Put {
         promotion: Box<Promotion>,
-        reply: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
     },
     Approve {
         id: String,
-        reply: tokio::sync::oneshot::Sender<Result<Promotion, StoreError>>,
     },
+}
+
+enum Reply {
+    Accept(tokio::sync::oneshot::Sender<Result<Accepted, StoreError>>),
+    Put(tokio::sync::oneshot::Sender<Result<(), StoreError>>),
+    Approve(tokio::sync::oneshot::Sender<Result<Promotion, StoreError>>),
+}
+
+struct Op {
+    change: Change,
+    reply: Reply,
 }
 
 /// What the hot paths need without scanning the database: the versions recorded per
@@ -218,6 +229,27 @@ impl LocalStore {
                 .map_err(|e| StoreError::Write(e.to_string()))?;
             txn.commit().map_err(|e| StoreError::Write(e.to_string()))?;
         }
+        // Replay what a previous process journaled after its last checkpoint.
+        let journal_path = data_dir.join("promotions.journal");
+        let pending = read_journal(&journal_path)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&journal_path)
+            .map_err(|e| {
+                StoreError::Write(format!("cannot open {}: {e}", journal_path.display()))
+            })?;
+        let mut journal = Journal {
+            file,
+            len: 0,
+            checkpointed: std::time::Instant::now(),
+        };
+        if !pending.is_empty() {
+            tracing::info!(changes = pending.len(), "replaying the promotion journal");
+            let changes: Vec<&Change> = pending.iter().collect();
+            apply(&db, &changes, redb::Durability::Immediate).map_err(StoreError::Write)?;
+        }
+        journal.checkpoint(&db).map_err(StoreError::Write)?;
         let db = Arc::new(db);
         let (ops, rx) = mpsc::sync_channel(4096);
         let writer_db = db.clone();
@@ -235,7 +267,7 @@ impl LocalStore {
         let index = store.index.clone();
         std::thread::Builder::new()
             .name("promotion-store".into())
-            .spawn(move || writer(writer_db, rx, index))
+            .spawn(move || writer(writer_db, rx, index, journal))
             .map_err(|e| StoreError::Write(e.to_string()))?;
         Ok(store)
     }
@@ -267,7 +299,7 @@ impl LocalStore {
         let txn = self.db.begin_read().map_err(|e| read(&e))?;
         let table = txn.open_table(EVENTS).map_err(|e| read(&e))?;
         Ok(table
-            .get(digest.as_slice())
+            .get(hex::encode(digest).as_bytes())
             .map_err(|e| read(&e))?
             .is_some())
     }
@@ -286,10 +318,12 @@ impl LocalStore {
         use sha2::Digest;
         let digest: [u8; 32] = sha2::Sha256::digest(body).into();
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.send(Op::Accept {
-            digest,
-            promotions,
-            reply,
+        self.send(Op {
+            change: Change::Accept {
+                digest: hex::encode(digest),
+                promotions,
+            },
+            reply: Reply::Accept(reply),
         })?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -297,9 +331,11 @@ impl LocalStore {
     /// Writes a promotion's new state durably.
     pub async fn put(&self, promotion: Promotion) -> Result<(), StoreError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.send(Op::Put {
-            promotion: Box::new(promotion),
-            reply,
+        self.send(Op {
+            change: Change::Put {
+                promotion: Box::new(promotion),
+            },
+            reply: Reply::Put(reply),
         })?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -307,9 +343,9 @@ impl LocalStore {
     /// Moves a promotion waiting for approval to pending.
     pub async fn approve(&self, id: &str) -> Result<Promotion, StoreError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.send(Op::Approve {
-            id: id.to_string(),
-            reply,
+        self.send(Op {
+            change: Change::Approve { id: id.to_string() },
+            reply: Reply::Approve(reply),
         })?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -339,10 +375,104 @@ impl LocalStore {
     }
 }
 
-/// The single writer: takes one op, then whatever else is queued, applies them all in
-/// one transaction and commits once.
-fn writer(db: Arc<Database>, rx: mpsc::Receiver<Op>, index: SharedIndex) {
-    while let Ok(first) = rx.recv() {
+/// The journal makes a batch durable with one sequential append and fsync; the
+/// database itself is committed durably (a checkpoint) at most this often, after
+/// which the journal is emptied. On open, the journal is replayed onto the last
+/// checkpoint: every change is idempotent, so replaying one twice is harmless.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+const CHECKPOINT_BYTES: u64 = 8 << 20;
+
+struct Journal {
+    file: std::fs::File,
+    len: u64,
+    checkpointed: std::time::Instant,
+}
+
+impl Journal {
+    fn append(&mut self, changes: &[&Change]) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut buf = Vec::new();
+        for c in changes {
+            serde_json::to_writer(&mut buf, c)?;
+            buf.push(b'\n');
+        }
+        self.file.write_all(&buf)?;
+        self.file.sync_data()?;
+        self.len += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Commits the database durably, then empties the journal.
+    fn checkpoint(&mut self, db: &Database) -> Result<(), String> {
+        let mut txn = db.begin_write().map_err(|e| e.to_string())?;
+        txn.set_durability(redb::Durability::Immediate)
+            .map_err(|e| e.to_string())?;
+        txn.commit().map_err(|e| e.to_string())?;
+        self.file.set_len(0).map_err(|e| e.to_string())?;
+        self.file.sync_data().map_err(|e| e.to_string())?;
+        self.len = 0;
+        self.checkpointed = std::time::Instant::now();
+        Ok(())
+    }
+
+    fn due(&self) -> bool {
+        self.len > 0
+            && (self.checkpointed.elapsed() >= CHECKPOINT_EVERY || self.len >= CHECKPOINT_BYTES)
+    }
+}
+
+/// Changes written to the journal by a process that did not reach its next checkpoint.
+/// A torn last line (the write that was interrupted, never acknowledged) is dropped.
+fn read_journal(path: &Path) -> Result<Vec<Change>, StoreError> {
+    let text = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(StoreError::Read(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    let lines: Vec<&[u8]> = text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut changes = Vec::with_capacity(lines.len());
+    for (n, line) in lines.iter().enumerate() {
+        match serde_json::from_slice(line) {
+            Ok(change) => changes.push(change),
+            Err(_) if n + 1 == lines.len() => {
+                tracing::warn!("dropping the torn last entry of {}", path.display());
+            }
+            Err(e) => {
+                return Err(StoreError::Read(format!(
+                    "{} entry {} is corrupt: {e}",
+                    path.display(),
+                    n + 1
+                )));
+            }
+        }
+    }
+    Ok(changes)
+}
+
+/// The single writer: takes one op, then whatever else is queued, journals them with
+/// one fsync, applies them in one transaction, and only then answers.
+fn writer(db: Arc<Database>, rx: mpsc::Receiver<Op>, index: SharedIndex, mut journal: Journal) {
+    loop {
+        let first = match rx.recv_timeout(CHECKPOINT_EVERY) {
+            Ok(op) => op,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if journal.due()
+                    && let Err(e) = journal.checkpoint(&db)
+                {
+                    tracing::error!("promotion store checkpoint failed: {e}");
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         let mut batch = vec![first];
         while batch.len() < 512 {
             match rx.try_recv() {
@@ -350,34 +480,46 @@ fn writer(db: Arc<Database>, rx: mpsc::Receiver<Op>, index: SharedIndex) {
                 Err(_) => break,
             }
         }
-        let outcome = apply(&db, &batch);
+        let changes: Vec<&Change> = batch.iter().map(|op| &op.change).collect();
+        let outcome = journal
+            .append(&changes)
+            .map_err(|e| format!("cannot write the journal: {e}"))
+            .and_then(|()| apply(&db, &changes, redb::Durability::None));
         match outcome {
             Ok(results) => {
                 let mut index = index.lock().unwrap();
-                for (op, result) in batch.iter().zip(&results) {
-                    match (op, result) {
-                        (Op::Accept { promotions, .. }, Done::Accepted(a)) => {
+                for (change, result) in changes.iter().zip(&results) {
+                    match (change, result) {
+                        (Change::Accept { promotions, .. }, Done::Accepted(a)) => {
                             for p in promotions.iter().filter(|p| a.created.contains(&p.id)) {
                                 index.note(p, true);
                             }
                         }
-                        (Op::Put { promotion, .. }, _) => index.note(promotion, false),
-                        (Op::Approve { .. }, Done::Approved(Ok(p))) => index.note(p, false),
+                        (Change::Put { promotion }, _) => index.note(promotion, false),
+                        (Change::Approve { .. }, Done::Approved(Ok(p))) => index.note(p, false),
                         _ => {}
                     }
                 }
                 drop(index);
                 for (op, result) in batch.into_iter().zip(results) {
-                    reply(op, Ok(result));
+                    reply(op.reply, Ok(result));
                 }
             }
             Err(e) => {
                 tracing::error!("promotion store write failed: {e}");
                 for op in batch {
-                    reply(op, Err(StoreError::Write(e.clone())));
+                    reply(op.reply, Err(StoreError::Write(e.clone())));
                 }
             }
         }
+        if journal.due()
+            && let Err(e) = journal.checkpoint(&db)
+        {
+            tracing::error!("promotion store checkpoint failed: {e}");
+        }
+    }
+    if let Err(e) = journal.checkpoint(&db) {
+        tracing::error!("promotion store checkpoint at shutdown failed: {e}");
     }
 }
 
@@ -387,36 +529,38 @@ enum Done {
     Approved(Result<Promotion, StoreError>),
 }
 
-fn reply(op: Op, result: Result<Done, StoreError>) {
-    match (op, result) {
-        (Op::Accept { reply, .. }, Ok(Done::Accepted(a))) => drop(reply.send(Ok(a))),
-        (Op::Accept { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
-        (Op::Put { reply, .. }, Ok(_)) => drop(reply.send(Ok(()))),
-        (Op::Put { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
-        (Op::Approve { reply, .. }, Ok(Done::Approved(r))) => drop(reply.send(r)),
-        (Op::Approve { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
-        (Op::Accept { reply, .. }, Ok(_)) => drop(reply.send(Err(StoreError::Closed))),
-        (Op::Approve { reply, .. }, Ok(_)) => drop(reply.send(Err(StoreError::Closed))),
+fn reply(reply: Reply, result: Result<Done, StoreError>) {
+    match (reply, result) {
+        (Reply::Accept(r), Ok(Done::Accepted(a))) => drop(r.send(Ok(a))),
+        (Reply::Put(r), Ok(_)) => drop(r.send(Ok(()))),
+        (Reply::Approve(r), Ok(Done::Approved(a))) => drop(r.send(a)),
+        (Reply::Accept(r), Err(e)) => drop(r.send(Err(e))),
+        (Reply::Put(r), Err(e)) => drop(r.send(Err(e))),
+        (Reply::Approve(r), Err(e)) => drop(r.send(Err(e))),
+        (Reply::Accept(r), Ok(_)) => drop(r.send(Err(StoreError::Closed))),
+        (Reply::Approve(r), Ok(_)) => drop(r.send(Err(StoreError::Closed))),
     }
 }
 
-fn apply(db: &Database, batch: &[Op]) -> Result<Vec<Done>, String> {
+fn apply(
+    db: &Database,
+    batch: &[&Change],
+    durability: redb::Durability,
+) -> Result<Vec<Done>, String> {
     let e = |e: &dyn std::fmt::Display| e.to_string();
     let mut txn = db.begin_write().map_err(|x| e(&x))?;
-    txn.set_durability(redb::Durability::Immediate)
-        .map_err(|x| e(&x))?;
+    txn.set_durability(durability).map_err(|x| e(&x))?;
     let mut results = Vec::with_capacity(batch.len());
     {
         let mut promotions = txn.open_table(PROMOTIONS).map_err(|x| e(&x))?;
         let mut events = txn.open_table(EVENTS).map_err(|x| e(&x))?;
         for op in batch {
             match op {
-                Op::Accept {
+                Change::Accept {
                     digest,
                     promotions: wanted,
-                    ..
                 } => {
-                    if events.get(digest.as_slice()).map_err(|x| e(&x))?.is_some() {
+                    if events.get(digest.as_bytes()).map_err(|x| e(&x))?.is_some() {
                         results.push(Done::Accepted(Accepted {
                             replay: true,
                             created: Vec::new(),
@@ -425,7 +569,7 @@ fn apply(db: &Database, batch: &[Op]) -> Result<Vec<Done>, String> {
                         continue;
                     }
                     events
-                        .insert(digest.as_slice(), now_ms())
+                        .insert(digest.as_bytes(), now_ms())
                         .map_err(|x| e(&x))?;
                     let mut accepted = Accepted {
                         replay: false,
@@ -445,14 +589,14 @@ fn apply(db: &Database, batch: &[Op]) -> Result<Vec<Done>, String> {
                     }
                     results.push(Done::Accepted(accepted));
                 }
-                Op::Put { promotion, .. } => {
+                Change::Put { promotion } => {
                     let bytes = serde_json::to_vec(promotion).map_err(|x| e(&x))?;
                     promotions
                         .insert(promotion.id.as_str(), bytes.as_slice())
                         .map_err(|x| e(&x))?;
                     results.push(Done::Put);
                 }
-                Op::Approve { id, .. } => {
+                Change::Approve { id } => {
                     let current: Option<Promotion> = promotions
                         .get(id.as_str())
                         .map_err(|x| e(&x))?
@@ -580,6 +724,43 @@ mod tests {
         let store = LocalStore::open(&dir).unwrap();
         let p = store.get("p1").unwrap().unwrap();
         assert_eq!((p.phase, p.attempts), (Phase::Running, 1));
+    }
+
+    #[tokio::test]
+    async fn changes_journaled_but_not_checkpointed_are_replayed_on_open() {
+        use sha2::Digest;
+        let dir = temp_dir("journal");
+        std::fs::create_dir_all(&dir).unwrap();
+        // What a process killed between its journal fsync and its next checkpoint leaves:
+        // an acknowledged change, and a torn write that was never acknowledged.
+        let digest = hex::encode(sha2::Sha256::digest(b"event-body"));
+        let change = Change::Accept {
+            digest,
+            promotions: vec![promotion("p1", "test", "1.0.0")],
+        };
+        let mut text = serde_json::to_string(&change).unwrap();
+        text.push('\n');
+        text.push_str(r#"{"op":"put","promotion":{"id":"p2","#);
+        std::fs::write(dir.join("promotions.journal"), text).unwrap();
+
+        let store = LocalStore::open(&dir).unwrap();
+        assert!(
+            store.get("p1").unwrap().is_some(),
+            "the journaled promotion is back"
+        );
+        assert!(
+            store.seen(b"event-body").unwrap(),
+            "and so is its event digest"
+        );
+        assert!(store.get("p2").unwrap().is_none());
+        assert_eq!(store.pending().len(), 1);
+        assert_eq!(
+            std::fs::metadata(dir.join("promotions.journal"))
+                .unwrap()
+                .len(),
+            0,
+            "replayed changes are checkpointed and the journal emptied"
+        );
     }
 
     #[tokio::test]
