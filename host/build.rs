@@ -18,6 +18,7 @@ const GUESTS: &[&str] = &[
     "fixture-trapping",
     "fixture-no-export",
     "fixture-wrong-version",
+    "fixture-git-editor",
 ];
 
 fn main() {

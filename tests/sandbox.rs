@@ -380,6 +380,7 @@ async fn compiled_components_are_cached_on_disk_by_digest() {
     let rt = Arc::new(
         Runtime::new(RuntimeConfig {
             cache_dir: Some(dir.clone()),
+            git_dir: None,
         })
         .unwrap(),
     );
@@ -402,6 +403,7 @@ async fn compiled_components_are_cached_on_disk_by_digest() {
     let rt2 = Arc::new(
         Runtime::new(RuntimeConfig {
             cache_dir: Some(dir.clone()),
+            git_dir: None,
         })
         .unwrap(),
     );
@@ -412,6 +414,7 @@ async fn compiled_components_are_cached_on_disk_by_digest() {
     let rt3 = Arc::new(
         Runtime::new(RuntimeConfig {
             cache_dir: Some(dir.clone()),
+            git_dir: None,
         })
         .unwrap(),
     );

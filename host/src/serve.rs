@@ -114,6 +114,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     })?;
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
         cache_dir: Some(settings.data_dir.join("compiled")),
+        git_dir: Some(settings.data_dir.join("git")),
     })?);
     let registry = Arc::new(Registry::new(runtime, settings.builtin_private_networks).await?);
     let (manifests, _) = load(&settings.manifests, &registry).await?;

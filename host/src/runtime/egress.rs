@@ -112,6 +112,8 @@ pub struct Grant {
     pub credentials: Vec<Credential>,
     /// HMAC keys the plugin may sign with, by name.
     pub keys: std::collections::BTreeMap<String, Secret>,
+    /// Repositories the plugin may open with the `git` capability, with their credentials.
+    pub repos: Vec<super::git::GitRemote>,
 }
 
 /// Why the host refused something a plugin tried. Recorded per call so a failed

@@ -13,6 +13,7 @@
 //!   goes through [`egress`]; signing keys stay in the host.
 
 pub mod egress;
+pub mod git;
 pub mod limits;
 mod output;
 mod sandbox;
@@ -54,7 +55,13 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "plugin",
+        imports: {
+            "promoter:strategy/git": async | trappable,
+        },
         exports: { default: async },
+        with: {
+            "promoter:strategy/git.repository": super::git::GitRepo,
+        },
     });
 }
 
@@ -123,6 +130,7 @@ impl PluginError {
 pub enum Capability {
     Http,
     Sign,
+    Git,
 }
 
 /// A plugin's own description of itself (the `metadata` export) plus what the host
@@ -148,6 +156,8 @@ pub struct Metadata {
 pub struct RuntimeConfig {
     /// Directory for compiled components (`<digest>-<engine>.cwasm`). `None`: memory only.
     pub cache_dir: Option<PathBuf>,
+    /// Where git working copies are kept. `None`: a folder under the system temp dir.
+    pub git_dir: Option<PathBuf>,
 }
 
 /// The engine, the linker and the compiled components. Cheap to share behind an `Arc`.
@@ -160,6 +170,7 @@ pub struct Runtime {
     ticking: Arc<AtomicBool>,
     /// One permit per pool slot, so a busy process queues instead of failing.
     pool_slots: Arc<tokio::sync::Semaphore>,
+    git: Arc<git::GitCache>,
 }
 
 impl Drop for Runtime {
@@ -224,6 +235,9 @@ impl Runtime {
             compiled: Mutex::default(),
             ticking,
             pool_slots: Arc::new(tokio::sync::Semaphore::new(POOL_INSTANCES as usize)),
+            git: Arc::new(git::GitCache::new(config.git_dir.unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("promoter-git-{}", std::process::id()))
+            }))),
         })
     }
 
@@ -308,6 +322,7 @@ impl Runtime {
             }),
             client: egress::client(&limits),
             sign_enabled: false,
+            git_enabled: false,
             slots: Arc::new(tokio::sync::Semaphore::new(limits.max_instances.max(1))),
             limits,
             metadata: Metadata {
@@ -330,6 +345,7 @@ impl Runtime {
             .map(|c| match c {
                 wit::Capability::Http => Capability::Http,
                 wit::Capability::Sign => Capability::Sign,
+                wit::Capability::Git => Capability::Git,
             })
             .collect();
         let config_schema = serde_json::from_str(&meta.config_schema)
@@ -428,6 +444,7 @@ pub struct Plugin {
     policy: Arc<EgressPolicy>,
     client: reqwest::Client,
     sign_enabled: bool,
+    git_enabled: bool,
     slots: Arc<tokio::sync::Semaphore>,
     limits: Limits,
     metadata: Metadata,
@@ -453,6 +470,7 @@ impl Plugin {
         let asked = &self.metadata.capabilities;
         let http = asked.contains(&Capability::Http) && !grant.origins.is_empty();
         let sign_enabled = asked.contains(&Capability::Sign) && !grant.keys.is_empty();
+        let git_enabled = asked.contains(&Capability::Git) && !grant.repos.is_empty();
         Plugin {
             runtime: self.runtime.clone(),
             name: self.name.clone(),
@@ -465,6 +483,7 @@ impl Plugin {
             }),
             client: self.client.clone(),
             sign_enabled,
+            git_enabled,
             slots: self.slots.clone(),
             limits: self.limits.clone(),
             metadata: self.metadata.clone(),
@@ -538,6 +557,8 @@ impl Plugin {
             sign_enabled: self.sign_enabled,
             promotion,
             log_budget: self.limits.max_log_bytes,
+            git_enabled: self.git_enabled,
+            git: self.runtime.git.clone(),
         };
         let mut store = Store::new(&self.runtime.engine, sandbox);
         store.limiter(|s| &mut s.limiter);

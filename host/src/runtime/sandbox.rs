@@ -1,10 +1,14 @@
 //! One call's sandbox: the store's data and the host functions a plugin imports.
 
+use super::bindings::promoter::strategy::git as wit_git;
 use super::bindings::promoter::strategy::host as wit_host;
 use super::bindings::promoter::strategy::types as wit;
 use super::egress::{Egress, Refusal};
+use super::git::{GitCache, GitFailure, GitRepo};
 use super::limits::MemoryLimiter;
 use crate::promotion::PromotionRequest;
+use std::sync::Arc;
+use wasmtime::component::Resource;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -19,6 +23,9 @@ pub(crate) struct Sandbox {
     pub sign_enabled: bool,
     pub promotion: Option<String>,
     pub log_budget: usize,
+    /// `git` was requested by the plugin and repositories were granted.
+    pub git_enabled: bool,
+    pub git: Arc<GitCache>,
 }
 
 impl WasiView for Sandbox {
@@ -185,5 +192,121 @@ pub(crate) fn to_wit(r: &PromotionRequest) -> wit::PromotionRequest {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         },
+    }
+}
+
+impl From<GitFailure> for wit_git::GitError {
+    fn from(f: GitFailure) -> Self {
+        match f {
+            GitFailure::Denied(m) => wit_git::GitError::Denied(m),
+            GitFailure::NotFound(m) => wit_git::GitError::NotFound(m),
+            GitFailure::Unauthorized(m) => wit_git::GitError::Unauthorized(m),
+            GitFailure::Unavailable(m) => wit_git::GitError::Unavailable(m),
+            GitFailure::Invalid(m) => wit_git::GitError::Invalid(m),
+            GitFailure::Other(m) => wit_git::GitError::Other(m),
+        }
+    }
+}
+
+impl Sandbox {
+    fn repo(&self, r: &Resource<GitRepo>) -> wasmtime::Result<&GitRepo> {
+        Ok(self.table.get(r)?)
+    }
+}
+
+impl wit_git::Host for Sandbox {}
+
+impl wit_git::HostRepository for Sandbox {
+    async fn open(
+        &mut self,
+        url: String,
+        branch: String,
+    ) -> wasmtime::Result<Result<Resource<GitRepo>, wit_git::GitError>> {
+        let refused = |reason: String, this: &Self| {
+            this.egress.refusals.lock().unwrap().push(Refusal {
+                origin: Some(url.clone()),
+                reason: reason.clone(),
+            });
+            tracing::warn!(plugin = %this.egress.policy.plugin, repository = %url, "git refused: {reason}");
+            Ok(Err(wit_git::GitError::Denied(reason)))
+        };
+        if !self.git_enabled {
+            return refused(
+                "plugin has no git capability (not requested, or no repository granted)".into(),
+                self,
+            );
+        }
+        let granted = self.egress.policy.grant.repos.clone();
+        match GitRepo::open(&self.git, &granted, &url, &branch).await {
+            Ok(repo) => Ok(Ok(self.table.push(repo)?)),
+            Err(GitFailure::Denied(reason)) => refused(reason, self),
+            Err(e) => Ok(Err(e.into())),
+        }
+    }
+
+    async fn create_branch(
+        &mut self,
+        repo: Resource<GitRepo>,
+        name: String,
+    ) -> wasmtime::Result<Result<(), wit_git::GitError>> {
+        Ok(self
+            .repo(&repo)?
+            .create_branch(&name)
+            .await
+            .map_err(Into::into))
+    }
+
+    async fn read_file(
+        &mut self,
+        repo: Resource<GitRepo>,
+        path: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, wit_git::GitError>> {
+        Ok(self.repo(&repo)?.read_file(&path).map_err(Into::into))
+    }
+
+    async fn write_file(
+        &mut self,
+        repo: Resource<GitRepo>,
+        path: String,
+        contents: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), wit_git::GitError>> {
+        Ok(self
+            .repo(&repo)?
+            .write_file(&path, &contents)
+            .map_err(Into::into))
+    }
+
+    async fn list_files(
+        &mut self,
+        repo: Resource<GitRepo>,
+        dir: String,
+    ) -> wasmtime::Result<Result<Vec<String>, wit_git::GitError>> {
+        Ok(self.repo(&repo)?.list_files(&dir).await.map_err(Into::into))
+    }
+
+    async fn commit(
+        &mut self,
+        repo: Resource<GitRepo>,
+        message: String,
+        author: wit_git::Author,
+    ) -> wasmtime::Result<Result<Option<String>, wit_git::GitError>> {
+        Ok(self
+            .repo(&repo)?
+            .commit(&message, &author.name, &author.email)
+            .await
+            .map_err(Into::into))
+    }
+
+    async fn push(
+        &mut self,
+        repo: Resource<GitRepo>,
+        branch: String,
+    ) -> wasmtime::Result<Result<bool, wit_git::GitError>> {
+        Ok(self.repo(&repo)?.push(&branch).await.map_err(Into::into))
+    }
+
+    async fn drop(&mut self, repo: Resource<GitRepo>) -> wasmtime::Result<()> {
+        self.table.delete(repo)?;
+        Ok(())
     }
 }

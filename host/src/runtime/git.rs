@@ -1,0 +1,541 @@
+//! The `git` capability: working copies the host keeps on the plugin's behalf.
+//!
+//! The host runs the real `git` with a scrubbed environment: no user or system git
+//! configuration, no credential helpers, no prompts. Credentials reach git through
+//! per-command environment variables (an `http.extraHeader` for HTTPS, a key file for
+//! SSH), never through URLs, arguments or files in the working copy, and never the
+//! plugin. A repository's working copy is kept under the data directory and reused:
+//! the next promotion fetches into it instead of cloning again. One call at a time
+//! uses a given repository.
+
+use super::secret::Secret;
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::process::Command;
+
+/// How the host authenticates to a remote.
+#[derive(Debug, Clone, Default)]
+pub enum GitAuth {
+    #[default]
+    None,
+    /// HTTPS basic auth (`username`/`password` of Weave's Secret, or a token as password).
+    Basic { username: String, password: Secret },
+    /// SSH with a private key (`identity`) and the remote's `known_hosts`.
+    Ssh {
+        identity: Secret,
+        known_hosts: Option<Secret>,
+    },
+}
+
+/// A repository the operator granted, with its credentials.
+#[derive(Debug, Clone)]
+pub struct GitRemote {
+    pub url: String,
+    pub auth: GitAuth,
+    /// PEM bundle to trust for HTTPS (Weave's `caFile`).
+    pub ca: Option<Secret>,
+}
+
+/// `https://Host/a/b.git/` and `https://host/a/b` name the same repository.
+pub fn same_repository(a: &str, b: &str) -> bool {
+    fn norm(u: &str) -> String {
+        let u = u.trim().trim_end_matches('/');
+        let u = u.strip_suffix(".git").unwrap_or(u);
+        match u.split_once("://") {
+            Some((scheme, rest)) => {
+                let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+                format!(
+                    "{}://{}/{}",
+                    scheme.to_ascii_lowercase(),
+                    host.to_ascii_lowercase(),
+                    path
+                )
+            }
+            None => u.to_string(),
+        }
+    }
+    norm(a) == norm(b)
+}
+
+/// What went wrong, in the contract's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GitFailure {
+    Denied(String),
+    NotFound(String),
+    Unauthorized(String),
+    Unavailable(String),
+    Invalid(String),
+    Other(String),
+}
+
+/// Working copies by repository, and the lock that gives one call at a time each.
+#[derive(Default)]
+pub struct GitCache {
+    root: PathBuf,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl GitCache {
+    pub fn new(root: PathBuf) -> GitCache {
+        GitCache {
+            root,
+            locks: Mutex::default(),
+        }
+    }
+}
+
+/// One open repository: a working copy held for the rest of the call.
+pub struct GitRepo {
+    dir: PathBuf,
+    remote: GitRemote,
+    secrets_dir: PathBuf,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+fn classify(stderr: &str, what: &str) -> GitFailure {
+    let s = stderr.to_ascii_lowercase();
+    let said = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .last()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let message = format!("{what}: {said}");
+    if s.contains("authentication failed")
+        || s.contains("401")
+        || s.contains("403")
+        || s.contains("permission denied")
+        || s.contains("could not read username")
+    {
+        GitFailure::Unauthorized(message)
+    } else if s.contains("not found")
+        || s.contains("couldn't find remote ref")
+        || s.contains("does not appear to be a git repository")
+        || s.contains("404")
+    {
+        GitFailure::NotFound(message)
+    } else if s.contains("could not resolve")
+        || s.contains("connection refused")
+        || s.contains("timed out")
+        || s.contains("connection reset")
+        || s.contains(" 50")
+        || s.contains("unable to access")
+    {
+        GitFailure::Unavailable(message)
+    } else {
+        GitFailure::Other(message)
+    }
+}
+
+/// A relative path inside the working copy, never into `.git` or out of the tree.
+fn inside(root: &Path, path: &str) -> Result<PathBuf, GitFailure> {
+    let p = Path::new(path);
+    let mut out = root.to_path_buf();
+    for c in p.components() {
+        match c {
+            Component::Normal(part) if part != ".git" => out.push(part),
+            Component::CurDir => {}
+            _ => {
+                return Err(GitFailure::Invalid(format!(
+                    "path {path:?} must be relative, inside the repository and outside .git"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn valid_branch(name: &str) -> Result<(), GitFailure> {
+    let ok = !name.is_empty()
+        && !name.starts_with('-')
+        && !name.contains("..")
+        && !name.ends_with('/')
+        && !name.ends_with(".lock")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(GitFailure::Invalid(format!(
+            "{name:?} is not a branch name this host accepts"
+        )))
+    }
+}
+
+impl GitRepo {
+    /// Opens `url` at `branch` for a plugin whose grant lists `granted`.
+    pub async fn open(
+        cache: &GitCache,
+        granted: &[GitRemote],
+        url: &str,
+        branch: &str,
+    ) -> Result<GitRepo, GitFailure> {
+        let remote = granted
+            .iter()
+            .find(|r| same_repository(&r.url, url))
+            .cloned()
+            .ok_or_else(|| {
+                GitFailure::Denied(format!("repository {url} is not granted to this plugin"))
+            })?;
+        valid_branch(branch)?;
+        use sha2::Digest;
+        let key = hex::encode(&sha2::Sha256::digest(remote.url.as_bytes())[..12]);
+        let lock = cache
+            .locks
+            .lock()
+            .unwrap()
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let guard = lock.lock_owned().await;
+        let dir = cache.root.join("repos").join(&key);
+        let secrets_dir = cache.root.join("secrets").join(&key);
+        let repo = GitRepo {
+            dir,
+            remote,
+            secrets_dir,
+            _guard: guard,
+        };
+        repo.write_secrets()?;
+        if repo.dir.join(".git").exists() {
+            let fetched = repo
+                .git(
+                    &[
+                        "fetch",
+                        "--depth",
+                        "1",
+                        "origin",
+                        &format!("+refs/heads/{branch}:refs/remotes/origin/{branch}"),
+                    ],
+                    "fetch",
+                )
+                .await;
+            if fetched.is_ok() {
+                repo.git(
+                    &[
+                        "checkout",
+                        "--force",
+                        "-B",
+                        branch,
+                        &format!("refs/remotes/origin/{branch}"),
+                    ],
+                    "checkout",
+                )
+                .await?;
+                repo.git(&["clean", "-ffdx"], "clean").await?;
+                return Ok(repo);
+            }
+            // A cached copy that cannot be brought up to date is cloned afresh.
+            let _ = std::fs::remove_dir_all(&repo.dir);
+        }
+        std::fs::create_dir_all(repo.dir.parent().unwrap())
+            .map_err(|e| GitFailure::Other(format!("cannot create the working copy: {e}")))?;
+        let dir = repo.dir.display().to_string();
+        repo.git_in(
+            None,
+            &[
+                "clone",
+                "--depth",
+                "1",
+                "--single-branch",
+                "--branch",
+                branch,
+                "--",
+                &repo.remote.url,
+                &dir,
+            ],
+            "clone",
+        )
+        .await?;
+        Ok(repo)
+    }
+
+    fn write_secrets(&self) -> Result<(), GitFailure> {
+        use std::os::unix::fs::PermissionsExt;
+        let write = |name: &str, secret: &Secret| -> Result<PathBuf, GitFailure> {
+            std::fs::create_dir_all(&self.secrets_dir)
+                .map_err(|e| GitFailure::Other(e.to_string()))?;
+            std::fs::set_permissions(&self.secrets_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| GitFailure::Other(e.to_string()))?;
+            let path = self.secrets_dir.join(name);
+            std::fs::write(&path, secret.expose()).map_err(|e| GitFailure::Other(e.to_string()))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| GitFailure::Other(e.to_string()))?;
+            Ok(path)
+        };
+        if let Some(ca) = &self.remote.ca {
+            write("ca.pem", ca)?;
+        }
+        if let GitAuth::Ssh {
+            identity,
+            known_hosts,
+        } = &self.remote.auth
+        {
+            write("identity", identity)?;
+            if let Some(k) = known_hosts {
+                write("known_hosts", k)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A git command with a scrubbed environment and the remote's credentials.
+    fn command(&self, cwd: Option<&Path>) -> Command {
+        let mut cmd = Command::new("git");
+        cmd.env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            )
+            .env("HOME", &self.secrets_dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_ASKPASS", "/bin/false")
+            .env("LC_ALL", "C")
+            .kill_on_drop(true)
+            .stdin(std::process::Stdio::null());
+        if let Some(cwd) = cwd {
+            cmd.current_dir(cwd);
+        }
+        let mut config: Vec<(String, String)> =
+            vec![("protocol.file.allow".into(), "never".into())];
+        match &self.remote.auth {
+            GitAuth::None => {}
+            GitAuth::Basic { username, password } => {
+                use base64::Engine;
+                let mut raw = format!("{username}:").into_bytes();
+                raw.extend_from_slice(password.expose());
+                let header = format!(
+                    "Authorization: Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(raw)
+                );
+                config.push(("http.extraHeader".into(), header));
+            }
+            GitAuth::Ssh { known_hosts, .. } => {
+                let identity = self.secrets_dir.join("identity");
+                let hosts = if known_hosts.is_some() {
+                    format!(
+                        "-o UserKnownHostsFile={} -o StrictHostKeyChecking=yes",
+                        self.secrets_dir.join("known_hosts").display()
+                    )
+                } else {
+                    "-o StrictHostKeyChecking=yes".to_string()
+                };
+                cmd.env(
+                    "GIT_SSH_COMMAND",
+                    format!(
+                        "ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes {hosts}",
+                        identity.display()
+                    ),
+                );
+            }
+        }
+        if self.remote.ca.is_some() {
+            config.push((
+                "http.sslCAInfo".into(),
+                self.secrets_dir.join("ca.pem").display().to_string(),
+            ));
+        }
+        cmd.env("GIT_CONFIG_COUNT", config.len().to_string());
+        for (i, (k, v)) in config.iter().enumerate() {
+            cmd.env(format!("GIT_CONFIG_KEY_{i}"), k)
+                .env(format!("GIT_CONFIG_VALUE_{i}"), v);
+        }
+        cmd
+    }
+
+    async fn git_in(
+        &self,
+        cwd: Option<&Path>,
+        args: &[&str],
+        what: &str,
+    ) -> Result<String, GitFailure> {
+        let out = self
+            .command(cwd)
+            .args(args)
+            .output()
+            .await
+            .map_err(|e| GitFailure::Other(format!("cannot run git: {e}")))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(classify(
+                &String::from_utf8_lossy(&out.stderr),
+                &format!("git {what} {}", self.remote.url),
+            ))
+        }
+    }
+
+    async fn git(&self, args: &[&str], what: &str) -> Result<String, GitFailure> {
+        self.git_in(Some(&self.dir), args, what).await
+    }
+
+    pub async fn create_branch(&self, name: &str) -> Result<(), GitFailure> {
+        valid_branch(name)?;
+        self.git(&["checkout", "-B", name], "checkout")
+            .await
+            .map(|_| ())
+    }
+
+    pub fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, GitFailure> {
+        match std::fs::read(inside(&self.dir, path)?) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(GitFailure::Other(format!("cannot read {path}: {e}"))),
+        }
+    }
+
+    pub fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), GitFailure> {
+        let target = inside(&self.dir, path)?;
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| GitFailure::Other(format!("cannot write {path}: {e}")))?;
+        }
+        std::fs::write(&target, contents)
+            .map_err(|e| GitFailure::Other(format!("cannot write {path}: {e}")))
+    }
+
+    pub async fn list_files(&self, dir: &str) -> Result<Vec<String>, GitFailure> {
+        let mut args = vec![
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ];
+        if !dir.is_empty() {
+            inside(&self.dir, dir)?;
+            args.push("--");
+            args.push(dir);
+        }
+        let out = self.git(&args, "ls-files").await?;
+        Ok(out
+            .split('\0')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect())
+    }
+
+    /// `None` when nothing changed: no empty commits.
+    pub async fn commit(
+        &self,
+        message: &str,
+        name: &str,
+        email: &str,
+    ) -> Result<Option<String>, GitFailure> {
+        self.git(&["add", "--all"], "add").await?;
+        let status = self.git(&["status", "--porcelain"], "status").await?;
+        if status.is_empty() {
+            return Ok(None);
+        }
+        let author_name = format!("user.name={name}");
+        let author_email = format!("user.email={email}");
+        self.git(
+            &[
+                "-c",
+                &author_name,
+                "-c",
+                &author_email,
+                "commit",
+                "--quiet",
+                "--no-verify",
+                "-m",
+                message,
+            ],
+            "commit",
+        )
+        .await?;
+        self.git(&["rev-parse", "HEAD"], "rev-parse")
+            .await
+            .map(Some)
+    }
+
+    /// Pushes HEAD to `branch` unless the remote branch already has the same tree.
+    pub async fn push(&self, branch: &str) -> Result<bool, GitFailure> {
+        valid_branch(branch)?;
+        let remote_ref = format!("refs/remotes/origin/{branch}");
+        let fetched = self
+            .git(
+                &[
+                    "fetch",
+                    "--depth",
+                    "1",
+                    "origin",
+                    &format!("+refs/heads/{branch}:{remote_ref}"),
+                ],
+                "fetch",
+            )
+            .await;
+        if fetched.is_ok() {
+            let ours = self.git(&["rev-parse", "HEAD^{tree}"], "rev-parse").await?;
+            let theirs = self
+                .git(
+                    &["rev-parse", &format!("{remote_ref}^{{tree}}")],
+                    "rev-parse",
+                )
+                .await?;
+            if ours == theirs {
+                return Ok(false);
+            }
+        }
+        self.git(
+            &[
+                "push",
+                "--force",
+                "origin",
+                &format!("HEAD:refs/heads/{branch}"),
+            ],
+            "push",
+        )
+        .await?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repository_urls_compare_without_case_suffix_or_slash() {
+        assert!(same_repository(
+            "https://GitHub.com/org/repo.git",
+            "https://github.com/org/repo/"
+        ));
+        assert!(!same_repository(
+            "https://github.com/org/repo",
+            "https://github.com/org/other"
+        ));
+        assert!(
+            !same_repository("https://github.com/Org/repo", "https://github.com/org/repo"),
+            "paths keep their case"
+        );
+    }
+
+    #[test]
+    fn paths_stay_inside_the_working_copy_and_out_of_dot_git() {
+        let root = Path::new("/w");
+        assert_eq!(
+            inside(root, "apps/a.yaml").unwrap(),
+            Path::new("/w/apps/a.yaml")
+        );
+        for bad in ["../x", "/etc/passwd", ".git/config", "a/../../x"] {
+            assert!(
+                matches!(inside(root, bad), Err(GitFailure::Invalid(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn branch_names_that_git_options_could_hide_in_are_refused() {
+        assert!(valid_branch("promotion-flux-system-podinfo-prod").is_ok());
+        for bad in ["", "-f", "a..b", "x.lock", "a b", "a/"] {
+            assert!(valid_branch(bad).is_err(), "{bad}");
+        }
+    }
+}
