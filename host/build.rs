@@ -9,6 +9,7 @@ use std::process::Command;
 /// (package, env var suffix). Default plugins first; fixtures are only used by tests.
 const GUESTS: &[&str] = &[
     "promoter-webhook",
+    "promoter-pull-request",
     "promoter-plugin-template",
     "fixture-noop",
     "fixture-echo",

@@ -9,110 +9,9 @@ use promoter::runtime::git::{GitAuth, GitRemote};
 use promoter::runtime::limits::Limits;
 use promoter::runtime::secret::Secret;
 use promoter::runtime::{PluginError, Runtime, RuntimeConfig};
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use support::{promotion_json, scratch};
-
-const USER: &str = "promoter-bot";
-const PASSWORD: &str = "s3cret-git-password";
-
-struct GitServer {
-    child: Child,
-    root: PathBuf,
-    url: String,
-}
-
-impl Drop for GitServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A bare repository `config.git` with `apps/podinfo.yaml` on main, served over HTTP.
-fn git_server(name: &str) -> GitServer {
-    let root = scratch(name);
-    let seed = root.join("seed");
-    std::fs::create_dir_all(seed.join("apps")).unwrap();
-    std::fs::write(
-        seed.join("apps/podinfo.yaml"),
-        "spec:\n  chart:\n    spec:\n      version: 6.5.3 # {\"$promotion\": \"flux-system:podinfo:test\"}\n",
-    )
-    .unwrap();
-    git(&seed, &["init", "--quiet", "--initial-branch=main"]);
-    git(&seed, &["add", "."]);
-    git(
-        &seed,
-        &[
-            "-c",
-            "user.name=Seed",
-            "-c",
-            "user.email=seed@example.invalid",
-            "commit",
-            "--quiet",
-            "-m",
-            "seed",
-        ],
-    );
-    git(
-        &root,
-        &[
-            "init",
-            "--quiet",
-            "--bare",
-            "--initial-branch=main",
-            "config.git",
-        ],
-    );
-    git(
-        &seed,
-        &[
-            "push",
-            "--quiet",
-            root.join("config.git").to_str().unwrap(),
-            "main",
-        ],
-    );
-
-    let mut child = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../tests/support/git_http.py"
-        ))
-        .arg(&root)
-        .args([USER, PASSWORD])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 runs the test git server");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port: u16 = line.trim().parse().expect("the git server prints its port");
-    GitServer {
-        child,
-        url: format!("http://127.0.0.1:{port}/config.git"),
-        root,
-    }
-}
+use support::{PASSWORD, USER, git, git_server, promotion_json, scratch};
 
 fn grant(url: &str, password: &str) -> Grant {
     Grant {
@@ -176,7 +75,7 @@ async fn a_plugin_edits_commits_and_pushes_a_branch_with_credentials_it_never_se
     assert!(details.contains("pushed=true"), "{details}");
     assert!(details.contains("files=apps/podinfo.yaml"), "{details}");
 
-    let bare = server.root.join("config.git");
+    let bare = server.root.join("org/config.git");
     let pushed = git(
         &bare,
         &[
@@ -283,7 +182,7 @@ async fn a_repository_not_granted_cannot_be_opened() {
     let server = git_server("git-denied");
     let rt = runtime(&scratch("git-work-denied"));
     let wasm = std::fs::read(env!("PROMOTER_WASM_FIXTURE_GIT_EDITOR")).unwrap();
-    let other = server.url.replace("config.git", "other.git");
+    let other = server.url.replace("/config.git", "/other.git");
     let plugin = rt
         .load(
             "git-editor",

@@ -1,10 +1,16 @@
 //! The default plugins, built from `plugins/` by `build.rs` and embedded in the binary.
 
 /// `(name, component bytes)` of every built-in strategy.
-pub const PLUGINS: &[(&str, &[u8])] = &[(
-    "webhook",
-    include_bytes!(env!("PROMOTER_WASM_PROMOTER_WEBHOOK")),
-)];
+pub const PLUGINS: &[(&str, &[u8])] = &[
+    (
+        "webhook",
+        include_bytes!(env!("PROMOTER_WASM_PROMOTER_WEBHOOK")),
+    ),
+    (
+        "pull-request",
+        include_bytes!(env!("PROMOTER_WASM_PROMOTER_PULL_REQUEST")),
+    ),
+];
 
 /// The component of the built-in plugin `name`.
 pub fn get(name: &str) -> Option<&'static [u8]> {

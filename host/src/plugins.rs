@@ -343,6 +343,11 @@ impl Registry {
         strategy: &StrategyRef,
         manifests: &Manifests,
     ) -> Result<Grant, String> {
+        if strategy.plugin == "pull-request" {
+            let mut grant = pull_request_grant(namespace, &strategy.config, manifests)?;
+            grant.private_networks = self.builtin_private_networks;
+            return Ok(grant);
+        }
         let mut grant = Grant {
             private_networks: self.builtin_private_networks,
             ..Grant::default()
@@ -405,4 +410,198 @@ fn custom_grant(namespace: &str, spec: &GrantSpec, manifests: &Manifests) -> Res
             .insert(k.name.clone(), Secret::new(secret(&k.secret_ref)?));
     }
     Ok(grant)
+}
+
+/// The pull-request plugin may open the configuration repository and call its forge's
+/// API; the Secret its `secretRef` names (Weave's keys: `username`/`password`, `token`,
+/// `caFile`, or `identity`/`known_hosts` for SSH) authenticates both, applied by the host.
+fn pull_request_grant(
+    namespace: &str,
+    config: &serde_json::Value,
+    manifests: &Manifests,
+) -> Result<Grant, String> {
+    use crate::runtime::git::{GitAuth, GitRemote};
+    let text = |k: &str| {
+        config
+            .get(k)
+            .and_then(|v| v.as_str())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let url = text("url").ok_or("pull-request strategy has no url")?;
+    let secret = config
+        .get("secretRef")
+        .and_then(|r| r.get("name").or(Some(r)))
+        .and_then(|n| n.as_str())
+        .map(|name| {
+            manifests.secret(namespace, name.trim()).ok_or_else(|| {
+                format!(
+                    "Secret {namespace}/{} named by the strategy's secretRef does not exist",
+                    name.trim()
+                )
+            })
+        })
+        .transpose()?;
+    let key = |k: &str| secret.and_then(|s| s.get(k)).filter(|v| !v.is_empty());
+    let utf8 = |k: &str| key(k).map(|v| String::from_utf8_lossy(v).trim().to_string());
+    let token = utf8("token");
+    let auth = if let Some(identity) = key("identity") {
+        GitAuth::Ssh {
+            identity: Secret::new(identity),
+            known_hosts: key("known_hosts").map(Secret::new),
+        }
+    } else if let Some(password) = key("password") {
+        GitAuth::Basic {
+            username: utf8("username").unwrap_or_else(|| "promoter".into()),
+            password: Secret::new(password),
+        }
+    } else if let Some(token) = &token {
+        GitAuth::Basic {
+            username: utf8("username").unwrap_or_else(|| "promoter".into()),
+            password: Secret::from(token.as_str()),
+        }
+    } else {
+        GitAuth::None
+    };
+    let mut grant = Grant {
+        repos: vec![GitRemote {
+            url: url.to_string(),
+            auth,
+            ca: key("caFile").map(Secret::new),
+        }],
+        ..Grant::default()
+    };
+    // The forge's API: where the plugin opens pull requests.
+    let kind = text("type")
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_else(|| infer_forge(url).to_string());
+    let api = match text("apiBase") {
+        Some(base) => Origin::parse(base)?,
+        None => {
+            let host =
+                repo_host(url).ok_or_else(|| format!("pull-request url {url:?} names no host"))?;
+            let scheme = if url.starts_with("http://") {
+                "http"
+            } else {
+                "https"
+            };
+            if host.eq_ignore_ascii_case("github.com") {
+                Origin::parse("https://api.github.com")?
+            } else {
+                Origin::parse(&format!("{scheme}://{host}"))?
+            }
+        }
+    };
+    if let Some(token) = &token {
+        use base64::Engine;
+        let (header, value) = match kind.as_str() {
+            "gitlab" => ("private-token", token.clone()),
+            "gitea" | "forgejo" => ("authorization", format!("token {token}")),
+            "azure-devops" => (
+                "authorization",
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!(":{token}"))
+                ),
+            ),
+            _ => ("authorization", format!("Bearer {token}")),
+        };
+        grant.credentials.push(Credential {
+            origin: api.clone(),
+            header: http::HeaderName::from_static(header),
+            value: Secret::from(value.as_str()),
+        });
+    }
+    grant.origins.push(api);
+    Ok(grant)
+}
+
+/// `https://host/…`, `ssh://git@host/…` or `git@host:…` → `host` (with its port, if any).
+fn repo_host(url: &str) -> Option<String> {
+    let rest = match url.split_once("://") {
+        Some((_, rest)) => rest,
+        None => url.split_once(':').map(|(host, _)| host)?,
+    };
+    let authority = rest.split('/').next()?;
+    let host = authority.rsplit('@').next()?;
+    let host = if url.starts_with("ssh://") {
+        host.split(':').next()?
+    } else {
+        host
+    };
+    (!host.is_empty()).then(|| host.to_string())
+}
+
+fn infer_forge(url: &str) -> &'static str {
+    let host = repo_host(url).unwrap_or_default().to_ascii_lowercase();
+    if host.contains("github") {
+        "github"
+    } else if host.contains("gitlab") {
+        "gitlab"
+    } else if host.contains("dev.azure.com")
+        || host.ends_with("visualstudio.com")
+        || url.contains("/_git/")
+    {
+        "azure-devops"
+    } else if url.contains("/scm/") {
+        "bitbucket-server"
+    } else {
+        "gitea"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repository_hosts_come_from_https_ssh_and_scp_like_urls() {
+        assert_eq!(
+            repo_host("https://github.com/org/repo.git").as_deref(),
+            Some("github.com")
+        );
+        assert_eq!(
+            repo_host("ssh://git@gitlab.example.com:2222/g/r.git").as_deref(),
+            Some("gitlab.example.com")
+        );
+        assert_eq!(
+            repo_host("git@github.com:org/repo.git").as_deref(),
+            Some("github.com")
+        );
+        assert_eq!(
+            infer_forge("https://bitbucket.example.com/scm/ops/config.git"),
+            "bitbucket-server"
+        );
+        assert_eq!(
+            infer_forge("https://dev.azure.com/org/project/_git/repo"),
+            "azure-devops"
+        );
+    }
+
+    #[test]
+    fn a_pull_request_strategy_gets_its_repository_and_forge_api_with_the_secrets_token() {
+        let manifests = Manifests::from_yaml(
+            "t",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: git-creds, namespace: apps}\nstringData: {token: ghp_abc}\n",
+        )
+        .unwrap();
+        let config = serde_json::json!({"url": "https://github.com/org/config.git", "baseBranch": "main", "secretRef": {"name": "git-creds"}});
+        let grant = pull_request_grant("apps", &config, &manifests).unwrap();
+        assert_eq!(
+            grant.origins,
+            vec![Origin::parse("https://api.github.com").unwrap()]
+        );
+        assert_eq!(grant.credentials[0].header, "authorization");
+        assert_eq!(grant.credentials[0].value.expose(), b"Bearer ghp_abc");
+        assert_eq!(grant.repos[0].url, "https://github.com/org/config.git");
+        assert!(
+            matches!(&grant.repos[0].auth, crate::runtime::git::GitAuth::Basic { password, .. } if password.expose() == b"ghp_abc")
+        );
+        let missing = serde_json::json!({"url": "https://github.com/org/config.git", "secretRef": {"name": "nope"}});
+        assert!(
+            pull_request_grant("apps", &missing, &manifests)
+                .unwrap_err()
+                .contains("does not exist")
+        );
+    }
 }

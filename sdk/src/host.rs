@@ -1,9 +1,10 @@
 //! What the host offers a plugin, behind a trait so strategies are testable natively.
 
+use crate::git::{GitError, Repository};
 use crate::http::{HttpError, HttpRequest, HttpResponse};
 use crate::{HmacAlgorithm, Level};
 
-/// Everything a strategy may ask of the host: logging, signing and outbound HTTP.
+/// Everything a strategy may ask of the host: logging, signing, outbound HTTP and git.
 ///
 /// Inside the sandbox this is [`WasiHost`]; in native tests it is
 /// [`MockHost`](crate::testing::MockHost).
@@ -19,6 +20,18 @@ pub trait Host {
     /// Sends one request through the host's policed `wasi:http/outgoing-handler` and
     /// reads the whole response.
     fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError>;
+
+    /// A working copy of the repository at `url`, checked out at `branch`, cloned and
+    /// authenticated by the host (the plugin needs the `git` capability and the operator's
+    /// grant for the repository). It lives until the call returns.
+    ///
+    /// The default refuses with [`GitError::Denied`]: a host that offers no git.
+    fn git_open(&self, url: &str, branch: &str) -> Result<Box<dyn Repository>, GitError> {
+        let _ = branch;
+        Err(GitError::Denied(format!(
+            "this host offers no git; cannot open {url}"
+        )))
+    }
 
     fn trace(&self, message: &str) {
         self.log(Level::Trace, message)
@@ -47,12 +60,12 @@ pub trait Host {
     }
 }
 
-/// The host as seen from inside the sandbox: `promoter:strategy/host` and
-/// `wasi:http/outgoing-handler`. [`export_strategy!`](crate::export_strategy) passes one
+/// The host as seen from inside the sandbox: `promoter:strategy/host`,
+/// `promoter:strategy/git` and `wasi:http/outgoing-handler`. [`export_strategy!`](crate::export_strategy) passes one
 /// to [`Strategy::promote`](crate::Strategy::promote).
 ///
 /// Only works when compiled for `wasm32-wasip2` and run by the Promoter host. On other
-/// targets `log` panics and `sign`/`send` return an error saying so; use
+/// targets `log` panics and `sign`/`send`/`git_open` return an error saying so; use
 /// [`MockHost`](crate::testing::MockHost) in native tests.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WasiHost;
@@ -74,6 +87,10 @@ impl Host for WasiHost {
     fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         crate::wasi_http::send(request)
     }
+
+    fn git_open(&self, url: &str, branch: &str) -> Result<Box<dyn Repository>, GitError> {
+        crate::git::open(url, branch)
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -89,6 +106,10 @@ impl Host for WasiHost {
     fn send(&self, _: HttpRequest) -> Result<HttpResponse, HttpError> {
         Err(HttpError::Other(NATIVE.to_string()))
     }
+
+    fn git_open(&self, _: &str, _: &str) -> Result<Box<dyn Repository>, GitError> {
+        Err(GitError::Other(NATIVE.to_string()))
+    }
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]
@@ -103,5 +124,10 @@ mod tests {
         assert!(error.to_string().contains("MockHost"), "{error}");
         let error = WasiHost.sign_sha256("k", b"x").unwrap_err();
         assert!(error.contains("only works inside the Promoter sandbox"));
+        let error = WasiHost
+            .git_open("https://git.example/a.git", "main")
+            .err()
+            .expect("no git outside the sandbox");
+        assert!(error.to_string().contains("MockHost"), "{error}");
     }
 }

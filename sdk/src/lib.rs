@@ -9,8 +9,10 @@
 //! - Configuration is typed: the Pipeline's JSON is parsed into [`Strategy::Config`] with
 //!   serde, so `validate-config` reports serde's message plus your [`Strategy::validate`].
 //! - Everything the host offers goes through [`Host`]: log lines, HMAC signing with keys
-//!   that never enter the sandbox, and outbound HTTP. In the sandbox that is [`WasiHost`];
-//!   in native unit tests it is [`testing::MockHost`].
+//!   that never enter the sandbox, outbound HTTP, and git working copies of granted
+//!   repositories ([`Host::git_open`], [`Repository`]; ask for [`Capability::Git`]). In the
+//!   sandbox that is [`WasiHost`]; in native unit tests it is [`testing::MockHost`], whose
+//!   git is an in-memory fake remote.
 //!
 //! # A complete plugin
 //!
@@ -84,6 +86,7 @@
 //! assert_eq!(host.requests()[0].header("Idempotency-Key"), Some(request.id.as_str()));
 //! ```
 
+pub mod git;
 pub mod http;
 pub mod testing;
 
@@ -105,10 +108,13 @@ pub mod bindings {
 }
 
 pub use bindings::promoter::strategy::host::{HmacAlgorithm, Level};
+/// What a plugin asks the host for: [`Capability::Http`], [`Capability::Sign`],
+/// [`Capability::Git`].
+pub use bindings::promoter::strategy::types::Capability;
 pub use bindings::promoter::strategy::types::{
-    AppRef, Capability, ClusterRef, DeploymentTarget, EventInfo, PipelineRef, PluginMetadata,
-    PromotionRequest,
+    AppRef, ClusterRef, DeploymentTarget, EventInfo, PipelineRef, PluginMetadata, PromotionRequest,
 };
+pub use git::{Author, GitError, Repository};
 pub use host::{Host, WasiHost};
 pub use http::{HttpError, HttpRequest, HttpResponse, HttpUrl};
 pub use strategy::{Outcome, PromoteError, Strategy, promote, validate_config};

@@ -1,5 +1,10 @@
 //! A scripted [`Host`] for native unit tests of strategies, and a sample request.
 //!
+//! [`MockHost`] logs, signs with real HMACs, answers HTTP from a script, and runs an
+//! in-memory git: [`MockHost::with_repo`] seeds a remote, [`Host::git_open`] clones it, and
+//! [`MockHost::remote_file`], [`MockHost::commits`] and [`MockHost::pushes`] show what a
+//! strategy did to it.
+//!
 //! ```
 //! use promoter_sdk::testing::{MockHost, sample_request};
 //! use promoter_sdk::{Host, HttpRequest, HttpResponse, Level};
@@ -17,9 +22,33 @@
 //! assert_eq!(host.logs(), vec![(Level::Info, "sending".to_string())]);
 //! assert_eq!(sample_request("{}").attempt, 1);
 //! ```
+//!
+//! Git:
+//!
+//! ```
+//! use promoter_sdk::testing::MockHost;
+//! use promoter_sdk::{Author, Host};
+//!
+//! let url = "https://git.example.com/fleet.git";
+//! let host = MockHost::new().with_repo(url, "main", &[("apps/podinfo.yaml", "version: 1.0.0\n")]);
+//!
+//! let mut repo = host.git_open(url, "main").unwrap();
+//! repo.create_branch("promote").unwrap();
+//! repo.write_file("apps/podinfo.yaml", b"version: 1.1.0\n").unwrap();
+//! let author = Author::new("Promoter", "promoter@noreply.local");
+//! assert!(repo.commit("promoting version", &author).unwrap().is_some());
+//! assert!(repo.push("promote").unwrap());
+//! assert!(!repo.push("promote").unwrap(), "the remote already has these files");
+//!
+//! assert_eq!(host.remote_file(url, "promote", "apps/podinfo.yaml").as_deref(), Some("version: 1.1.0\n"));
+//! assert_eq!(host.remote_file(url, "main", "apps/podinfo.yaml").as_deref(), Some("version: 1.0.0\n"));
+//! assert_eq!((host.commits().len(), host.pushes().len()), (1, 1));
+//! ```
+
+mod git;
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use hmac::{Hmac, Mac};
 
@@ -27,18 +56,29 @@ use crate::bindings::promoter::strategy::types::{
     AppRef, ClusterRef, DeploymentTarget, EventInfo, PipelineRef,
 };
 use crate::http::{HttpError, HttpRequest, HttpResponse};
-use crate::{HmacAlgorithm, Host, Level, PromotionRequest};
+use crate::{GitError, HmacAlgorithm, Host, Level, PromotionRequest, Repository};
 
-/// Records log lines and requests, signs with real HMACs, answers HTTP from a script.
+pub use git::{GitCommit, GitPush};
+
+/// Records log lines and requests, signs with real HMACs, answers HTTP from a script, and
+/// keeps in-memory git remotes.
 ///
 /// `send` pops the next scripted answer; with none left it panics, naming the request,
 /// so a test never passes on an answer it did not write.
+///
+/// `git_open(url, branch)` clones a remote seeded with [`MockHost::with_repo`]
+/// ([`GitError::NotFound`] for an unknown URL or branch, [`GitError::Denied`] after
+/// [`MockHost::deny_git`]). The working copy behaves like the host's: `create_branch`
+/// starts a branch at the current commit keeping uncommitted changes, `commit` returns
+/// `None` when no file changed, `push` replaces the remote branch with the current commit's
+/// files and returns `false` when the remote branch already had exactly those files.
 #[derive(Debug, Default)]
 pub struct MockHost {
     keys: HashMap<String, Vec<u8>>,
     answers: RefCell<VecDeque<Result<HttpResponse, HttpError>>>,
     requests: RefCell<Vec<HttpRequest>>,
     logs: RefCell<Vec<(Level, String)>>,
+    git: git::Shared,
 }
 
 impl MockHost {
@@ -73,6 +113,81 @@ impl MockHost {
     pub fn logs(&self) -> Vec<(Level, String)> {
         self.logs.borrow().clone()
     }
+
+    /// Seeds branch `branch` of the remote repository `url` with `files` (path, text),
+    /// replacing what that branch had. Call again for more branches or repositories.
+    pub fn with_repo(self, url: &str, branch: &str, files: &[(&str, &str)]) -> Self {
+        let tree = files
+            .iter()
+            .map(|(path, text)| (path.to_string(), text.as_bytes().to_vec()))
+            .collect();
+        self.git
+            .borrow_mut()
+            .remotes
+            .entry(url.to_string())
+            .or_default()
+            .insert(branch.to_string(), tree);
+        self
+    }
+
+    /// Every `git_open` is refused with [`GitError::Denied`], as when the operator granted
+    /// no repository.
+    pub fn deny_git(self) -> Self {
+        self.git.borrow_mut().denied = true;
+        self
+    }
+
+    /// Queues an error for the next git operation (`git_open` or any repository method),
+    /// which then fails without doing anything. Queue several for several operations.
+    pub fn fail_git(self, error: GitError) -> Self {
+        self.git.borrow_mut().failures.push_back(error);
+        self
+    }
+
+    /// The text of `path` on branch `branch` of the remote `url` (`None` when the branch or
+    /// the file does not exist). Not UTF-8 is replaced lossily.
+    pub fn remote_file(&self, url: &str, branch: &str, path: &str) -> Option<String> {
+        let git = self.git.borrow();
+        let contents = git.remotes.get(url)?.get(branch)?.get(path)?;
+        Some(String::from_utf8_lossy(contents).into_owned())
+    }
+
+    /// Every file of branch `branch` of the remote `url`, by path; `None` when there is no
+    /// such branch.
+    pub fn remote_files(&self, url: &str, branch: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+        self.git.borrow().remotes.get(url)?.get(branch).cloned()
+    }
+
+    /// The branches of the remote `url`, sorted.
+    pub fn remote_branches(&self, url: &str) -> Vec<String> {
+        self.git
+            .borrow()
+            .remotes
+            .get(url)
+            .map(|branches| branches.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every successful `git_open` so far: (url, branch), in order.
+    pub fn git_opens(&self) -> Vec<(String, String)> {
+        self.git.borrow().opens.clone()
+    }
+
+    /// Every commit made in a working copy so far, in order (commits that found nothing to
+    /// commit made none).
+    pub fn commits(&self) -> Vec<GitCommit> {
+        self.git.borrow().commits.clone()
+    }
+
+    /// Every push that changed a remote branch so far, in order.
+    pub fn pushes(&self) -> Vec<GitPush> {
+        self.git.borrow().pushes.clone()
+    }
+
+    /// How many pushes were answered `false` because the remote branch already had the files.
+    pub fn unchanged_pushes(&self) -> usize {
+        self.git.borrow().unchanged_pushes
+    }
 }
 
 impl Host for MockHost {
@@ -94,6 +209,10 @@ impl Host for MockHost {
         self.answers.borrow_mut().pop_front().unwrap_or_else(|| {
             panic!("MockHost has no scripted answer left for {what}; queue one with respond() or fail()")
         })
+    }
+
+    fn git_open(&self, url: &str, branch: &str) -> Result<Box<dyn Repository>, GitError> {
+        git::open(&self.git, url, branch)
     }
 }
 

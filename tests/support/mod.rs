@@ -463,3 +463,109 @@ pub async fn send(
     .await
     .unwrap()
 }
+
+// ---- a real git server: git http-backend behind basic auth, on loopback
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+pub const USER: &str = "promoter-bot";
+pub const PASSWORD: &str = "s3cret-git-password";
+
+pub struct GitServer {
+    child: Child,
+    pub root: PathBuf,
+    pub url: String,
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A bare repository `org/config.git` with `apps/podinfo.yaml` on main, served over HTTP.
+pub fn git_server(name: &str) -> GitServer {
+    let root = scratch(name);
+    let seed = root.join("seed");
+    std::fs::create_dir_all(seed.join("apps")).unwrap();
+    std::fs::write(
+        seed.join("apps/podinfo.yaml"),
+        "spec:\n  chart:\n    spec:\n      version: 6.5.3 # {\"$promotion\": \"flux-system:podinfo:test\"}\n",
+    )
+    .unwrap();
+    git(&seed, &["init", "--quiet", "--initial-branch=main"]);
+    git(&seed, &["add", "."]);
+    git(
+        &seed,
+        &[
+            "-c",
+            "user.name=Seed",
+            "-c",
+            "user.email=seed@example.invalid",
+            "commit",
+            "--quiet",
+            "-m",
+            "seed",
+        ],
+    );
+    std::fs::create_dir_all(root.join("org")).unwrap();
+    git(
+        &root.join("org"),
+        &[
+            "init",
+            "--quiet",
+            "--bare",
+            "--initial-branch=main",
+            "config.git",
+        ],
+    );
+    git(
+        &seed,
+        &[
+            "push",
+            "--quiet",
+            root.join("org/config.git").to_str().unwrap(),
+            "main",
+        ],
+    );
+
+    let mut child = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/support/git_http.py"
+        ))
+        .arg(&root)
+        .args([USER, PASSWORD])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs the test git server");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().parse().expect("the git server prints its port");
+    GitServer {
+        child,
+        url: format!("http://127.0.0.1:{port}/org/config.git"),
+        root,
+    }
+}

@@ -1,0 +1,94 @@
+//! Gitea and Forgejo: pull requests through API v1.
+//!
+//! <https://gitea.com/api/swagger> (`repoListPullRequests`, `repoCreatePullRequest`,
+//! `repoEditPullRequest`). The list has no head-branch filter, so the open pull requests are
+//! paged through (newer servers narrow them with `base_branch`; older ones ignore it) and
+//! matched here.
+
+use promoter_sdk::Host;
+use serde_json::{Value, json};
+
+use super::percent::encode;
+use super::{
+    Created, ForgeError, PullRequest, Repo, array, create_with, json, request, send, text,
+    unexpected, update_with,
+};
+
+/// Gitea's default (and usual maximum) page size.
+const PAGE_SIZE: usize = 50;
+/// Enough for 1,000 open pull requests into one branch; the rest is not searched.
+const MAX_PAGES: usize = 20;
+
+pub(super) fn find(
+    host: &dyn Host,
+    repo: &Repo,
+    head: &str,
+    base: &str,
+) -> Result<Option<PullRequest>, ForgeError> {
+    let action = "listing open pull requests";
+    let mut seen = 0;
+    for page in 1..=MAX_PAGES {
+        let url = format!(
+            "{}/pulls?state=open&base_branch={}&limit={PAGE_SIZE}&page={page}",
+            repo.api_repo(),
+            encode(base)
+        );
+        let response = send(host, repo, action, request(repo, "GET", url, None))?;
+        let list = json(repo, action, &response)?;
+        let items = array(repo, action, &list, None)?;
+        if let Some(pr) = items.iter().find(|pr| {
+            let same_repo = match (pr["head"].get("repo_id"), pr["base"].get("repo_id")) {
+                (Some(head_repo), Some(base_repo)) => head_repo == base_repo,
+                _ => true,
+            };
+            pr["head"]["ref"] == head && pr["base"]["ref"] == base && same_repo
+        }) {
+            return parse(repo, action, pr).map(Some);
+        }
+        seen += items.len();
+        let total = response
+            .header("X-Total-Count")
+            .and_then(|t| t.trim().parse::<usize>().ok());
+        if items.is_empty() || total.is_some_and(|total| seen >= total) {
+            break;
+        }
+    }
+    Ok(None)
+}
+
+pub(super) fn create(
+    host: &dyn Host,
+    repo: &Repo,
+    head: &str,
+    base: &str,
+    title: &str,
+    body: &str,
+) -> Result<Created, ForgeError> {
+    let url = format!("{}/pulls", repo.api_repo());
+    let body = json!({"head": head, "base": base, "title": title, "body": body});
+    create_with(host, repo, (head, base), url, body, parse)
+}
+
+pub(super) fn update(
+    host: &dyn Host,
+    repo: &Repo,
+    pr: &PullRequest,
+    title: &str,
+    body: &str,
+) -> Result<PullRequest, ForgeError> {
+    let url = format!("{}/pulls/{}", repo.api_repo(), pr.number);
+    let body = json!({"title": title, "body": body});
+    update_with(host, repo, pr, "PATCH", url, body, parse)
+}
+
+fn parse(repo: &Repo, action: &str, pr: &Value) -> Result<PullRequest, ForgeError> {
+    Ok(PullRequest {
+        number: pr["number"]
+            .as_u64()
+            .ok_or_else(|| unexpected(repo, action, "pull request number"))?,
+        url: text(pr, "html_url"),
+        title: text(pr, "title"),
+        body: text(pr, "body"),
+        bitbucket: None,
+    })
+}

@@ -1,0 +1,347 @@
+//! The pull-request strategy end to end: the real binary, a real git server
+//! (git http-backend behind basic auth) and a fake GitHub API that checks every request
+//! against GitHub's documented REST API and refuses anything else.
+
+mod support;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, patch};
+use axum::{Json, Router};
+use promoter::client::deployment_event;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use support::{EVENTS_KEY, PASSWORD, Server, USER, git, git_server, scratch, send};
+
+const TOKEN: &str = "ghp_test_token_123";
+
+#[derive(Default)]
+struct Forge {
+    pulls: Vec<Value>,
+    /// Every request as "METHOD path".
+    log: Vec<String>,
+    /// Requests the fake refused, with why.
+    refused: Vec<String>,
+}
+
+type Shared = Arc<Mutex<Forge>>;
+
+/// GitHub's REST API requires these on every call (docs: "Getting started with the REST API").
+fn check_headers(
+    forge: &Shared,
+    what: &str,
+    headers: &HeaderMap,
+) -> Result<(), (StatusCode, Json<Value>)> {
+    let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let problem = if header("authorization") != format!("Bearer {TOKEN}") {
+        Some((StatusCode::UNAUTHORIZED, "Bad credentials"))
+    } else if !header("accept").contains("application/vnd.github+json") {
+        Some((
+            StatusCode::BAD_REQUEST,
+            "Accept must be application/vnd.github+json",
+        ))
+    } else if header("user-agent").is_empty() {
+        Some((StatusCode::FORBIDDEN, "User-Agent required"))
+    } else if header("x-github-api-version") != "2022-11-28" {
+        Some((
+            StatusCode::BAD_REQUEST,
+            "X-GitHub-Api-Version must be 2022-11-28",
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some((status, message)) => {
+            forge
+                .lock()
+                .unwrap()
+                .refused
+                .push(format!("{what}: {message}"));
+            Err((status, Json(json!({"message": message}))))
+        }
+        None => Ok(()),
+    }
+}
+
+async fn list(
+    State(forge): State<Shared>,
+    Path((owner, repo)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    check_headers(&forge, "GET pulls", &headers)?;
+    let mut f = forge.lock().unwrap();
+    f.log.push(format!("GET /repos/{owner}/{repo}/pulls"));
+    let head = q.get("head").cloned().unwrap_or_default();
+    let base = q.get("base").cloned();
+    let open: Vec<Value> = f
+        .pulls
+        .iter()
+        .filter(|p| q.get("state").map(String::as_str) == Some("open") && p["state"] == "open")
+        .filter(|p| {
+            head.is_empty() || format!("{owner}:{}", p["head"]["ref"].as_str().unwrap()) == head
+        })
+        .filter(|p| base.as_deref().is_none_or(|b| p["base"]["ref"] == b))
+        .cloned()
+        .collect();
+    Ok(Json(Value::Array(open)))
+}
+
+async fn create(
+    State(forge): State<Shared>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<(StatusCode, Json<Value>), (StatusCode, Json<Value>)> {
+    check_headers(&forge, "POST pulls", &headers)?;
+    let mut f = forge.lock().unwrap();
+    f.log.push(format!("POST /repos/{owner}/{repo}/pulls"));
+    for field in ["title", "head", "base"] {
+        if !body[field].is_string() {
+            f.refused.push(format!("POST pulls without {field}"));
+            return Err((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({"message": format!("{field} is missing")})),
+            ));
+        }
+    }
+    if f.pulls
+        .iter()
+        .any(|p| p["head"]["ref"] == body["head"] && p["state"] == "open")
+    {
+        return Err((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(
+                json!({"message": "Validation Failed", "errors": [{"message": format!("A pull request already exists for {owner}:{}.", body["head"].as_str().unwrap())}]}),
+            ),
+        ));
+    }
+    let number = f.pulls.len() as u64 + 1;
+    let pr = json!({
+        "number": number, "state": "open",
+        "html_url": format!("https://github.example/{owner}/{repo}/pull/{number}"),
+        "title": body["title"], "body": body["body"],
+        "head": {"ref": body["head"]}, "base": {"ref": body["base"]},
+    });
+    f.pulls.push(pr.clone());
+    Ok((StatusCode::CREATED, Json(pr)))
+}
+
+async fn update(
+    State(forge): State<Shared>,
+    Path((owner, repo, number)): Path<(String, String, u64)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    check_headers(&forge, "PATCH pull", &headers)?;
+    let mut f = forge.lock().unwrap();
+    f.log
+        .push(format!("PATCH /repos/{owner}/{repo}/pulls/{number}"));
+    let Some(pr) = f.pulls.iter_mut().find(|p| p["number"] == number) else {
+        return Err((StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))));
+    };
+    for field in ["title", "body"] {
+        if let Some(v) = body.get(field) {
+            pr[field] = v.clone();
+        }
+    }
+    Ok(Json(pr.clone()))
+}
+
+async fn fake_github() -> (String, Shared) {
+    let forge: Shared = Arc::default();
+    let refused = forge.clone();
+    let app = Router::new()
+        .route("/repos/{owner}/{repo}/pulls", get(list).post(create))
+        .route("/repos/{owner}/{repo}/pulls/{number}", patch(update))
+        .fallback(move |req: axum::extract::Request| {
+            let refused = refused.clone();
+            async move {
+                refused
+                    .lock()
+                    .unwrap()
+                    .refused
+                    .push(format!("{} {}", req.method(), req.uri()));
+                (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"})))
+            }
+        })
+        .with_state(forge.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, forge)
+}
+
+fn manifests(dir: &std::path::Path, repo_url: &str, api: &str) {
+    std::fs::write(
+        dir.join("pipeline.yaml"),
+        format!(
+            r#"apiVersion: pipelines.weave.works/v1alpha1
+kind: Pipeline
+metadata: {{name: podinfo, namespace: flux-system}}
+spec:
+  appRef: {{apiVersion: helm.toolkit.fluxcd.io/v2beta1, kind: HelmRelease, name: podinfo}}
+  environments:
+    - name: dev
+      targets: [{{namespace: podinfo-dev}}]
+    - name: test
+      targets: [{{namespace: podinfo-test}}]
+  promotion:
+    strategy:
+      secretRef: {{name: podinfo-events}}
+      pull-request:
+        type: github
+        url: {repo_url}
+        baseBranch: main
+        apiBase: {api}
+        secretRef: {{name: git-creds}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: podinfo-events, namespace: flux-system}}
+stringData: {{hmac-key: {events}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: git-creds, namespace: flux-system}}
+stringData: {{username: {USER}, password: {PASSWORD}, token: {TOKEN}}}
+"#,
+            events = std::str::from_utf8(EVENTS_KEY).unwrap()
+        ),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_signed_event_opens_one_pull_request_with_exactly_the_marked_value_changed_and_updates_it_later()
+ {
+    let repo = git_server("pr-git");
+    let (api, forge) = fake_github().await;
+    let dir = scratch("pr");
+    let m = dir.join("manifests");
+    std::fs::create_dir_all(&m).unwrap();
+    manifests(&m, &repo.url, &api);
+    let server = Server::start(&m, &dir.join("data"), &[]);
+
+    let (status, text) = send(
+        &server,
+        "dev",
+        &deployment_event("HelmRelease", "podinfo-dev", "podinfo", "6.5.4"),
+        Some(EVENTS_KEY),
+    )
+    .await;
+    assert_eq!(status, 202, "{text}");
+    let all = server
+        .wait_for("pull request promotion", |all| {
+            all[0]["phase"] == "succeeded" || all[0]["phase"] == "failed"
+        })
+        .await;
+    assert_eq!(all[0]["phase"], "succeeded", "{all:#?}\n{}", server.logs());
+    assert_eq!(
+        all[0]["outcomeUrl"],
+        "https://github.example/org/config/pull/1"
+    );
+
+    let bare = repo.root.join("org/config.git");
+    let branch = "promotion-flux-system-podinfo-test";
+    assert_eq!(
+        git(&bare, &["show", &format!("{branch}:apps/podinfo.yaml")]) + "\n",
+        "spec:\n  chart:\n    spec:\n      version: 6.5.4 # {\"$promotion\": \"flux-system:podinfo:test\"}\n",
+        "only the marked value changed, every other byte kept"
+    );
+    assert_eq!(
+        git(&bare, &["log", "-1", "--format=%s", branch]),
+        "promoting version"
+    );
+    {
+        let f = forge.lock().unwrap();
+        assert!(
+            f.refused.is_empty(),
+            "the fake GitHub refused: {:?}",
+            f.refused
+        );
+        assert_eq!(f.pulls.len(), 1);
+        assert_eq!(
+            f.pulls[0]["title"],
+            "Promote flux-system/podinfo in test to 6.5.4"
+        );
+        assert!(
+            f.pulls[0]["body"]
+                .as_str()
+                .unwrap()
+                .contains("flux-system/podinfo/test"),
+            "Weave's metadata block"
+        );
+        assert_eq!(
+            f.log,
+            vec![
+                "GET /repos/org/config/pulls",
+                "POST /repos/org/config/pulls"
+            ]
+        );
+    }
+
+    // The next version updates the same pull request and branch: still one PR.
+    let (status, _) = send(
+        &server,
+        "dev",
+        &deployment_event("HelmRelease", "podinfo-dev", "podinfo", "6.5.5"),
+        Some(EVENTS_KEY),
+    )
+    .await;
+    assert_eq!(status, 202);
+    server
+        .wait_for("second promotion", |all| {
+            all.len() == 2 && all.iter().all(|p| p["phase"] == "succeeded")
+        })
+        .await;
+    {
+        let f = forge.lock().unwrap();
+        assert!(f.refused.is_empty(), "{:?}", f.refused);
+        assert_eq!(f.pulls.len(), 1, "no duplicate pull request");
+        assert_eq!(
+            f.pulls[0]["title"],
+            "Promote flux-system/podinfo in test to 6.5.5"
+        );
+        assert_eq!(f.log.last().unwrap(), "PATCH /repos/org/config/pulls/1");
+    }
+    assert!(
+        git(&bare, &["show", &format!("{branch}:apps/podinfo.yaml")]).contains("version: 6.5.5 #")
+    );
+
+    let logs = server.logs();
+    for secret in [PASSWORD, TOKEN] {
+        assert!(!logs.contains(secret), "a credential reached the logs");
+    }
+    let listing = serde_json::to_string(&server.promotions().await).unwrap();
+    assert!(!listing.contains(TOKEN) && !listing.contains(PASSWORD));
+}
+
+#[tokio::test]
+async fn a_wrong_forge_token_fails_the_promotion_permanently_with_a_clear_message() {
+    let repo = git_server("pr-git-badtoken");
+    let (api, forge) = fake_github().await;
+    let dir = scratch("pr-badtoken");
+    let m = dir.join("manifests");
+    std::fs::create_dir_all(&m).unwrap();
+    manifests(&m, &repo.url, &api);
+    let text = std::fs::read_to_string(m.join("pipeline.yaml")).unwrap();
+    std::fs::write(m.join("pipeline.yaml"), text.replace(TOKEN, "ghp_revoked")).unwrap();
+    let server = Server::start(&m, &dir.join("data"), &[]);
+    send(
+        &server,
+        "dev",
+        &deployment_event("HelmRelease", "podinfo-dev", "podinfo", "6.5.4"),
+        Some(EVENTS_KEY),
+    )
+    .await;
+    let all = server
+        .wait_for("failure", |all| all[0]["phase"] == "failed")
+        .await;
+    assert_eq!(all[0]["attempts"], 1, "an auth failure is not retried");
+    let error = all[0]["lastError"].as_str().unwrap();
+    assert!(error.contains("token"), "{error}");
+    assert!(!error.contains("ghp_revoked"), "{error}");
+    assert!(forge.lock().unwrap().pulls.is_empty());
+}
