@@ -1,0 +1,272 @@
+//! The write path: a single writer thread that journals each batch with one fsync,
+//! applies it to the database, answers, and checkpoints the database now and then.
+
+use super::{
+    Accepted, Change, EVENTS, Op, PROMOTIONS, Phase, Promotion, Reply, SharedIndex, StoreError,
+    now_ms,
+};
+use redb::{Database, ReadableTable};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The journal makes a batch durable with one sequential append and fsync; the
+/// database itself is committed durably (a checkpoint) at most this often, after
+/// which the journal is emptied. On open, the journal is replayed onto the last
+/// checkpoint: every change is idempotent, so replaying one twice is harmless.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+const CHECKPOINT_BYTES: u64 = 8 << 20;
+
+pub(super) struct Journal {
+    pub(super) file: std::fs::File,
+    pub(super) len: u64,
+    pub(super) checkpointed: std::time::Instant,
+}
+
+impl Journal {
+    fn append(&mut self, changes: &[&Change]) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut buf = Vec::new();
+        for c in changes {
+            serde_json::to_writer(&mut buf, c)?;
+            buf.push(b'\n');
+        }
+        self.file.write_all(&buf)?;
+        self.file.sync_data()?;
+        self.len += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Commits the database durably, then empties the journal.
+    pub(super) fn checkpoint(&mut self, db: &Database) -> Result<(), String> {
+        let mut txn = db.begin_write().map_err(|e| e.to_string())?;
+        txn.set_durability(redb::Durability::Immediate)
+            .map_err(|e| e.to_string())?;
+        txn.commit().map_err(|e| e.to_string())?;
+        self.file.set_len(0).map_err(|e| e.to_string())?;
+        self.file.sync_data().map_err(|e| e.to_string())?;
+        self.len = 0;
+        self.checkpointed = std::time::Instant::now();
+        Ok(())
+    }
+
+    fn due(&self) -> bool {
+        self.len > 0
+            && (self.checkpointed.elapsed() >= CHECKPOINT_EVERY || self.len >= CHECKPOINT_BYTES)
+    }
+}
+
+/// Changes written to the journal by a process that did not reach its next checkpoint.
+/// A torn last line (the write that was interrupted, never acknowledged) is dropped.
+pub(super) fn read_journal(path: &Path) -> Result<Vec<Change>, StoreError> {
+    let text = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(StoreError::Read(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    let lines: Vec<&[u8]> = text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut changes = Vec::with_capacity(lines.len());
+    for (n, line) in lines.iter().enumerate() {
+        match serde_json::from_slice(line) {
+            Ok(change) => changes.push(change),
+            Err(_) if n + 1 == lines.len() => {
+                tracing::warn!("dropping the torn last entry of {}", path.display());
+            }
+            Err(e) => {
+                return Err(StoreError::Read(format!(
+                    "{} entry {} is corrupt: {e}",
+                    path.display(),
+                    n + 1
+                )));
+            }
+        }
+    }
+    Ok(changes)
+}
+
+/// The single writer: takes one op, then whatever else is queued, journals them with
+/// one fsync, applies them in one transaction, and only then answers.
+pub(super) fn writer(
+    db: Arc<Database>,
+    rx: mpsc::Receiver<Op>,
+    index: SharedIndex,
+    mut journal: Journal,
+) {
+    loop {
+        let first = match rx.recv_timeout(CHECKPOINT_EVERY) {
+            Ok(op) => op,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if journal.due()
+                    && let Err(e) = journal.checkpoint(&db)
+                {
+                    tracing::error!("promotion store checkpoint failed: {e}");
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let changes: Vec<&Change> = batch.iter().map(|op| &op.change).collect();
+        let outcome = journal
+            .append(&changes)
+            .map_err(|e| format!("cannot write the journal: {e}"))
+            .and_then(|()| apply(&db, &changes, redb::Durability::None));
+        match outcome {
+            Ok(results) => {
+                let mut index = index.lock().unwrap();
+                for (change, result) in changes.iter().zip(&results) {
+                    match (change, result) {
+                        (Change::Accept { promotions, .. }, Done::Accepted(a)) => {
+                            for p in promotions.iter().filter(|p| a.created.contains(&p.id)) {
+                                index.note(p, true);
+                            }
+                        }
+                        (Change::Put { promotion }, _) => index.note(promotion, false),
+                        (Change::Approve { .. }, Done::Approved(Ok(p))) => index.note(p, false),
+                        _ => {}
+                    }
+                }
+                drop(index);
+                for (op, result) in batch.into_iter().zip(results) {
+                    reply(op.reply, Ok(result));
+                }
+            }
+            Err(e) => {
+                tracing::error!("promotion store write failed: {e}");
+                for op in batch {
+                    reply(op.reply, Err(StoreError::Write(e.clone())));
+                }
+            }
+        }
+        if journal.due()
+            && let Err(e) = journal.checkpoint(&db)
+        {
+            tracing::error!("promotion store checkpoint failed: {e}");
+        }
+    }
+    if let Err(e) = journal.checkpoint(&db) {
+        tracing::error!("promotion store checkpoint at shutdown failed: {e}");
+    }
+}
+
+pub(super) enum Done {
+    Accepted(Accepted),
+    Put,
+    Approved(Result<Promotion, StoreError>),
+}
+
+fn reply(reply: Reply, result: Result<Done, StoreError>) {
+    match (reply, result) {
+        (Reply::Accept(r), Ok(Done::Accepted(a))) => drop(r.send(Ok(a))),
+        (Reply::Put(r), Ok(_)) => drop(r.send(Ok(()))),
+        (Reply::Approve(r), Ok(Done::Approved(a))) => drop(r.send(a)),
+        (Reply::Accept(r), Err(e)) => drop(r.send(Err(e))),
+        (Reply::Put(r), Err(e)) => drop(r.send(Err(e))),
+        (Reply::Approve(r), Err(e)) => drop(r.send(Err(e))),
+        (Reply::Accept(r), Ok(_)) => drop(r.send(Err(StoreError::Closed))),
+        (Reply::Approve(r), Ok(_)) => drop(r.send(Err(StoreError::Closed))),
+    }
+}
+
+pub(super) fn apply(
+    db: &Database,
+    batch: &[&Change],
+    durability: redb::Durability,
+) -> Result<Vec<Done>, String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let mut txn = db.begin_write().map_err(|x| e(&x))?;
+    txn.set_durability(durability).map_err(|x| e(&x))?;
+    let mut results = Vec::with_capacity(batch.len());
+    {
+        let mut promotions = txn.open_table(PROMOTIONS).map_err(|x| e(&x))?;
+        let mut events = txn.open_table(EVENTS).map_err(|x| e(&x))?;
+        for op in batch {
+            match op {
+                Change::Accept {
+                    digest,
+                    promotions: wanted,
+                } => {
+                    if events.get(digest.as_bytes()).map_err(|x| e(&x))?.is_some() {
+                        results.push(Done::Accepted(Accepted {
+                            replay: true,
+                            created: Vec::new(),
+                            existing: wanted.iter().map(|p| p.id.clone()).collect(),
+                        }));
+                        continue;
+                    }
+                    events
+                        .insert(digest.as_bytes(), now_ms())
+                        .map_err(|x| e(&x))?;
+                    let mut accepted = Accepted {
+                        replay: false,
+                        created: Vec::new(),
+                        existing: Vec::new(),
+                    };
+                    for p in wanted {
+                        if promotions.get(p.id.as_str()).map_err(|x| e(&x))?.is_some() {
+                            accepted.existing.push(p.id.clone());
+                        } else {
+                            let bytes = serde_json::to_vec(p).map_err(|x| e(&x))?;
+                            promotions
+                                .insert(p.id.as_str(), bytes.as_slice())
+                                .map_err(|x| e(&x))?;
+                            accepted.created.push(p.id.clone());
+                        }
+                    }
+                    results.push(Done::Accepted(accepted));
+                }
+                Change::Put { promotion } => {
+                    let bytes = serde_json::to_vec(promotion).map_err(|x| e(&x))?;
+                    promotions
+                        .insert(promotion.id.as_str(), bytes.as_slice())
+                        .map_err(|x| e(&x))?;
+                    results.push(Done::Put);
+                }
+                Change::Approve { id } => {
+                    let current: Option<Promotion> = promotions
+                        .get(id.as_str())
+                        .map_err(|x| e(&x))?
+                        .map(|v| serde_json::from_slice(v.value()))
+                        .transpose()
+                        .map_err(|x| e(&x))?;
+                    let result = match current {
+                        None => Err(StoreError::NotFound(id.clone())),
+                        Some(p) if p.phase != Phase::WaitingApproval => {
+                            Err(StoreError::NotWaiting {
+                                id: id.clone(),
+                                phase: p.phase.as_str(),
+                            })
+                        }
+                        Some(mut p) => {
+                            p.phase = Phase::Pending;
+                            p.updated_at = now_ms();
+                            let bytes = serde_json::to_vec(&p).map_err(|x| e(&x))?;
+                            promotions
+                                .insert(id.as_str(), bytes.as_slice())
+                                .map_err(|x| e(&x))?;
+                            Ok(p)
+                        }
+                    };
+                    results.push(Done::Approved(result));
+                }
+            }
+        }
+    }
+    txn.commit().map_err(|x| e(&x))?;
+    Ok(results)
+}
