@@ -6,6 +6,7 @@ mod support;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::{get, patch};
 use axum::{Json, Router};
 use promoter::client::deployment_event;
@@ -18,6 +19,10 @@ const TOKEN: &str = "ghp_test_token_123";
 
 #[derive(Default)]
 struct Forge {
+    /// Create requests to stall without creating anything (the far side hangs).
+    hold_creates: usize,
+    /// Requests to answer with GitHub's secondary rate limit (429, Retry-After: 1).
+    rate_limit: usize,
     pulls: Vec<Value>,
     /// Every request as "METHOD path".
     log: Vec<String>,
@@ -69,9 +74,19 @@ async fn list(
     Path((owner, repo)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
-) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+) -> Result<axum::response::Response, (StatusCode, Json<Value>)> {
     check_headers(&forge, "GET pulls", &headers)?;
     let mut f = forge.lock().unwrap();
+    if f.rate_limit > 0 {
+        f.rate_limit -= 1;
+        f.log.push("429".into());
+        return Ok((
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "1")],
+            Json(json!({"message": "You have exceeded a secondary rate limit."})),
+        )
+            .into_response());
+    }
     f.log.push(format!("GET /repos/{owner}/{repo}/pulls"));
     let head = q.get("head").cloned().unwrap_or_default();
     let base = q.get("base").cloned();
@@ -85,7 +100,7 @@ async fn list(
         .filter(|p| base.as_deref().is_none_or(|b| p["base"]["ref"] == b))
         .cloned()
         .collect();
-    Ok(Json(Value::Array(open)))
+    Ok(Json(Value::Array(open)).into_response())
 }
 
 async fn create(
@@ -95,8 +110,17 @@ async fn create(
     Json(body): Json<Value>,
 ) -> Result<(StatusCode, Json<Value>), (StatusCode, Json<Value>)> {
     check_headers(&forge, "POST pulls", &headers)?;
+    let held = {
+        let mut f = forge.lock().unwrap();
+        f.log.push(format!("POST /repos/{owner}/{repo}/pulls"));
+        let held = f.hold_creates > 0;
+        f.hold_creates = f.hold_creates.saturating_sub(1);
+        held
+    };
+    if held {
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    }
     let mut f = forge.lock().unwrap();
-    f.log.push(format!("POST /repos/{owner}/{repo}/pulls"));
     for field in ["title", "head", "base"] {
         if !body[field].is_string() {
             f.refused.push(format!("POST pulls without {field}"));
@@ -344,4 +368,100 @@ async fn a_wrong_forge_token_fails_the_promotion_permanently_with_a_clear_messag
     assert!(error.contains("token"), "{error}");
     assert!(!error.contains("ghp_revoked"), "{error}");
     assert!(forge.lock().unwrap().pulls.is_empty());
+}
+
+#[tokio::test]
+async fn a_kill_9_between_push_and_pull_request_ends_with_one_pull_request_and_no_empty_commit() {
+    let repo = git_server("pr-git-kill");
+    let (api, forge) = fake_github().await;
+    forge.lock().unwrap().hold_creates = 1;
+    let dir = scratch("pr-kill");
+    let m = dir.join("manifests");
+    std::fs::create_dir_all(&m).unwrap();
+    manifests(&m, &repo.url, &api);
+    let mut server = Server::start(&m, &dir.join("data"), &[]);
+    send(
+        &server,
+        "dev",
+        &deployment_event("HelmRelease", "podinfo-dev", "podinfo", "6.5.4"),
+        Some(EVENTS_KEY),
+    )
+    .await;
+
+    // Wait until the branch is pushed and the create call hangs, then kill.
+    for _ in 0..200 {
+        if forge
+            .lock()
+            .unwrap()
+            .log
+            .iter()
+            .any(|l| l.starts_with("POST"))
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(
+        forge
+            .lock()
+            .unwrap()
+            .log
+            .iter()
+            .any(|l| l.starts_with("POST")),
+        "{}",
+        server.logs()
+    );
+    let bare = repo.root.join("org/config.git");
+    let branch = "promotion-flux-system-podinfo-test";
+    let pushed = git(&bare, &["rev-parse", branch]);
+    server.kill();
+    server.restart();
+
+    let all = server
+        .wait_for("resumed promotion", |all| all[0]["phase"] == "succeeded")
+        .await;
+    assert_eq!(all[0]["attempts"], 2);
+    let f = forge.lock().unwrap();
+    assert!(f.refused.is_empty(), "{:?}", f.refused);
+    assert_eq!(f.pulls.len(), 1, "exactly one pull request");
+    assert_eq!(
+        git(&bare, &["rev-parse", branch]),
+        pushed,
+        "the retry pushed nothing: no empty or duplicate commit"
+    );
+    assert_eq!(
+        git(&bare, &["rev-list", "--count", &format!("main..{branch}")]),
+        "1"
+    );
+}
+
+#[tokio::test]
+async fn a_rate_limited_forge_delays_the_promotion_which_then_completes() {
+    let repo = git_server("pr-git-429");
+    let (api, forge) = fake_github().await;
+    forge.lock().unwrap().rate_limit = 1;
+    let dir = scratch("pr-429");
+    let m = dir.join("manifests");
+    std::fs::create_dir_all(&m).unwrap();
+    manifests(&m, &repo.url, &api);
+    let server = Server::start(&m, &dir.join("data"), &[]);
+    send(
+        &server,
+        "dev",
+        &deployment_event("HelmRelease", "podinfo-dev", "podinfo", "6.5.4"),
+        Some(EVENTS_KEY),
+    )
+    .await;
+    let all = server
+        .wait_for("promotion after the rate limit", |all| {
+            all[0]["phase"] == "succeeded"
+        })
+        .await;
+    assert_eq!(
+        all[0]["attempts"], 2,
+        "one rate-limited attempt, then success"
+    );
+    let f = forge.lock().unwrap();
+    assert_eq!(f.log.first().map(String::as_str), Some("429"));
+    assert_eq!(f.pulls.len(), 1);
 }
