@@ -6,13 +6,9 @@
 //! matched here.
 
 use promoter_sdk::Host;
-use serde_json::{Value, json};
 
 use super::percent::encode;
-use super::{
-    Created, ForgeError, PullRequest, Repo, array, create_with, json, request, send, text,
-    unexpected, update_with,
-};
+use super::{ForgeError, PullRequest, Repo, array, json, request, send};
 
 /// Gitea's default (and usual maximum) page size.
 const PAGE_SIZE: usize = 50;
@@ -56,39 +52,6 @@ pub(super) fn find(
     Ok(None)
 }
 
-pub(super) fn create(
-    host: &dyn Host,
-    repo: &Repo,
-    head: &str,
-    base: &str,
-    title: &str,
-    body: &str,
-) -> Result<Created, ForgeError> {
-    let url = format!("{}/pulls", repo.api_repo());
-    let body = json!({"head": head, "base": base, "title": title, "body": body});
-    create_with(host, repo, (head, base), url, body, parse)
-}
-
-pub(super) fn update(
-    host: &dyn Host,
-    repo: &Repo,
-    pr: &PullRequest,
-    title: &str,
-    body: &str,
-) -> Result<PullRequest, ForgeError> {
-    let url = format!("{}/pulls/{}", repo.api_repo(), pr.number);
-    let body = json!({"title": title, "body": body});
-    update_with(host, repo, pr, "PATCH", url, body, parse)
-}
-
-fn parse(repo: &Repo, action: &str, pr: &Value) -> Result<PullRequest, ForgeError> {
-    Ok(PullRequest {
-        number: pr["number"]
-            .as_u64()
-            .ok_or_else(|| unexpected(repo, action, "pull request number"))?,
-        url: text(pr, "html_url"),
-        title: text(pr, "title"),
-        body: text(pr, "body"),
-        bitbucket: None,
-    })
-}
+// Gitea's create, update and pull-request objects follow GitHub's API (same paths under
+// the repository, same fields), so they are GitHub's code.
+pub(super) use super::github::{create, parse, update};

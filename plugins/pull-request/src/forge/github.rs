@@ -58,7 +58,7 @@ pub(super) fn update(
     update_with(host, repo, pr, "PATCH", url, body, parse)
 }
 
-fn parse(repo: &Repo, action: &str, pr: &Value) -> Result<PullRequest, ForgeError> {
+pub(super) fn parse(repo: &Repo, action: &str, pr: &Value) -> Result<PullRequest, ForgeError> {
     Ok(PullRequest {
         number: pr["number"]
             .as_u64()
