@@ -6,7 +6,10 @@ mod support;
 use promoter::client::deployment_event;
 use sha2::Digest;
 use std::time::Duration;
-use support::{EVENTS_KEY, Receiver, Server, base64_encode, scratch, send, start, write_manifests};
+use support::{
+    EVENTS_KEY, Receiver, Server, base64_encode, deployed_in_dev, scratch, send, start,
+    write_manifests,
+};
 
 #[tokio::test]
 async fn a_rate_limited_receiver_is_retried_with_its_retry_after_until_it_accepts() {
@@ -14,13 +17,7 @@ async fn a_rate_limited_receiver_is_retried_with_its_retry_after_until_it_accept
     ci.then_answer(&[(429, &[("Retry-After", "1")]), (503, &[])]);
     let server = start("retries", &ci, &[]).await;
     let started = std::time::Instant::now();
-    let (status, text) = send(
-        &server,
-        "dev",
-        &deployment_event("HelmRelease", "podinfo-dev", "podinfo", "1.2.3"),
-        Some(EVENTS_KEY),
-    )
-    .await;
+    let (status, text) = deployed_in_dev(&server, "1.2.3").await;
     assert_eq!(status, 202, "{text}");
     let all = server
         .wait_for("success after retries", |all| {
@@ -48,13 +45,7 @@ async fn a_rate_limited_receiver_is_retried_with_its_retry_after_until_it_accept
 async fn a_permanent_refusal_fails_the_promotion_at_once_with_the_reason() {
     let ci = Receiver::start(404, "no such job").await;
     let server = start("permanent", &ci, &[]).await;
-    send(
-        &server,
-        "dev",
-        &deployment_event("HelmRelease", "podinfo-dev", "podinfo", "1.2.3"),
-        Some(EVENTS_KEY),
-    )
-    .await;
+    deployed_in_dev(&server, "1.2.3").await;
     let all = server
         .wait_for("failure", |all| all[0]["phase"] == "failed")
         .await;
@@ -75,13 +66,7 @@ async fn a_permanent_refusal_fails_the_promotion_at_once_with_the_reason() {
 async fn retryable_failures_give_up_after_max_attempts() {
     let ci = Receiver::start(503, "down").await;
     let server = start("give-up", &ci, &["--max-attempts", "2"]).await;
-    send(
-        &server,
-        "dev",
-        &deployment_event("HelmRelease", "podinfo-dev", "podinfo", "1.2.3"),
-        Some(EVENTS_KEY),
-    )
-    .await;
+    deployed_in_dev(&server, "1.2.3").await;
     let all = server
         .wait_for("failure", |all| all[0]["phase"] == "failed")
         .await;
@@ -210,13 +195,7 @@ async fn a_changed_manifest_folder_is_reloaded_and_a_broken_change_keeps_the_las
         "{}",
         server.logs()
     );
-    let (status, text) = send(
-        &server,
-        "dev",
-        &deployment_event("HelmRelease", "podinfo-dev", "podinfo", "1.0.0"),
-        Some(EVENTS_KEY),
-    )
-    .await;
+    let (status, text) = deployed_in_dev(&server, "1.0.0").await;
     assert_eq!(status, 202, "the last good pipeline still serves: {text}");
 
     // Fixed, and the pipeline renamed: the new name serves, the old one is gone.
@@ -366,13 +345,7 @@ async fn a_custom_plugin_from_a_configmap_runs_with_the_operators_grant() {
     };
     std::fs::write(manifests.join("plugin.yaml"), configmap(&ci.origin())).unwrap();
     let server = Server::start(&manifests, &dir.join("data"), &[]);
-    send(
-        &server,
-        "dev",
-        &deployment_event("HelmRelease", "podinfo-dev", "podinfo", "5.0.0"),
-        Some(EVENTS_KEY),
-    )
-    .await;
+    deployed_in_dev(&server, "5.0.0").await;
     let all = server
         .wait_for("custom promotion", |all| all[0]["phase"] == "succeeded")
         .await;

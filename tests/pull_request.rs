@@ -9,11 +9,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, patch};
 use axum::{Json, Router};
-use promoter::client::deployment_event;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use support::{EVENTS_KEY, PASSWORD, Server, USER, git, git_server, scratch, send};
+use support::{EVENTS_KEY, PASSWORD, Server, USER, deployed_in_dev, git, git_server, scratch};
 
 const TOKEN: &str = "ghp_test_token_123";
 
@@ -197,7 +196,25 @@ async fn fake_github() -> (String, Shared) {
     (base, forge)
 }
 
-fn manifests(dir: &std::path::Path, repo_url: &str, api: &str) {
+/// A git server, a fake GitHub (prepared by `forge_setup`) and Promoter serving a
+/// pipeline whose promotions into test open pull requests with `token`.
+async fn start_promoter(
+    name: &str,
+    token: &str,
+    forge_setup: impl FnOnce(&mut Forge),
+) -> (support::GitServer, Shared, Server) {
+    let repo = git_server(&format!("{name}-git"));
+    let (api, forge) = fake_github().await;
+    forge_setup(&mut forge.lock().unwrap());
+    let dir = scratch(name);
+    let m = dir.join("manifests");
+    std::fs::create_dir_all(&m).unwrap();
+    manifests(&m, &repo.url, &api, token);
+    let server = Server::start(&m, &dir.join("data"), &[]);
+    (repo, forge, server)
+}
+
+fn manifests(dir: &std::path::Path, repo_url: &str, api: &str, token: &str) {
     std::fs::write(
         dir.join("pipeline.yaml"),
         format!(
@@ -229,7 +246,7 @@ stringData: {{hmac-key: {events}}}
 apiVersion: v1
 kind: Secret
 metadata: {{name: git-creds, namespace: flux-system}}
-stringData: {{username: {USER}, password: {PASSWORD}, token: {TOKEN}}}
+stringData: {{username: {USER}, password: {PASSWORD}, token: {token}}}
 "#,
             events = std::str::from_utf8(EVENTS_KEY).unwrap()
         ),
@@ -240,21 +257,9 @@ stringData: {{username: {USER}, password: {PASSWORD}, token: {TOKEN}}}
 #[tokio::test]
 async fn a_signed_event_opens_one_pull_request_with_exactly_the_marked_value_changed_and_updates_it_later()
  {
-    let repo = git_server("pr-git");
-    let (api, forge) = fake_github().await;
-    let dir = scratch("pr");
-    let m = dir.join("manifests");
-    std::fs::create_dir_all(&m).unwrap();
-    manifests(&m, &repo.url, &api);
-    let server = Server::start(&m, &dir.join("data"), &[]);
+    let (repo, forge, server) = start_promoter("pr", TOKEN, |_| {}).await;
 
-    let (status, text) = send(
-        &server,
-        "dev",
-        &deployment_event("HelmRelease", "podinfo-dev", "podinfo", "6.5.4"),
-        Some(EVENTS_KEY),
-    )
-    .await;
+    let (status, text) = deployed_in_dev(&server, "6.5.4").await;
     assert_eq!(status, 202, "{text}");
     let all = server
         .wait_for("pull request promotion", |all| {
@@ -307,13 +312,7 @@ async fn a_signed_event_opens_one_pull_request_with_exactly_the_marked_value_cha
     }
 
     // The next version updates the same pull request and branch: still one PR.
-    let (status, _) = send(
-        &server,
-        "dev",
-        &deployment_event("HelmRelease", "podinfo-dev", "podinfo", "6.5.5"),
-        Some(EVENTS_KEY),
-    )
-    .await;
+    let (status, _) = deployed_in_dev(&server, "6.5.5").await;
     assert_eq!(status, 202);
     server
         .wait_for("second promotion", |all| {
@@ -344,22 +343,8 @@ async fn a_signed_event_opens_one_pull_request_with_exactly_the_marked_value_cha
 
 #[tokio::test]
 async fn a_wrong_forge_token_fails_the_promotion_permanently_with_a_clear_message() {
-    let repo = git_server("pr-git-badtoken");
-    let (api, forge) = fake_github().await;
-    let dir = scratch("pr-badtoken");
-    let m = dir.join("manifests");
-    std::fs::create_dir_all(&m).unwrap();
-    manifests(&m, &repo.url, &api);
-    let text = std::fs::read_to_string(m.join("pipeline.yaml")).unwrap();
-    std::fs::write(m.join("pipeline.yaml"), text.replace(TOKEN, "ghp_revoked")).unwrap();
-    let server = Server::start(&m, &dir.join("data"), &[]);
-    send(
-        &server,
-        "dev",
-        &deployment_event("HelmRelease", "podinfo-dev", "podinfo", "6.5.4"),
-        Some(EVENTS_KEY),
-    )
-    .await;
+    let (_repo, forge, server) = start_promoter("pr-badtoken", "ghp_revoked", |_| {}).await;
+    deployed_in_dev(&server, "6.5.4").await;
     let all = server
         .wait_for("failure", |all| all[0]["phase"] == "failed")
         .await;
@@ -372,21 +357,8 @@ async fn a_wrong_forge_token_fails_the_promotion_permanently_with_a_clear_messag
 
 #[tokio::test]
 async fn a_kill_9_between_push_and_pull_request_ends_with_one_pull_request_and_no_empty_commit() {
-    let repo = git_server("pr-git-kill");
-    let (api, forge) = fake_github().await;
-    forge.lock().unwrap().hold_creates = 1;
-    let dir = scratch("pr-kill");
-    let m = dir.join("manifests");
-    std::fs::create_dir_all(&m).unwrap();
-    manifests(&m, &repo.url, &api);
-    let mut server = Server::start(&m, &dir.join("data"), &[]);
-    send(
-        &server,
-        "dev",
-        &deployment_event("HelmRelease", "podinfo-dev", "podinfo", "6.5.4"),
-        Some(EVENTS_KEY),
-    )
-    .await;
+    let (repo, forge, mut server) = start_promoter("pr-kill", TOKEN, |f| f.hold_creates = 1).await;
+    deployed_in_dev(&server, "6.5.4").await;
 
     // Wait until the branch is pushed and the create call hangs, then kill.
     for _ in 0..200 {
@@ -437,21 +409,8 @@ async fn a_kill_9_between_push_and_pull_request_ends_with_one_pull_request_and_n
 
 #[tokio::test]
 async fn a_rate_limited_forge_delays_the_promotion_which_then_completes() {
-    let repo = git_server("pr-git-429");
-    let (api, forge) = fake_github().await;
-    forge.lock().unwrap().rate_limit = 1;
-    let dir = scratch("pr-429");
-    let m = dir.join("manifests");
-    std::fs::create_dir_all(&m).unwrap();
-    manifests(&m, &repo.url, &api);
-    let server = Server::start(&m, &dir.join("data"), &[]);
-    send(
-        &server,
-        "dev",
-        &deployment_event("HelmRelease", "podinfo-dev", "podinfo", "6.5.4"),
-        Some(EVENTS_KEY),
-    )
-    .await;
+    let (_repo, forge, server) = start_promoter("pr-429", TOKEN, |f| f.rate_limit = 1).await;
+    deployed_in_dev(&server, "6.5.4").await;
     let all = server
         .wait_for("promotion after the rate limit", |all| {
             all[0]["phase"] == "succeeded"

@@ -569,3 +569,10 @@ pub fn git_server(name: &str) -> GitServer {
         root,
     }
 }
+
+/// Flux in dev reports `podinfo` upgraded to `version`, signed with the pipeline's key.
+pub async fn deployed_in_dev(server: &Server, version: &str) -> (u16, String) {
+    let event =
+        promoter::client::deployment_event("HelmRelease", "podinfo-dev", "podinfo", version);
+    send(server, "dev", &event, Some(EVENTS_KEY)).await
+}
