@@ -39,6 +39,7 @@ const FORGES: &[&str] = &[
     "github",
     "gitlab",
     "gitea",
+    "forgejo",
     "bitbucket-server",
     "azure-devops",
 ];

@@ -417,7 +417,7 @@ fn a_strategy_field_of_the_wrong_shape_says_what_was_expected() {
     let expect = [
         "spec.promotion.manual: expected true or false, found \"yes please\"",
         "spec.promotion.strategy.pull-request.url: expected a URL, found nothing",
-        "spec.promotion.strategy.pull-request.type: expected one of github, gitlab, gitea, bitbucket-server, azure-devops, found \"svn\"",
+        "spec.promotion.strategy.pull-request.type: expected one of github, gitlab, gitea, forgejo, bitbucket-server, azure-devops, found \"svn\"",
         "spec.promotion.strategy.secretRef: expected a Secret name or {name: <Secret name>}, found an empty mapping",
     ];
     for e in expect {

@@ -1,7 +1,10 @@
-//! Azure DevOps Services and Server: Git pull requests through REST API 7.1.
+//! Azure DevOps Services and Server: Git pull requests through REST API 7.0.
 //!
 //! <https://learn.microsoft.com/en-us/rest/api/azure/devops/git/pull-requests> (Get Pull
-//! Requests, Create, Update). The list truncates descriptions to 400 characters, so a long
+//! Requests, Create, Update). 7.0 is the newest version both Services and Azure DevOps
+//! Server 2022 serve (<https://learn.microsoft.com/en-us/azure/devops/integrate/concepts/rest-api-versioning>,
+//! "Supported versions"); the server refuses 7.1 as "out of range", and these endpoints are
+//! the same in both. The list truncates descriptions to 400 characters, so a long
 //! one is read again from the pull request itself before it is compared.
 
 use promoter_sdk::Host;
@@ -13,7 +16,7 @@ use super::{
     update_with,
 };
 
-const API_VERSION: &str = "api-version=7.1";
+const API_VERSION: &str = "api-version=7.0";
 /// Descriptions in the list are cut to this many characters.
 const LISTED_DESCRIPTION_CHARS: usize = 400;
 

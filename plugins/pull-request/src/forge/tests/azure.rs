@@ -35,11 +35,11 @@ fn fixture() -> Fixture {
             "{REPO}/pullrequests\
              ?searchCriteria.sourceRefName=refs%2Fheads%2Fpromotion-flux-system-podinfo-prod\
              &searchCriteria.targetRefName=refs%2Fheads%2Fenv%2Fprod\
-             &searchCriteria.status=active&api-version=7.1"
+             &searchCriteria.status=active&api-version=7.0"
         ),
         none_open: || answer(200, json!({"value": [], "count": 0})),
         open: |title, body| answer(200, json!({"value": [pull(title, body)], "count": 1})),
-        create_url: format!("{REPO}/pullrequests?api-version=7.1"),
+        create_url: format!("{REPO}/pullrequests?api-version=7.0"),
         create_body: json!({
             "sourceRefName": format!("refs/heads/{HEAD}"),
             "targetRefName": format!("refs/heads/{BASE}"),
@@ -61,7 +61,7 @@ fn fixture() -> Fixture {
                 }),
             )
         },
-        update: ("PATCH", format!("{REPO}/pullrequests/7?api-version=7.1")),
+        update: ("PATCH", format!("{REPO}/pullrequests/7?api-version=7.0")),
         update_body: json!({"title": TITLE, "description": BODY}),
         updated: |title, body| answer(200, pull(title, body)),
         web_url: "https://dev.azure.com/acme/Platform%20Team/_git/fleet-config/pullrequest/7",
@@ -86,7 +86,7 @@ fn a_description_the_list_may_have_cut_is_read_from_the_pull_request_itself() {
         calls(&host)[1],
         (
             "GET".to_string(),
-            format!("{REPO}/pullrequests/7?api-version=7.1")
+            format!("{REPO}/pullrequests/7?api-version=7.0")
         )
     );
 }
