@@ -10,6 +10,7 @@ use std::process::Command;
 const GUESTS: &[&str] = &[
     "promoter-webhook",
     "promoter-pull-request",
+    "promoter-notification",
     "promoter-plugin-template",
     "fixture-noop",
     "fixture-echo",

@@ -10,6 +10,10 @@ pub const PLUGINS: &[(&str, &[u8])] = &[
         "pull-request",
         include_bytes!(env!("PROMOTER_WASM_PROMOTER_PULL_REQUEST")),
     ),
+    (
+        "notification",
+        include_bytes!(env!("PROMOTER_WASM_PROMOTER_NOTIFICATION")),
+    ),
 ];
 
 /// The component of the built-in plugin `name`.

@@ -94,6 +94,11 @@ struct ServeArgs {
     /// How often the manifests folder is checked for changes.
     #[arg(long, env = "PROMOTER_WATCH_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     watch_interval: Duration,
+    /// Flux notification-controller's event receiver, where the notification strategy posts
+    /// (e.g. http://notification-controller.flux-system.svc.cluster.local./). Without it,
+    /// pipelines using that strategy are refused.
+    #[arg(long, env = "PROMOTER_EVENTS_ADDR", value_name = "URL", value_parser = promoter::plugins::parse_events_addr)]
+    events_addr: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -320,6 +325,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         workers: args.workers,
         builtin_private_networks: args.builtin_private_networks,
         watch_interval: args.watch_interval,
+        events_addr: args.events_addr,
     };
     promoter::serve::run(settings).await?;
     Ok(std::process::ExitCode::SUCCESS)

@@ -3,7 +3,11 @@
 //!
 //! Built-in plugins get exactly what the Pipeline's strategy configuration names: the
 //! webhook plugin may reach the origin of its `url` and sign with the `hmac-key` of the
-//! Secret its `secretRef` names (in the Pipeline's namespace). Custom plugins get what
+//! Secret its `secretRef` names (in the Pipeline's namespace). The notification plugin
+//! gets the origin of the server's `--events-addr` (Flux notification-controller's event
+//! receiver), plain http and private addresses allowed for it, and nothing else; the
+//! address reaches the plugin as its configuration's `address`, written by the host over
+//! whatever the Pipeline said (see [`Registry::bind_host_settings`]). Custom plugins get what
 //! the operator wrote into their ConfigMap's `grant`, with Secrets from the
 //! ConfigMap's namespace.
 //!
@@ -44,6 +48,11 @@ use std::sync::{Arc, RwLock};
 pub const WASM_KEY: &str = "plugin.wasm";
 /// Annotation naming the plugin when it differs from the ConfigMap's name.
 pub const NAME_ANNOTATION: &str = "promoter.dev/plugin-name";
+/// The built-in strategy that posts a Flux event to notification-controller.
+pub const NOTIFICATION: &str = "notification";
+/// Where notification-controller's event receiver listens in a standard Flux install.
+pub const EVENTS_ADDR_EXAMPLE: &str =
+    "http://notification-controller.flux-system.svc.cluster.local./";
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -133,6 +142,9 @@ pub struct Registry {
     entries: RwLock<HashMap<String, Arc<Entry>>>,
     /// Let built-in plugins reach names that resolve to private addresses.
     builtin_private_networks: bool,
+    /// notification-controller's event receiver (`--events-addr`), for the notification
+    /// plugin; `None`: pipelines using it are refused.
+    events_addr: Option<String>,
 }
 
 impl Registry {
@@ -158,7 +170,24 @@ impl Registry {
             runtime,
             entries: RwLock::new(entries),
             builtin_private_networks,
+            events_addr: None,
         })
+    }
+
+    /// Sets notification-controller's event receiver, where the notification plugin posts
+    /// (already checked with [`parse_events_addr`]).
+    pub fn with_events_addr(mut self, events_addr: Option<String>) -> Registry {
+        self.events_addr = events_addr;
+        self
+    }
+
+    /// Writes what the host owns into built-in strategies' configurations before they are
+    /// validated and recorded: the notification strategy's `address` is the server's
+    /// `--events-addr`, never the Pipeline's. Returns the problems: a Pipeline that sets
+    /// `address` itself, or uses the notification strategy on a server without an events
+    /// address.
+    pub fn bind_host_settings(&self, manifests: &mut Manifests) -> Vec<String> {
+        bind_events_addr(self.events_addr.as_deref(), manifests)
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -343,6 +372,9 @@ impl Registry {
         strategy: &StrategyRef,
         manifests: &Manifests,
     ) -> Result<Grant, String> {
+        if strategy.plugin == NOTIFICATION {
+            return notification_grant(self.events_addr.as_deref());
+        }
         if strategy.plugin == "pull-request" {
             let mut grant = pull_request_grant(namespace, &strategy.config, manifests)?;
             grant.private_networks = self.builtin_private_networks;
@@ -373,6 +405,89 @@ impl Registry {
             grant.keys.insert(secret.to_string(), Secret::new(key));
         }
         Ok(grant)
+    }
+}
+
+/// [`Registry::bind_host_settings`] for the notification strategy's `address`.
+fn bind_events_addr(events_addr: Option<&str>, manifests: &mut Manifests) -> Vec<String> {
+    let mut problems = Vec::new();
+    for pipeline in &mut manifests.pipelines {
+        let name = pipeline.to_string();
+        for env in &mut pipeline.environments {
+            let Some(promotion) = env.promotion.as_mut() else {
+                continue;
+            };
+            if promotion.strategy.plugin != NOTIFICATION {
+                continue;
+            }
+            let at = format!("Pipeline {name}: promotion into {}", env.name);
+            // Not a mapping: the plugin's own validation says so.
+            let Some(config) = promotion.strategy.config.as_object_mut() else {
+                continue;
+            };
+            if config.remove("address").is_some() {
+                problems.push(format!(
+                    "{at}: notification.address cannot be set in a Pipeline; the server posts \
+                     to its --events-addr (write `notification: {{}}`)"
+                ));
+            }
+            match events_addr {
+                Some(address) => {
+                    config.insert("address".into(), address.into());
+                }
+                None => problems.push(format!(
+                    "{at}: the notification strategy posts a Flux event to notification-controller, \
+                     but this server has no events address; start `promoter serve` with \
+                     --events-addr URL (or PROMOTER_EVENTS_ADDR), e.g. {EVENTS_ADDR_EXAMPLE}"
+                )),
+            }
+        }
+    }
+    problems
+}
+
+/// The notification plugin may reach the origin of `--events-addr` and nothing else: over
+/// plain http when the address says so (the in-cluster receiver is http), and at a private
+/// address (a Service's cluster IP) since that origin is the only one granted. What the
+/// Pipeline wrote plays no part.
+fn notification_grant(events_addr: Option<&str>) -> Result<Grant, String> {
+    let address = events_addr.ok_or_else(|| {
+        format!(
+            "the notification strategy needs the server's --events-addr (PROMOTER_EVENTS_ADDR), \
+             e.g. {EVENTS_ADDR_EXAMPLE}"
+        )
+    })?;
+    Ok(Grant {
+        origins: vec![Origin::parse(address)?],
+        private_networks: true,
+        ..Grant::default()
+    })
+}
+
+/// Checks `--events-addr`: an absolute http(s) URL with a host, no credentials and no
+/// fragment. Returns it trimmed, with `/` for an empty path.
+pub fn parse_events_addr(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let example = format!("expected http://host[:port][/path], e.g. {EVENTS_ADDR_EXAMPLE}");
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a URL ({e}); {example}"))?;
+    if Origin::of(&uri).is_none() {
+        return Err(format!("{text:?}: {example}"));
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(format!(
+            "{text:?} carries credentials; notification-controller's event receiver takes none"
+        ));
+    }
+    if text.contains('#') {
+        return Err(format!("{text:?} has a fragment; {example}"));
+    }
+    let rest = text.split_once("://").map_or("", |(_, rest)| rest);
+    if rest.contains(['/', '?']) {
+        Ok(text.to_string())
+    } else {
+        Ok(format!("{text}/"))
     }
 }
 
@@ -532,21 +647,26 @@ fn repo_host(url: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_string())
 }
 
+/// The forge a URL points at, by the pull-request plugin's own rules (`Repo::infer`):
+/// only hosts and paths that say so; anything else needs an explicit `type`, which the
+/// plugin's config validation asks for.
 fn infer_forge(url: &str) -> &'static str {
     let host = repo_host(url).unwrap_or_default().to_ascii_lowercase();
-    if host.contains("github") {
+    let host = host.split(':').next().unwrap_or_default();
+    if host == "github.com" || host == "www.github.com" {
         "github"
-    } else if host.contains("gitlab") {
+    } else if host == "gitlab.com" || host == "www.gitlab.com" {
         "gitlab"
-    } else if host.contains("dev.azure.com")
-        || host.ends_with("visualstudio.com")
+    } else if host == "dev.azure.com"
+        || host == "ssh.dev.azure.com"
+        || host.ends_with(".visualstudio.com")
         || url.contains("/_git/")
     {
         "azure-devops"
     } else if url.contains("/scm/") {
         "bitbucket-server"
     } else {
-        "gitea"
+        "unknown"
     }
 }
 
@@ -576,6 +696,9 @@ mod tests {
             infer_forge("https://dev.azure.com/org/project/_git/repo"),
             "azure-devops"
         );
+        // As the plugin decides: a self-hosted forge is named by `type`, not guessed.
+        assert_eq!(infer_forge("https://gitlab.example.com/g/r.git"), "unknown");
+        assert_eq!(infer_forge("https://git.example.com/o/r.git"), "unknown");
     }
 
     #[test]
@@ -603,5 +726,100 @@ mod tests {
                 .unwrap_err()
                 .contains("does not exist")
         );
+    }
+
+    const WEAVE_NOTIFICATION: &str = "apiVersion: pipelines.weave.works/v1alpha1\nkind: Pipeline\n\
+        metadata: {name: ledger, namespace: default}\n\
+        spec:\n  appRef: {apiVersion: helm.toolkit.fluxcd.io/v2, kind: HelmRelease, name: ledger}\n\
+        \x20 environments:\n  - {name: dev, targets: [{namespace: dev}]}\n  - {name: prod, targets: [{namespace: prod}]}\n\
+        \x20 promotion: {strategy: {notification: NOTIFICATION}}\n";
+
+    fn notification_config(manifests: &Manifests) -> &serde_json::Value {
+        &manifests.pipelines[0]
+            .promotion_into("prod")
+            .unwrap()
+            .strategy
+            .config
+    }
+
+    #[test]
+    fn the_notification_address_is_the_servers_whatever_the_pipeline_wrote() {
+        let address = "http://notification-controller.flux-system.svc.cluster.local./";
+        let mut manifests =
+            Manifests::from_yaml("p.yaml", &WEAVE_NOTIFICATION.replace("NOTIFICATION", "{}"))
+                .unwrap();
+        assert!(bind_events_addr(Some(address), &mut manifests).is_empty());
+        assert_eq!(
+            notification_config(&manifests),
+            &serde_json::json!({ "address": address })
+        );
+
+        let mut manifests = Manifests::from_yaml(
+            "p.yaml",
+            &WEAVE_NOTIFICATION.replace("NOTIFICATION", "{address: 'http://evil.example/'}"),
+        )
+        .unwrap();
+        let problems = bind_events_addr(Some(address), &mut manifests);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("Pipeline default/ledger: promotion into prod: notification.address cannot be set in a Pipeline"),
+            "{problems:?}"
+        );
+        assert_eq!(
+            notification_config(&manifests),
+            &serde_json::json!({ "address": address })
+        );
+    }
+
+    #[test]
+    fn a_notification_pipeline_on_a_server_without_events_addr_is_a_problem_naming_the_flag() {
+        let mut manifests =
+            Manifests::from_yaml("p.yaml", &WEAVE_NOTIFICATION.replace("NOTIFICATION", "{}"))
+                .unwrap();
+        let problems = bind_events_addr(None, &mut manifests);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("promotion into prod"), "{problems:?}");
+        assert!(problems[0].contains("--events-addr URL"), "{problems:?}");
+        assert_eq!(notification_config(&manifests), &serde_json::json!({}));
+        assert!(
+            notification_grant(None)
+                .unwrap_err()
+                .contains("--events-addr")
+        );
+    }
+
+    #[test]
+    fn the_notification_grant_is_the_events_origin_alone_with_private_networks() {
+        let grant = notification_grant(Some("http://10.96.0.15:80/")).unwrap();
+        assert_eq!(
+            grant.origins,
+            vec![Origin::parse("http://10.96.0.15").unwrap()]
+        );
+        assert!(grant.private_networks);
+        assert!(grant.credentials.is_empty() && grant.keys.is_empty() && grant.repos.is_empty());
+    }
+
+    #[test]
+    fn events_addr_must_be_an_http_url_without_credentials() {
+        assert_eq!(
+            parse_events_addr(" http://notification-controller.flux-system.svc.cluster.local.")
+                .unwrap(),
+            "http://notification-controller.flux-system.svc.cluster.local./"
+        );
+        assert_eq!(
+            parse_events_addr("https://nc.example:9443/events").unwrap(),
+            "https://nc.example:9443/events"
+        );
+        for bad in [
+            "notification-controller:80",
+            "ftp://nc.example/",
+            "http://user:pw@nc.example/",
+            "http://nc.example/#x",
+            "http:///",
+            "",
+        ] {
+            let problem = parse_events_addr(bad).unwrap_err();
+            assert!(problem.contains(bad.trim()), "{bad}: {problem}");
+        }
     }
 }

@@ -28,6 +28,10 @@ pub struct Settings {
     pub workers: usize,
     pub builtin_private_networks: bool,
     pub watch_interval: Duration,
+    /// Flux notification-controller's event receiver, where the notification strategy
+    /// posts (checked with [`crate::plugins::parse_events_addr`]). `None`: pipelines using
+    /// that strategy are refused at load.
+    pub events_addr: Option<String>,
 }
 
 /// State shared by the listeners, the worker and the watcher.
@@ -67,9 +71,11 @@ impl PluginResolver for Resolver {
 
 /// Loads the folder and checks it against the installed plugins; every problem at once.
 async fn load(dir: &Path, registry: &Registry) -> anyhow::Result<(Manifests, Vec<String>)> {
-    let manifests = Manifests::load_dir(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut manifests = Manifests::load_dir(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let host_problems = registry.bind_host_settings(&mut manifests);
     let plugin_problems = registry.sync(&manifests).await;
-    let mut problems = registry.validate(&manifests).await;
+    let mut problems = host_problems;
+    problems.extend(registry.validate(&manifests).await);
     problems.extend(plugin_problems.iter().cloned());
     if !problems.is_empty() {
         bail!(
@@ -116,7 +122,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         cache_dir: Some(settings.data_dir.join("compiled")),
         git_dir: Some(settings.data_dir.join("git")),
     })?);
-    let registry = Arc::new(Registry::new(runtime, settings.builtin_private_networks).await?);
+    let registry = Arc::new(
+        Registry::new(runtime, settings.builtin_private_networks)
+            .await?
+            .with_events_addr(settings.events_addr.clone()),
+    );
     let (manifests, _) = load(&settings.manifests, &registry).await?;
     tracing::info!(
         pipelines = manifests.pipelines.len(),
