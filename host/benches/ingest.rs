@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 const EVENTS: usize = 10_000;
 const SENDERS: usize = 50;
+/// Events sent to each server before measuring (connections, caches, allocator).
+const WARM_UP: usize = 500;
 const KEY: &[u8] = b"bench-events-key";
 
 fn free_port() -> u16 {
@@ -58,16 +60,18 @@ async fn load(
                     break;
                 };
                 let t = Instant::now();
-                let status = client
+                let response = client
                     .post(&url)
                     .header("content-type", "application/json")
                     .header("x-signature", signature)
                     .body(body)
                     .send()
                     .await
-                    .unwrap()
-                    .status()
-                    .as_u16();
+                    .unwrap();
+                let status = response.status().as_u16();
+                // Read the answer whole, as a real client does: a connection whose
+                // response body was left unread cannot go back to the pool.
+                response.bytes().await.unwrap();
                 out.push((t.elapsed(), status));
             }
             out
@@ -84,6 +88,24 @@ async fn load(
     (started.elapsed(), latencies, statuses)
 }
 
+/// CPU time this process has used (user + system), from /proc/self/stat.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of stat(5), here 11 and 12; USER_HZ is 100.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
 fn report(name: &str, elapsed: Duration, mut latencies: Vec<Duration>) -> f64 {
     latencies.sort();
     let rate = latencies.len() as f64 / elapsed.as_secs_f64();
@@ -98,7 +120,7 @@ fn report(name: &str, elapsed: Duration, mut latencies: Vec<Duration>) -> f64 {
 
 fn bodies() -> Vec<(Vec<u8>, String)> {
     // Distinct, non-semver revisions: every event is accepted and durably recorded.
-    (0..EVENTS)
+    (0..EVENTS + WARM_UP)
         .map(|i| {
             let body = serde_json::to_vec(&deployment_event(
                 "HelmRelease",
@@ -159,22 +181,30 @@ fn main() {
             workers: 4,
             builtin_private_networks: false,
             watch_interval: Duration::from_secs(3600),
+            events_addr: None,
         };
         tokio::spawn(async move { promoter::serve::run(settings).await.unwrap() });
         wait_listening(bare_port).await;
         wait_listening(webhook_port).await;
 
-        let bodies = bodies();
-        // Warm both up.
-        load(format!("http://127.0.0.1:{bare_port}/promotion/flux-system/podinfo/dev"), bodies[..500].to_vec()).await;
+        let mut bodies = bodies();
+        let warm_up = bodies.split_off(EVENTS);
+        load(format!("http://127.0.0.1:{bare_port}/promotion/flux-system/podinfo/dev"), warm_up.clone()).await;
+        load(format!("http://127.0.0.1:{webhook_port}/promotion/flux-system/podinfo/dev"), warm_up).await;
+        let cpu = cpu_time();
         let (bare_elapsed, bare_lat, _) =
             load(format!("http://127.0.0.1:{bare_port}/promotion/flux-system/podinfo/dev"), bodies.clone()).await;
+        let bare_cpu = cpu_time() - cpu;
+        let cpu = cpu_time();
         let (full_elapsed, full_lat, statuses) =
             load(format!("http://127.0.0.1:{webhook_port}/promotion/flux-system/podinfo/dev"), bodies).await;
+        let full_cpu = cpu_time() - cpu;
 
-        println!("{EVENTS} signed events, {SENDERS} concurrent senders, one run");
+        println!("{EVENTS} signed events, {SENDERS} concurrent senders, one run; CPU is the whole process's (senders included)");
         let bare_rate = report("bare axum handler (baseline)", bare_elapsed, bare_lat);
+        println!("{:<34} {:>9.0} µs CPU/event", "", bare_cpu.as_secs_f64() * 1e6 / EVENTS as f64);
         let full_rate = report("promoter, full path, durable", full_elapsed, full_lat);
+        println!("{:<34} {:>9.0} µs CPU/event", "", full_cpu.as_secs_f64() * 1e6 / EVENTS as f64);
         println!("promoter statuses: {statuses:?}");
         println!(
             "throughput ratio: {:.2} of the bare handler; target >= 0.50: {}",
