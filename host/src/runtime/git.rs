@@ -78,6 +78,8 @@ pub struct GitCache {
 
 impl GitCache {
     pub fn new(root: PathBuf) -> GitCache {
+        // Key files a killed process left behind: nothing uses them any more.
+        let _ = std::fs::remove_dir_all(root.join("secrets"));
         GitCache {
             root,
             locks: Mutex::default(),
@@ -93,15 +95,27 @@ pub struct GitRepo {
     _guard: tokio::sync::OwnedMutexGuard<()>,
 }
 
-fn classify(stderr: &str, what: &str) -> GitFailure {
-    let s = stderr.to_ascii_lowercase();
-    let said = stderr
+/// The last line of git's stderr that says something: not git's advice after an ssh
+/// failure, nor ssh's banner of at-signs.
+fn last_said(stderr: &str) -> String {
+    const BOILERPLATE: [&str; 3] = [
+        "fatal: could not read from remote repository.",
+        "please make sure you have the correct access rights",
+        "and the repository exists.",
+    ];
+    stderr
         .lines()
-        .filter(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('@'))
+        .filter(|l| !BOILERPLATE.contains(&l.to_ascii_lowercase().as_str()))
         .last()
         .unwrap_or("")
-        .trim()
-        .to_string();
+        .to_string()
+}
+
+fn classify(stderr: &str, what: &str) -> GitFailure {
+    let s = stderr.to_ascii_lowercase();
+    let said = last_said(stderr);
     let message = format!("{what}: {said}");
     if s.contains("authentication failed")
         || s.contains("401")
@@ -120,6 +134,7 @@ fn classify(stderr: &str, what: &str) -> GitFailure {
         || s.contains("connection refused")
         || s.contains("timed out")
         || s.contains("connection reset")
+        || s.contains("connection closed by")
         || s.contains(" 50")
         || s.contains("unable to access")
     {
@@ -127,6 +142,110 @@ fn classify(stderr: &str, what: &str) -> GitFailure {
     } else {
         GitFailure::Other(message)
     }
+}
+
+/// What ssh said when it, not git, failed: the server's host key did not verify, or the
+/// server refused the key. Named after the Secret's keys, so the operator knows which
+/// credential to fix; `None` when ssh did not fail (git's own classification applies).
+fn classify_ssh(
+    stderr: &str,
+    what: &str,
+    has_known_hosts: bool,
+    key_fingerprint: Option<&str>,
+) -> Option<GitFailure> {
+    let s = stderr.to_ascii_lowercase();
+    if s.contains("host key verification failed") {
+        // `No ED25519 host key is known for [127.0.0.1]:2222 and you have requested …`
+        let host = stderr
+            .lines()
+            .find_map(|l| {
+                l.split_once(" host key is known for ")?
+                    .1
+                    .split_whitespace()
+                    .next()
+            })
+            .or_else(|| {
+                stderr
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Host key for ")?.split_whitespace().next())
+            })
+            .unwrap_or("the server");
+        let presented = stderr
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("SHA256:"))
+            .map(|fp| format!(" ({})", fp.trim_end_matches('.')))
+            .unwrap_or_default();
+        let why = if s.contains("remote host identification has changed")
+            || s.contains("has changed and you have requested strict checking")
+        {
+            format!(
+                "the host key {host} presented{presented} does not match the one in \
+                 `known_hosts` of the Secret bound to this repository; refusing to connect"
+            )
+        } else if has_known_hosts {
+            format!(
+                "`known_hosts` of the Secret bound to this repository has no key for {host}; \
+                 refusing to connect"
+            )
+        } else {
+            format!(
+                "the Secret bound to this repository has no `known_hosts`, so the host key of \
+                 {host} cannot be verified; add the server's public host key to the Secret \
+                 as `known_hosts`"
+            )
+        };
+        return Some(GitFailure::Other(format!(
+            "{what}: SSH host key verification failed: {why}"
+        )));
+    }
+    if let Some(problem) = stderr.lines().find_map(|l| {
+        // `Load key "/…/identity": invalid format` (the path is ours, not the operator's)
+        let rest = l.trim().strip_prefix("Load key ")?;
+        Some(
+            rest.rsplit_once("\": ")
+                .map_or(rest, |(_, p)| p)
+                .to_string(),
+        )
+    }) {
+        return Some(GitFailure::Unauthorized(format!(
+            "{what}: `identity` of the Secret bound to this repository is not a usable \
+             OpenSSH private key without a passphrase ({problem})"
+        )));
+    }
+    if s.contains("permission denied (publickey") {
+        let key = key_fingerprint
+            .map(|fp| format!("the key {fp}"))
+            .unwrap_or_else(|| "the key".into());
+        return Some(GitFailure::Unauthorized(format!(
+            "{what}: the SSH server refused {key} (`identity` of the Secret bound to this \
+             repository): {}",
+            last_said(stderr)
+        )));
+    }
+    None
+}
+
+/// `value` as one word for `sh` (GIT_SSH_COMMAND is run by the shell).
+fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "'\\''"))
+}
+
+/// A private key as ssh reads it: LF line ends and a final newline (OpenSSH refuses a
+/// key whose last line has no newline, a common result of pasting it into a Secret).
+fn normalized_key(key: &[u8]) -> Vec<u8> {
+    let mut out: Vec<u8> = Vec::with_capacity(key.len() + 1);
+    for (i, b) in key.iter().enumerate() {
+        if *b == b'\r' && key.get(i + 1) == Some(&b'\n') {
+            continue;
+        }
+        out.push(*b);
+    }
+    while out.last().is_some_and(|b| b.is_ascii_whitespace()) {
+        out.pop();
+    }
+    out.push(b'\n');
+    out
 }
 
 /// A relative path inside the working copy, never into `.git` or out of the tree.
@@ -162,6 +281,13 @@ fn valid_branch(name: &str) -> Result<(), GitFailure> {
         Err(GitFailure::Invalid(format!(
             "{name:?} is not a branch name this host accepts"
         )))
+    }
+}
+
+/// The key files live as long as the call that opened the repository.
+impl Drop for GitRepo {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.secrets_dir);
     }
 }
 
@@ -254,29 +380,39 @@ impl GitRepo {
     }
 
     fn write_secrets(&self) -> Result<(), GitFailure> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         use std::os::unix::fs::PermissionsExt;
-        let write = |name: &str, secret: &Secret| -> Result<PathBuf, GitFailure> {
-            std::fs::create_dir_all(&self.secrets_dir)
-                .map_err(|e| GitFailure::Other(e.to_string()))?;
+        let write = |name: &str, bytes: &[u8]| -> Result<PathBuf, GitFailure> {
+            let failed = |e: std::io::Error| {
+                GitFailure::Other(format!("cannot write the repository's {name} file: {e}"))
+            };
+            std::fs::create_dir_all(&self.secrets_dir).map_err(failed)?;
             std::fs::set_permissions(&self.secrets_dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| GitFailure::Other(e.to_string()))?;
+                .map_err(failed)?;
             let path = self.secrets_dir.join(name);
-            std::fs::write(&path, secret.expose()).map_err(|e| GitFailure::Other(e.to_string()))?;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| GitFailure::Other(e.to_string()))?;
+            let _ = std::fs::remove_file(&path);
+            // Created 0600, so the key is never readable by others, not even for a moment.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut f| f.write_all(bytes))
+                .map_err(failed)?;
             Ok(path)
         };
         if let Some(ca) = &self.remote.ca {
-            write("ca.pem", ca)?;
+            write("ca.pem", ca.expose())?;
         }
         if let GitAuth::Ssh {
             identity,
             known_hosts,
         } = &self.remote.auth
         {
-            write("identity", identity)?;
+            write("identity", &normalized_key(identity.expose()))?;
             if let Some(k) = known_hosts {
-                write("known_hosts", k)?;
+                write("known_hosts", k.expose())?;
             }
         }
         Ok(())
@@ -316,20 +452,25 @@ impl GitRepo {
                 config.push(("http.extraHeader".into(), header));
             }
             GitAuth::Ssh { known_hosts, .. } => {
-                let identity = self.secrets_dir.join("identity");
-                let hosts = if known_hosts.is_some() {
-                    format!(
-                        "-o UserKnownHostsFile={} -o StrictHostKeyChecking=yes",
-                        self.secrets_dir.join("known_hosts").display()
-                    )
+                // No ssh configuration of the machine or the user (ssh finds the user's
+                // through the password database, not HOME), no agent, no prompts; only the
+                // Secret's key, and only the Secret's known_hosts (the machine-wide file
+                // when the Secret has none). The host key is always checked.
+                let path =
+                    |name: &str| shell_quote(&self.secrets_dir.join(name).display().to_string());
+                let global = if known_hosts.is_some() {
+                    " -o GlobalKnownHostsFile=/dev/null"
                 } else {
-                    "-o StrictHostKeyChecking=yes".to_string()
+                    ""
                 };
                 cmd.env(
                     "GIT_SSH_COMMAND",
                     format!(
-                        "ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes {hosts}",
-                        identity.display()
+                        "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o IdentityAgent=none \
+                         -o BatchMode=yes -o ConnectTimeout=30 -o StrictHostKeyChecking=yes \
+                         -o UserKnownHostsFile={}{global}",
+                        path("identity"),
+                        path("known_hosts"),
                     ),
                 );
             }
@@ -361,13 +502,51 @@ impl GitRepo {
             .await
             .map_err(|e| GitFailure::Other(format!("cannot run git: {e}")))?;
         if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-        } else {
-            Err(classify(
-                &String::from_utf8_lossy(&out.stderr),
-                &format!("git {what} {}", self.remote.url),
-            ))
+            return Ok(String::from_utf8_lossy(&out.stdout).trim().to_string());
         }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let what = format!("git {what} {}", self.remote.url);
+        if let GitAuth::Ssh { known_hosts, .. } = &self.remote.auth {
+            let fingerprint = if stderr
+                .to_ascii_lowercase()
+                .contains("permission denied (publickey")
+            {
+                self.identity_fingerprint().await
+            } else {
+                None
+            };
+            if let Some(failure) = classify_ssh(
+                &stderr,
+                &what,
+                known_hosts.is_some(),
+                fingerprint.as_deref(),
+            ) {
+                return Err(failure);
+            }
+        }
+        Err(classify(&stderr, &what))
+    }
+
+    /// `SHA256:…` of the Secret's key (public: what a forge lists for a deploy key).
+    async fn identity_fingerprint(&self) -> Option<String> {
+        let out = Command::new("ssh-keygen")
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            )
+            .arg("-l")
+            .arg("-f")
+            .arg(self.secrets_dir.join("identity"))
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .find(|w| w.starts_with("SHA256:"))
+            .map(String::from)
     }
 
     async fn git(&self, args: &[&str], what: &str) -> Result<String, GitFailure> {
@@ -529,6 +708,81 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    const ADVICE: &str = "fatal: Could not read from remote repository.\n\nPlease make sure \
+                          you have the correct access rights\nand the repository exists.\n";
+
+    #[test]
+    fn ssh_failures_name_the_secret_key_to_fix_and_not_git_advice() {
+        let what = "git clone ssh://git@h/o/r.git";
+        let refused = format!("git@h: Permission denied (publickey).\r\n{ADVICE}");
+        let Some(GitFailure::Unauthorized(m)) =
+            classify_ssh(&refused, what, true, Some("SHA256:abc"))
+        else {
+            panic!()
+        };
+        assert!(m.contains("refused the key SHA256:abc (`identity`"), "{m}");
+        assert!(m.ends_with("Permission denied (publickey)."), "{m}");
+
+        let unknown = format!(
+            "No ED25519 host key is known for [h]:2222 and you have requested strict \
+             checking.\r\nHost key verification failed.\r\n{ADVICE}"
+        );
+        let Some(GitFailure::Other(m)) = classify_ssh(&unknown, what, true, None) else {
+            panic!()
+        };
+        assert!(m.contains("SSH host key verification failed"), "{m}");
+        assert!(m.contains("`known_hosts` of the Secret"), "{m}");
+        assert!(m.contains("[h]:2222"), "{m}");
+        let Some(GitFailure::Other(m)) = classify_ssh(&unknown, what, false, None) else {
+            panic!()
+        };
+        assert!(m.contains("has no `known_hosts`"), "{m}");
+
+        let changed = format!(
+            "@@@@\r\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\r\n\
+             The fingerprint for the ED25519 key sent by the remote host is\r\n\
+             SHA256:O1xN7.\r\nHost key for [h]:2222 has changed and you have requested \
+             strict checking.\r\nHost key verification failed.\r\n{ADVICE}"
+        );
+        let Some(GitFailure::Other(m)) = classify_ssh(&changed, what, true, None) else {
+            panic!()
+        };
+        assert!(
+            m.contains("[h]:2222 presented (SHA256:O1xN7) does not match"),
+            "{m}"
+        );
+
+        let bad_key =
+            format!("Load key \"/data/git/secrets/x/identity\": invalid format\r\n{refused}");
+        let Some(GitFailure::Unauthorized(m)) = classify_ssh(&bad_key, what, true, None) else {
+            panic!()
+        };
+        assert!(m.contains("not a usable OpenSSH private key"), "{m}");
+        assert!(
+            m.contains("(invalid format)") && !m.contains("/data/git"),
+            "{m}"
+        );
+
+        let missing = format!("fatal: '/o/r.git' does not appear to be a git repository\n{ADVICE}");
+        assert_eq!(classify_ssh(&missing, what, true, None), None);
+        assert_eq!(
+            classify(&missing, what),
+            GitFailure::NotFound(format!(
+                "{what}: fatal: '/o/r.git' does not appear to be a git repository"
+            ))
+        );
+    }
+
+    #[test]
+    fn key_files_and_paths_survive_the_shell_and_ssh() {
+        assert_eq!(shell_quote("/a b/it's"), "'/a b/it'\\''s'");
+        assert_eq!(
+            normalized_key(b"-----BEGIN\r\nx\r\n-----END"),
+            b"-----BEGIN\nx\n-----END\n"
+        );
+        assert_eq!(normalized_key(b"k\n\n"), b"k\n");
     }
 
     #[test]
