@@ -95,6 +95,33 @@ impl HttpResponse {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+
+    /// `Retry-After` in delta-seconds. An HTTP-date gives `None`: a plugin reads no
+    /// trustworthy clock, and the host's backoff applies instead.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        let value = self.header("retry-after")?.trim();
+        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        value.parse().ok().map(std::time::Duration::from_secs)
+    }
+
+    /// The start of the body on one line, whitespace collapsed, at most `max_chars`
+    /// characters (a cut ends with `…`): what an error message can quote.
+    pub fn excerpt(&self, max_chars: usize) -> String {
+        let text = String::from_utf8_lossy(&self.body);
+        let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if collapsed.chars().count() <= max_chars {
+            collapsed
+        } else {
+            let mut cut: String = collapsed
+                .chars()
+                .take(max_chars.saturating_sub(1))
+                .collect();
+            cut.push('…');
+            cut
+        }
+    }
 }
 
 fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -258,5 +285,27 @@ mod tests {
         let response = HttpResponse::new(503).with_header("Retry-After", "7");
         assert_eq!(response.header("retry-after"), Some("7"));
         assert!(!response.is_success());
+    }
+}
+
+#[cfg(test)]
+mod response_tests {
+    use super::HttpResponse;
+    use std::time::Duration;
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_an_http_date_is_ignored() {
+        let r = HttpResponse::new(429).with_header("Retry-After", " 7 ");
+        assert_eq!(r.retry_after(), Some(Duration::from_secs(7)));
+        let r = HttpResponse::new(429).with_header("retry-after", "Wed, 21 Oct 2026 07:28:00 GMT");
+        assert_eq!(r.retry_after(), None);
+    }
+
+    #[test]
+    fn an_excerpt_is_one_line_and_cut_with_an_ellipsis() {
+        let r = HttpResponse::new(500).with_body("  a\n  b\tc  ");
+        assert_eq!(r.excerpt(10), "a b c");
+        let r = HttpResponse::new(500).with_body("abcdefghij");
+        assert_eq!(r.excerpt(5), "abcd…");
     }
 }

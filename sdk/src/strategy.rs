@@ -123,7 +123,32 @@ impl PromoteError {
         self.retry_after = Some(delay);
         self
     }
+
+    /// The error for an answer that is not a success: `message`, then the start of the
+    /// body. 408, 429 and 5xx are retryable, after the server's `Retry-After` when it
+    /// gave one in seconds; anything else is permanent.
+    pub fn from_response(message: impl Into<String>, response: &crate::HttpResponse) -> Self {
+        let mut message = message.into();
+        let excerpt = response.excerpt(EXCERPT_CHARS);
+        if !excerpt.is_empty() {
+            message.push_str(": ");
+            message.push_str(&excerpt);
+        }
+        let status = response.status;
+        if status == 408 || status == 429 || (500..600).contains(&status) {
+            let error = PromoteError::retryable(message);
+            match response.retry_after() {
+                Some(delay) => error.with_retry_after(delay),
+                None => error,
+            }
+        } else {
+            PromoteError::permanent(message)
+        }
+    }
 }
+
+/// The longest body excerpt [`PromoteError::from_response`] quotes.
+const EXCERPT_CHARS: usize = 200;
 
 /// Parses `config` (JSON text; empty text counts as `{}`) into the strategy's
 /// configuration and runs [`Strategy::validate`]. `Err` lists every problem found.

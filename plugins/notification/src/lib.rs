@@ -41,7 +41,7 @@
 mod time;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use promoter_sdk::{
     Capability, Host, HttpError, HttpRequest, HttpResponse, HttpUrl, Outcome, PluginMetadata,
@@ -58,8 +58,6 @@ pub const API_VERSION: &str = "pipelines.weave.works/v1alpha1";
 pub const REASON: &str = "Promote";
 /// The event's `reportingController`.
 pub const REPORTING_CONTROLLER: &str = "promoter";
-/// The longest body excerpt quoted in an error.
-const EXCERPT_CHARS: usize = 200;
 
 /// The configuration: what a Pipeline writes (`{}`) plus what the host adds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -191,20 +189,7 @@ fn answer(
     if let Some(hint) = hint {
         message.push_str(&format!(" ({hint})"));
     }
-    let excerpt = excerpt(&response.body);
-    if !excerpt.is_empty() {
-        message.push_str(": ");
-        message.push_str(&excerpt);
-    }
-    if status == 408 || status == 429 || (500..600).contains(&status) {
-        let error = PromoteError::retryable(message);
-        Err(match retry_after(&response) {
-            Some(delay) => error.with_retry_after(delay),
-            None => error,
-        })
-    } else {
-        Err(PromoteError::permanent(message))
-    }
+    Err(PromoteError::from_response(message, &response))
 }
 
 /// Maps a request that got no answer to an error.
@@ -220,30 +205,6 @@ fn failure(address: &str, error: HttpError) -> PromoteError {
         HttpError::Timeout(_) | HttpError::Connection(_) | HttpError::Other(_) => {
             PromoteError::retryable(format!("notification-controller at {address}: {error}"))
         }
-    }
-}
-
-/// `Retry-After` in delta-seconds. An HTTP-date is ignored and the host's backoff applies:
-/// notification-controller's 429 carries the end of its duplicate window as a date, and
-/// waiting it out would only deliver the duplicate.
-fn retry_after(response: &HttpResponse) -> Option<Duration> {
-    let value = response.header("retry-after")?.trim();
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    value.parse().ok().map(Duration::from_secs)
-}
-
-/// The start of a body, whitespace collapsed, at most [`EXCERPT_CHARS`] characters.
-fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if collapsed.chars().count() <= EXCERPT_CHARS {
-        collapsed
-    } else {
-        let mut cut: String = collapsed.chars().take(EXCERPT_CHARS - 1).collect();
-        cut.push('…');
-        cut
     }
 }
 

@@ -14,7 +14,6 @@
 mod config;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use promoter_sdk::{
     Capability, Host, HttpError, HttpRequest, HttpResponse, HttpUrl, Outcome, PluginMetadata,
@@ -25,8 +24,6 @@ use serde::Serialize;
 pub use config::{Config, SecretRef};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-/// The longest body excerpt quoted in an error.
-const EXCERPT_CHARS: usize = 200;
 
 /// The `webhook` strategy.
 pub struct Webhook;
@@ -113,20 +110,7 @@ fn answer(host: &dyn Host, url: &str, response: HttpResponse) -> Result<Outcome,
             " (redirect to {location}; configure the final URL)"
         ));
     }
-    let excerpt = excerpt(&response.body);
-    if !excerpt.is_empty() {
-        message.push_str(": ");
-        message.push_str(&excerpt);
-    }
-    if status == 408 || status == 429 || (500..600).contains(&status) {
-        let error = PromoteError::retryable(message);
-        Err(match retry_after(&response) {
-            Some(delay) => error.with_retry_after(delay),
-            None => error,
-        })
-    } else {
-        Err(PromoteError::permanent(message))
-    }
+    Err(PromoteError::from_response(message, &response))
 }
 
 /// Maps a request that got no answer to an error.
@@ -145,29 +129,6 @@ fn failure(url: &str, error: HttpError) -> PromoteError {
         HttpError::Timeout(_) | HttpError::Connection(_) | HttpError::Other(_) => {
             PromoteError::retryable(format!("webhook {url}: {error}"))
         }
-    }
-}
-
-/// `Retry-After` in delta-seconds. An HTTP-date is ignored: the plugin reads no clock and
-/// the host's backoff applies.
-fn retry_after(response: &HttpResponse) -> Option<Duration> {
-    let value = response.header("retry-after")?.trim();
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    value.parse().ok().map(Duration::from_secs)
-}
-
-/// The start of a body, whitespace collapsed, at most [`EXCERPT_CHARS`] characters.
-fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if collapsed.chars().count() <= EXCERPT_CHARS {
-        collapsed
-    } else {
-        let mut cut: String = collapsed.chars().take(EXCERPT_CHARS - 1).collect();
-        cut.push('…');
-        cut
     }
 }
 
