@@ -9,7 +9,7 @@ use promoter::runtime::git::{GitAuth, GitRemote};
 use promoter::runtime::limits::Limits;
 use promoter::runtime::secret::Secret;
 use promoter::runtime::{PluginError, Runtime, RuntimeConfig};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use support::{PASSWORD, USER, git, git_server, promotion_json, scratch};
 
@@ -130,7 +130,7 @@ async fn a_plugin_edits_commits_and_pushes_a_branch_with_credentials_it_never_se
     );
 
     // Nothing in the working copy or its config holds the password.
-    for entry in walk(&work) {
+    for entry in support::files_under(&work) {
         let bytes = std::fs::read(&entry).unwrap_or_default();
         assert!(
             !String::from_utf8_lossy(&bytes).contains(PASSWORD),
@@ -138,19 +138,6 @@ async fn a_plugin_edits_commits_and_pushes_a_branch_with_credentials_it_never_se
             entry.display()
         );
     }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 #[tokio::test]

@@ -12,7 +12,10 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use support::{EVENTS_KEY, PASSWORD, Server, USER, deployed_in_dev, git, git_server, scratch};
+use support::{
+    EVENTS_KEY, PASSWORD, Server, USER, base64_encode, deployed_in_dev, git, git_server, scratch,
+    ssh_git_server,
+};
 
 const TOKEN: &str = "ghp_test_token_123";
 
@@ -204,17 +207,31 @@ async fn start_promoter(
     forge_setup: impl FnOnce(&mut Forge),
 ) -> (support::GitServer, Shared, Server) {
     let repo = git_server(&format!("{name}-git"));
+    let creds = format!("stringData: {{username: {USER}, password: {PASSWORD}, token: {token}}}");
+    let (forge, server) = serve(name, &repo.url, &creds, forge_setup).await;
+    (repo, forge, server)
+}
+
+/// A fake GitHub (prepared by `forge_setup`) and Promoter serving a pipeline whose
+/// promotions into test open pull requests on `repo_url`, with the git-creds Secret's
+/// data given as YAML.
+async fn serve(
+    name: &str,
+    repo_url: &str,
+    creds: &str,
+    forge_setup: impl FnOnce(&mut Forge),
+) -> (Shared, Server) {
     let (api, forge) = fake_github().await;
     forge_setup(&mut forge.lock().unwrap());
     let dir = scratch(name);
     let m = dir.join("manifests");
     std::fs::create_dir_all(&m).unwrap();
-    manifests(&m, &repo.url, &api, token);
+    manifests(&m, repo_url, &api, creds);
     let server = Server::start(&m, &dir.join("data"), &[]);
-    (repo, forge, server)
+    (forge, server)
 }
 
-fn manifests(dir: &std::path::Path, repo_url: &str, api: &str, token: &str) {
+fn manifests(dir: &std::path::Path, repo_url: &str, api: &str, creds: &str) {
     std::fs::write(
         dir.join("pipeline.yaml"),
         format!(
@@ -246,7 +263,7 @@ stringData: {{hmac-key: {events}}}
 apiVersion: v1
 kind: Secret
 metadata: {{name: git-creds, namespace: flux-system}}
-stringData: {{username: {USER}, password: {PASSWORD}, token: {token}}}
+{creds}
 "#,
             events = std::str::from_utf8(EVENTS_KEY).unwrap()
         ),
@@ -423,4 +440,123 @@ async fn a_rate_limited_forge_delays_the_promotion_which_then_completes() {
     let f = forge.lock().unwrap();
     assert_eq!(f.log.first().map(String::as_str), Some("429"));
     assert_eq!(f.pulls.len(), 1);
+}
+
+/// The Secret Weave documents for SSH: `identity` and `known_hosts` for git, `token` for
+/// the forge's API.
+fn ssh_creds(identity: &str, known_hosts: &str) -> String {
+    format!(
+        "data: {{identity: {}, known_hosts: {}, token: {}}}",
+        base64_encode(identity.as_bytes()),
+        base64_encode(known_hosts.as_bytes()),
+        base64_encode(TOKEN.as_bytes())
+    )
+}
+
+#[tokio::test]
+async fn over_ssh_a_real_sshd_serves_the_clone_and_push_with_the_secrets_key_and_host_key() {
+    let repo = ssh_git_server("pr-ssh-git");
+    let creds = ssh_creds(&repo.identity, &repo.known_hosts);
+    let (forge, server) = serve("pr-ssh", &repo.url, &creds, |_| {}).await;
+
+    let (status, text) = deployed_in_dev(&server, "6.5.4").await;
+    assert_eq!(status, 202, "{text}");
+    let all = server
+        .wait_for("promotion over ssh", |all| {
+            all[0]["phase"] == "succeeded" || all[0]["phase"] == "failed"
+        })
+        .await;
+    assert_eq!(
+        all[0]["phase"],
+        "succeeded",
+        "{all:#?}\n{}\nsshd: {}",
+        server.logs(),
+        std::fs::read_to_string(repo.root.join("sshd.log")).unwrap_or_default()
+    );
+    let bare = repo.root.join("org/config.git");
+    let branch = "promotion-flux-system-podinfo-test";
+    assert_eq!(
+        git(&bare, &["show", &format!("{branch}:apps/podinfo.yaml")]) + "\n",
+        "spec:\n  chart:\n    spec:\n      version: 6.5.4 # {\"$promotion\": \"flux-system:podinfo:test\"}\n",
+    );
+    {
+        let f = forge.lock().unwrap();
+        assert!(f.refused.is_empty(), "{:?}", f.refused);
+        assert_eq!(f.pulls.len(), 1);
+        assert_eq!(f.pulls[0]["head"]["ref"], branch);
+    }
+    // sshd saw our key, not a password or an agent.
+    let sshd = std::fs::read_to_string(repo.root.join("sshd.log")).unwrap();
+    assert!(sshd.contains("Accepted publickey"), "{sshd}");
+
+    // The private key is in no log line and no status; the key file the host wrote for
+    // ssh is gone once the call is over.
+    let key_body = repo.identity.lines().nth(1).unwrap();
+    assert!(!server.logs().contains(key_body));
+    let listing = serde_json::to_string(&server.promotions().await).unwrap();
+    assert!(!listing.contains(key_body));
+    let data = server.data_dir();
+    let leftover: Vec<_> = support::files_under(&data)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(p)
+                .map(|t| t.contains(key_body))
+                .unwrap_or(false)
+        })
+        .collect();
+    assert!(
+        leftover.is_empty(),
+        "key material left on disk: {leftover:?}"
+    );
+}
+
+#[tokio::test]
+async fn over_ssh_a_host_key_that_does_not_match_known_hosts_fails_permanently_and_pushes_nothing()
+{
+    let repo = ssh_git_server("pr-ssh-mitm-git");
+    let creds = ssh_creds(&repo.identity, &repo.wrong_known_hosts);
+    let (forge, server) = serve("pr-ssh-mitm", &repo.url, &creds, |_| {}).await;
+
+    deployed_in_dev(&server, "6.5.4").await;
+    let all = server
+        .wait_for("refused host key", |all| all[0]["phase"] == "failed")
+        .await;
+    assert_eq!(all[0]["attempts"], 1, "a host key mismatch is not retried");
+    let error = all[0]["lastError"].as_str().unwrap();
+    assert!(
+        error.contains("known_hosts"),
+        "the message names the key to fix: {error}"
+    );
+    let bare = repo.root.join("org/config.git");
+    assert_eq!(
+        git(&bare, &["branch", "--list"]),
+        "* main",
+        "nothing pushed"
+    );
+    assert!(forge.lock().unwrap().pulls.is_empty());
+}
+
+#[tokio::test]
+async fn over_ssh_a_key_the_server_does_not_authorize_fails_permanently_naming_its_fingerprint() {
+    let repo = ssh_git_server("pr-ssh-key-git");
+    let creds = ssh_creds(&repo.stranger_identity, &repo.known_hosts);
+    let (forge, server) = serve("pr-ssh-key", &repo.url, &creds, |_| {}).await;
+
+    deployed_in_dev(&server, "6.5.4").await;
+    let all = server
+        .wait_for("refused key", |all| all[0]["phase"] == "failed")
+        .await;
+    assert_eq!(all[0]["attempts"], 1, "a refused key is not retried");
+    let error = all[0]["lastError"].as_str().unwrap();
+    assert!(
+        error.contains("identity"),
+        "the message names the key to fix: {error}"
+    );
+    assert!(
+        error.contains("SHA256:"),
+        "and its fingerprint, to find it on the forge: {error}"
+    );
+    let key_body = repo.stranger_identity.lines().nth(1).unwrap();
+    assert!(!error.contains(key_body) && !server.logs().contains(key_body));
+    assert!(forge.lock().unwrap().pulls.is_empty());
 }

@@ -211,6 +211,20 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Every file below `dir`, recursively.
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
 /// A scratch directory, new for each call.
 pub fn scratch(name: &str) -> std::path::PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -291,6 +305,12 @@ impl Server {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         panic!("server did not start:\n{}", self.logs());
+    }
+
+    /// The `--data-dir` the server was started with.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        let at = self.args.iter().position(|a| a == "--data-dir").unwrap();
+        self.args[at + 1].clone().into()
     }
 
     /// SIGKILL, no chance to clean up.
@@ -505,6 +525,31 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 /// A bare repository `org/config.git` with `apps/podinfo.yaml` on main, served over HTTP.
 pub fn git_server(name: &str) -> GitServer {
     let root = scratch(name);
+    seed_repository(&root);
+    let mut child = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/support/git_http.py"
+        ))
+        .arg(&root)
+        .args([USER, PASSWORD])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs the test git server");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().parse().expect("the git server prints its port");
+    GitServer {
+        child,
+        url: format!("http://127.0.0.1:{port}/org/config.git"),
+        root,
+    }
+}
+
+/// `root/org/config.git`, a bare repository with `apps/podinfo.yaml` (one marker) on main.
+fn seed_repository(root: &Path) {
     let seed = root.join("seed");
     std::fs::create_dir_all(seed.join("apps")).unwrap();
     std::fs::write(
@@ -547,25 +592,122 @@ pub fn git_server(name: &str) -> GitServer {
             "main",
         ],
     );
+}
 
-    let mut child = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../tests/support/git_http.py"
-        ))
-        .arg(&root)
-        .args([USER, PASSWORD])
-        .stdout(Stdio::piped())
+/// The same repository served over SSH by a real OpenSSH `sshd` on loopback, as a forge
+/// does: key authentication only, and a forced command that serves only git's two
+/// transport commands with forge-style paths (`ssh://user@host:port/org/config.git`).
+pub struct SshGitServer {
+    child: Child,
+    pub root: PathBuf,
+    pub url: String,
+    /// The client's private key (OpenSSH format): what goes in the Secret's `identity`.
+    pub identity: String,
+    /// `[127.0.0.1]:port ssh-ed25519 …`: what goes in the Secret's `known_hosts`.
+    pub known_hosts: String,
+    /// A known_hosts line for the same address but another server's key.
+    pub wrong_known_hosts: String,
+    /// A private key the server does not authorize.
+    pub stranger_identity: String,
+}
+
+impl Drop for SshGitServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn keygen(path: &Path) -> (String, String) {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "promoter-test", "-f"])
+        .arg(path)
+        .output()
+        .expect("ssh-keygen (openssh-client) is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        std::fs::read_to_string(path).unwrap(),
+        std::fs::read_to_string(path.with_extension("pub")).unwrap(),
+    )
+}
+
+pub fn ssh_git_server(name: &str) -> SshGitServer {
+    use std::os::unix::fs::PermissionsExt;
+    let root = scratch(name);
+    seed_repository(&root);
+    let (_, host_pub) = keygen(&root.join("host_key"));
+    let (_, other_pub) = keygen(&root.join("other_host_key"));
+    let (identity, client_pub) = keygen(&root.join("client_key"));
+    let (stranger_identity, _) = keygen(&root.join("stranger_key"));
+    std::fs::write(root.join("authorized_keys"), &client_pub).unwrap();
+    let shell = root.join("git-serve.sh");
+    std::fs::write(
+        &shell,
+        format!(
+            "#!/bin/sh\n\
+             # Only git's transport commands, with the forge-style path mapped under the root.\n\
+             set -f\n\
+             set -- $SSH_ORIGINAL_COMMAND\n\
+             case \"$1\" in git-upload-pack|git-receive-pack) ;; *) echo \"refused: $1\" >&2; exit 1;; esac\n\
+             path=$(printf '%s' \"$2\" | tr -d \"'\")\n\
+             exec \"$1\" \"{}$path\"\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&shell, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let port = free_port();
+    let config = root.join("sshd_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {root}/host_key\nPidFile none\n\
+             AuthorizedKeysFile {root}/authorized_keys\nStrictModes no\nUsePAM no\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nAllowUsers {user}\n\
+             ForceCommand {shell}\nPermitTTY no\nAllowTcpForwarding no\nX11Forwarding no\n",
+            root = root.display(),
+            shell = shell.display(),
+        ),
+    )
+    .unwrap();
+    // sshd started as root wants its privilege-separation directory.
+    let _ = std::fs::create_dir_all("/run/sshd");
+    let child = Command::new("/usr/sbin/sshd")
+        .args(["-D", "-e", "-f"])
+        .arg(&config)
+        .stderr(std::fs::File::create(root.join("sshd.log")).unwrap())
         .spawn()
-        .expect("python3 runs the test git server");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port: u16 = line.trim().parse().expect("the git server prints its port");
-    GitServer {
+        .expect("/usr/sbin/sshd (openssh-server) is installed");
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let line = |public: &str| {
+        let mut parts = public.split_whitespace();
+        format!(
+            "[127.0.0.1]:{port} {} {}\n",
+            parts.next().unwrap(),
+            parts.next().unwrap()
+        )
+    };
+    SshGitServer {
         child,
-        url: format!("http://127.0.0.1:{port}/org/config.git"),
+        url: format!("ssh://{user}@127.0.0.1:{port}/org/config.git"),
+        identity,
+        known_hosts: line(&host_pub),
+        wrong_known_hosts: line(&other_pub),
+        stranger_identity,
         root,
     }
 }

@@ -483,8 +483,7 @@ impl Default for Setup<'_> {
 
 pub struct Rig {
     /// Serves the repository until the rig is dropped.
-    #[allow(dead_code)]
-    git: GitServer,
+    pub git: GitServer,
     /// The bare repository behind the git server.
     pub bare: PathBuf,
     pub forge: Shared,
