@@ -290,10 +290,20 @@ impl Executor {
         self.save(p).await;
     }
 
+    /// Records the outcome, retrying while the store cannot write (a full disk, say): the
+    /// outcome exists only here, and a promotion left running would run again.
     async fn save(&self, mut p: Promotion) {
-        p.updated_at = now_ms();
-        if let Err(e) = self.store.put(p).await {
-            tracing::error!("cannot record promotion outcome: {e}");
+        let mut delay = Duration::from_millis(500);
+        loop {
+            p.updated_at = now_ms();
+            match self.store.put(p.clone()).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!("cannot record promotion outcome; retrying in {delay:?}: {e}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
         }
     }
 }

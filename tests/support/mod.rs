@@ -25,6 +25,11 @@ impl Received {
     }
 }
 
+/// A scripted "status" that resets the connection instead of answering.
+pub const RESET: u16 = 0;
+/// A scripted "status" that never answers (past any client's timeout).
+pub const STALL: u16 = 1;
+
 /// A minimal HTTP/1.1 server on 127.0.0.1 that counts connections (so a test can prove
 /// that nothing connected), records requests and answers each with `status` and `body`.
 pub struct Receiver {
@@ -129,6 +134,16 @@ impl Receiver {
                         .unwrap()
                         .pop_front()
                         .unwrap_or((status, Vec::new()));
+                    if status == RESET {
+                        // An RST instead of an answer: the far side crashed mid-request.
+                        let _ = sock.set_zero_linger();
+                        drop(sock);
+                        return;
+                    }
+                    if status == STALL {
+                        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                        return;
+                    }
                     let extra: String =
                         extra.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
                     let reply = format!(

@@ -2,11 +2,11 @@
 //! applies it to the database, answers, and checkpoints the database now and then.
 
 use super::{
-    Accepted, Change, EVENTS, Op, PROMOTIONS, Phase, Promotion, Reply, SharedIndex, StoreError,
-    now_ms,
+    Accepted, Change, EVENTS, Op, PROMOTIONS, Phase, Promotion, Reply, SharedIndex, Slot,
+    StoreError, now_ms,
 };
 use redb::{Database, ReadableTable};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -20,11 +20,16 @@ const CHECKPOINT_BYTES: u64 = 8 << 20;
 
 pub(super) struct Journal {
     pub(super) file: std::fs::File,
+    pub(super) path: PathBuf,
+    /// Bytes acknowledged: everything past this is a write that failed.
     pub(super) len: u64,
     pub(super) checkpointed: std::time::Instant,
 }
 
 impl Journal {
+    /// Appends the batch and makes it durable. On failure (a full disk writes part of it)
+    /// the journal is cut back to what was acknowledged, so a failed batch neither
+    /// survives a restart nor leaves a torn line before the next one.
     fn append(&mut self, changes: &[&Change]) -> std::io::Result<()> {
         use std::io::Write;
         let mut buf = Vec::new();
@@ -32,9 +37,27 @@ impl Journal {
             serde_json::to_writer(&mut buf, c)?;
             buf.push(b'\n');
         }
-        self.file.write_all(&buf)?;
-        self.file.sync_data()?;
+        // A cut that failed earlier is retried first: nothing is appended after a torn write.
+        self.truncate(self.len)?;
+        let written = self
+            .file
+            .write_all(&buf)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            let _ = self.truncate(self.len);
+            return Err(e);
+        }
         self.len += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Cuts the journal to `len` bytes (a no-op when it is that long).
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        if self.file.metadata()?.len() != len {
+            self.file.set_len(len)?;
+            self.file.sync_data()?;
+        }
+        self.len = len;
         Ok(())
     }
 
@@ -96,20 +119,34 @@ pub(super) fn read_journal(path: &Path) -> Result<Vec<Change>, StoreError> {
 /// The single writer: takes one op, then whatever else is queued, journals them with
 /// one fsync, applies them in one transaction, and only then answers.
 pub(super) fn writer(
-    db: Arc<Database>,
+    slot: Arc<Slot>,
     rx: mpsc::Receiver<Op>,
     index: SharedIndex,
     mut journal: Journal,
 ) {
+    // The database, reopened (journal replayed) after a write failed.
+    let database = |journal: &Journal| match slot.get() {
+        Ok(db) => Ok(db),
+        Err(_) => slot
+            .reopen(&journal.path)
+            .map_err(|e| format!("cannot reopen {}: {e}", slot.path.display()))
+            .and_then(|()| slot.get().map_err(|e| e.to_string())),
+    };
+    let checkpoint = |journal: &mut Journal| {
+        if !journal.due() {
+            return;
+        }
+        let done = database(journal).and_then(|db| journal.checkpoint(&db));
+        if let Err(e) = done {
+            tracing::error!("promotion store checkpoint failed: {e}");
+            slot.close();
+        }
+    };
     loop {
         let first = match rx.recv_timeout(CHECKPOINT_EVERY) {
             Ok(op) => op,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                if journal.due()
-                    && let Err(e) = journal.checkpoint(&db)
-                {
-                    tracing::error!("promotion store checkpoint failed: {e}");
-                }
+                checkpoint(&mut journal);
                 continue;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -122,10 +159,18 @@ pub(super) fn writer(
             }
         }
         let changes: Vec<&Change> = batch.iter().map(|op| &op.change).collect();
-        let outcome = journal
-            .append(&changes)
-            .map_err(|e| format!("cannot write the journal: {e}"))
-            .and_then(|()| apply(&db, &changes, redb::Durability::None));
+        let acknowledged = journal.len;
+        let outcome = database(&journal).and_then(|db| {
+            journal
+                .append(&changes)
+                .map_err(|e| format!("cannot write the journal {}: {e}", journal.path.display()))?;
+            apply(&db, &changes, redb::Durability::None).inspect_err(|_| {
+                // Journaled but not applied: not acknowledged, so not kept; and redb
+                // takes no transaction after an I/O error until the file is reopened.
+                let _ = journal.truncate(acknowledged);
+                slot.close();
+            })
+        });
         match outcome {
             Ok(results) => {
                 let mut index = index.lock().unwrap();
@@ -153,13 +198,9 @@ pub(super) fn writer(
                 }
             }
         }
-        if journal.due()
-            && let Err(e) = journal.checkpoint(&db)
-        {
-            tracing::error!("promotion store checkpoint failed: {e}");
-        }
+        checkpoint(&mut journal);
     }
-    if let Err(e) = journal.checkpoint(&db) {
+    if let Err(e) = database(&journal).and_then(|db| journal.checkpoint(&db)) {
         tracing::error!("promotion store checkpoint at shutdown failed: {e}");
     }
 }

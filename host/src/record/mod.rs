@@ -15,10 +15,10 @@ use crate::promotion::{AppRef, EventInfo, PipelineRef, Target};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::mpsc;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod journal;
@@ -200,10 +200,57 @@ fn pipeline_key(p: &PipelineRef) -> String {
     format!("{}/{}", p.namespace, p.name)
 }
 
+/// The database handle. After a failed write (a full or failing disk) redb refuses every
+/// further transaction, so the writer closes the file and opens it again, replaying the
+/// journal; until then readers are told the store is unavailable.
+pub(crate) struct Slot {
+    path: PathBuf,
+    db: RwLock<Option<Arc<Database>>>,
+}
+
+impl Slot {
+    fn get(&self) -> Result<Arc<Database>, StoreError> {
+        self.db.read().unwrap().clone().ok_or_else(|| {
+            StoreError::Read(format!(
+                "{} is being reopened after a write error",
+                self.path.display()
+            ))
+        })
+    }
+
+    /// Closes the database: takes it from readers and waits (briefly) for those reading.
+    fn close(&self) {
+        let Some(db) = self.db.write().unwrap().take() else {
+            return;
+        };
+        for _ in 0..1000 {
+            if Arc::strong_count(&db) == 1 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(db);
+    }
+
+    /// Opens the database file again and applies what the journal holds (every change
+    /// acknowledged since the last checkpoint; each is idempotent).
+    fn reopen(&self, journal: &Path) -> Result<(), String> {
+        self.close();
+        let db = Database::create(&self.path).map_err(|e| e.to_string())?;
+        let pending = read_journal(journal).map_err(|e| e.to_string())?;
+        let changes: Vec<&Change> = pending.iter().collect();
+        if !changes.is_empty() {
+            apply(&db, &changes, redb::Durability::None)?;
+        }
+        *self.db.write().unwrap() = Some(Arc::new(db));
+        Ok(())
+    }
+}
+
 /// The local promotion store. Clone freely.
 #[derive(Clone)]
 pub struct LocalStore {
-    db: Arc<Database>,
+    db: Arc<Slot>,
     ops: mpsc::SyncSender<Op>,
     index: SharedIndex,
 }
@@ -244,6 +291,7 @@ impl LocalStore {
             })?;
         let mut journal = Journal {
             file,
+            path: journal_path,
             len: 0,
             checkpointed: std::time::Instant::now(),
         };
@@ -253,7 +301,10 @@ impl LocalStore {
             apply(&db, &changes, redb::Durability::Immediate).map_err(StoreError::Write)?;
         }
         journal.checkpoint(&db).map_err(StoreError::Write)?;
-        let db = Arc::new(db);
+        let db = Arc::new(Slot {
+            path,
+            db: RwLock::new(Some(Arc::new(db))),
+        });
         let (ops, rx) = mpsc::sync_channel(4096);
         let writer_db = db.clone();
         let store = LocalStore {
@@ -299,7 +350,7 @@ impl LocalStore {
         use sha2::Digest;
         let digest: [u8; 32] = sha2::Sha256::digest(body).into();
         let read = |e: &dyn std::fmt::Display| StoreError::Read(e.to_string());
-        let txn = self.db.begin_read().map_err(|e| read(&e))?;
+        let txn = self.db.get()?.begin_read().map_err(|e| read(&e))?;
         let table = txn.open_table(EVENTS).map_err(|e| read(&e))?;
         Ok(table
             .get(hex::encode(digest).as_bytes())
@@ -355,7 +406,7 @@ impl LocalStore {
 
     pub fn get(&self, id: &str) -> Result<Option<Promotion>, StoreError> {
         let read = |e: &dyn std::fmt::Display| StoreError::Read(e.to_string());
-        let txn = self.db.begin_read().map_err(|e| read(&e))?;
+        let txn = self.db.get()?.begin_read().map_err(|e| read(&e))?;
         let table = txn.open_table(PROMOTIONS).map_err(|e| read(&e))?;
         let value = table.get(id).map_err(|e| read(&e))?;
         value
@@ -366,7 +417,7 @@ impl LocalStore {
     /// Every promotion, newest first.
     pub fn list(&self) -> Result<Vec<Promotion>, StoreError> {
         let read = |e: &dyn std::fmt::Display| StoreError::Read(e.to_string());
-        let txn = self.db.begin_read().map_err(|e| read(&e))?;
+        let txn = self.db.get()?.begin_read().map_err(|e| read(&e))?;
         let table = txn.open_table(PROMOTIONS).map_err(|e| read(&e))?;
         let mut all = Vec::new();
         for entry in table.iter().map_err(|e| read(&e))? {
