@@ -21,6 +21,8 @@ const GUESTS: &[&str] = &[
     "fixture-no-export",
     "fixture-wrong-version",
     "fixture-git-editor",
+    "fixture-snoop",
+    "fixture-unknown-import",
 ];
 
 fn main() {

@@ -41,6 +41,18 @@ async fn load(rt: &Arc<Runtime>, name: &str, path: &str, grant: Grant, limits: L
         .unwrap_or_else(|e| panic!("{name} should load: {e}"))
 }
 
+/// The fixture that GETs its configured URL, with `grant`.
+async fn forbidden_http(rt: &Arc<Runtime>, grant: Grant, limits: Limits) -> Plugin {
+    load(
+        rt,
+        "forbidden-http",
+        env!("PROMOTER_WASM_FIXTURE_FORBIDDEN_HTTP"),
+        grant,
+        limits,
+    )
+    .await
+}
+
 /// After any failure, a good plugin in the same process still works.
 async fn good_plugin_still_works(rt: &Arc<Runtime>) {
     let echo = load(
@@ -154,14 +166,7 @@ async fn http_to_an_origin_not_granted_is_denied_and_no_connection_reaches_the_l
         origins: vec![Origin::parse("https://api.github.com").unwrap()],
         ..Grant::default()
     };
-    let plugin = load(
-        &rt,
-        "forbidden-http",
-        env!("PROMOTER_WASM_FIXTURE_FORBIDDEN_HTTP"),
-        granted_elsewhere,
-        Limits::default(),
-    )
-    .await;
+    let plugin = forbidden_http(&rt, granted_elsewhere, Limits::default()).await;
     let err = plugin
         .promote(&request(
             "deny-1",
@@ -190,14 +195,7 @@ async fn a_granted_name_that_resolves_to_loopback_is_refused_without_the_private
         origins: vec![origin.clone()],
         ..Grant::default()
     };
-    let plugin = load(
-        &rt,
-        "forbidden-http",
-        env!("PROMOTER_WASM_FIXTURE_FORBIDDEN_HTTP"),
-        grant,
-        Limits::default(),
-    )
-    .await;
+    let plugin = forbidden_http(&rt, grant, Limits::default()).await;
     let err = plugin
         .promote(&request("deny-2", serde_json::json!({"url": url})))
         .await
@@ -213,14 +211,7 @@ async fn a_granted_name_that_resolves_to_loopback_is_refused_without_the_private
         private_networks: true,
         ..Grant::default()
     };
-    let plugin = load(
-        &rt,
-        "forbidden-http",
-        env!("PROMOTER_WASM_FIXTURE_FORBIDDEN_HTTP"),
-        grant,
-        Limits::default(),
-    )
-    .await;
+    let plugin = forbidden_http(&rt, grant, Limits::default()).await;
     plugin
         .promote(&request("allow-2", serde_json::json!({"url": url})))
         .await
@@ -242,14 +233,7 @@ async fn the_host_adds_bound_credentials_for_their_origin_only() {
         }],
         ..Grant::default()
     };
-    let plugin = load(
-        &rt,
-        "forbidden-http",
-        env!("PROMOTER_WASM_FIXTURE_FORBIDDEN_HTTP"),
-        grant,
-        Limits::default(),
-    )
-    .await;
+    let plugin = forbidden_http(&rt, grant, Limits::default()).await;
     plugin
         .promote(&request(
             "cred-1",
@@ -427,4 +411,159 @@ async fn compiled_components_are_cached_on_disk_by_digest() {
         Ok(Outcome::Done { .. })
     ));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_plugin_reaches_no_file_variable_socket_or_name_through_wasi() {
+    let rt = runtime();
+    let listener = Receiver::start(200, "ok").await;
+    let plugin = load(
+        &rt,
+        "snoop",
+        env!("PROMOTER_WASM_FIXTURE_SNOOP"),
+        Grant::default(),
+        Limits::default(),
+    )
+    .await;
+    let outcome = plugin
+        .promote(&request(
+            "snoop-1",
+            serde_json::json!({"tcp": listener.addr.to_string()}),
+        ))
+        .await
+        .expect("the snoop reports what it got");
+    let Outcome::Done {
+        details: Some(details),
+        ..
+    } = outcome
+    else {
+        panic!("details expected: {outcome:?}")
+    };
+    let report: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&details).unwrap();
+    eprintln!("{report:#?}");
+    assert_eq!(report.len(), 11, "{report:#?}");
+    for (what, got) in &report {
+        assert!(got.starts_with("refused"), "{what}: {got}");
+    }
+    assert_eq!(listener.connection_count(), 0, "no socket reached the host");
+    good_plugin_still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn a_component_importing_an_interface_the_host_does_not_offer_is_refused_by_name() {
+    let rt = runtime();
+    let err = load_err(
+        &rt,
+        "unknown-import",
+        &wasm(env!("PROMOTER_WASM_FIXTURE_UNKNOWN_IMPORT")),
+    )
+    .await;
+    assert!(matches!(err, PluginError::InvalidComponent { .. }), "{err}");
+    assert!(err.to_string().contains("backdoor"), "{err}");
+    good_plugin_still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn metadata_private_and_loopback_addresses_not_granted_are_refused_before_connecting() {
+    let rt = runtime();
+    let granted = Grant {
+        origins: vec![Origin::parse("https://api.github.com").unwrap()],
+        ..Grant::default()
+    };
+    let plugin = forbidden_http(&rt, granted, Limits::default()).await;
+    for url in [
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        "http://[fd00:ec2::254]/latest/meta-data/",
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "http://10.0.0.1/",
+        "http://192.168.1.1/",
+        "http://127.0.0.1:8080/metrics",
+        "http://[::1]:8080/metrics",
+        "https://api.github.com.evil.example/",
+    ] {
+        let err = plugin
+            .promote(&request("meta", serde_json::json!({"url": url})))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, PluginError::CapabilityDenied { reason, .. } if reason.contains("not granted")),
+            "{url}: {err}"
+        );
+    }
+    good_plugin_still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn a_redirect_is_handed_to_the_plugin_and_never_followed_to_another_origin() {
+    let rt = runtime();
+    let elsewhere = Receiver::start(200, "secret data").await;
+    let granted = Receiver::start(200, "ok").await;
+    let target = elsewhere.url("/steal");
+    granted.then_answer(&[(302, &[("Location", target.as_str())])]);
+    let plugin = forbidden_http(
+        &rt,
+        Grant {
+            origins: vec![Origin::parse(&granted.origin()).unwrap()],
+            ..Grant::default()
+        },
+        Limits::default(),
+    )
+    .await;
+    let outcome = plugin
+        .promote(&request(
+            "redirect",
+            serde_json::json!({"url": granted.url("/start")}),
+        ))
+        .await
+        .unwrap();
+    let Outcome::Done { details, .. } = outcome else {
+        panic!("done expected")
+    };
+    assert_eq!(details.as_deref(), Some("HTTP 302"));
+    assert_eq!(
+        elsewhere.connection_count(),
+        0,
+        "the redirect was not followed"
+    );
+    // Following it is the plugin's business, and the grant still decides.
+    let err = plugin
+        .promote(&request("redirect-2", serde_json::json!({"url": target})))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PluginError::CapabilityDenied { .. }), "{err}");
+    assert_eq!(elsewhere.connection_count(), 0);
+}
+
+#[tokio::test]
+async fn a_response_body_past_the_limit_is_cut_off_with_a_typed_error() {
+    let rt = runtime();
+    let huge: &'static str = Box::leak("x".repeat(4 << 20).into_boxed_str());
+    let server = Receiver::start(200, huge).await;
+    let limits = Limits {
+        max_response_bytes: 64 << 10,
+        ..Limits::default()
+    };
+    let plugin = forbidden_http(
+        &rt,
+        Grant {
+            origins: vec![Origin::parse(&server.origin()).unwrap()],
+            ..Grant::default()
+        },
+        limits,
+    )
+    .await;
+    let err = plugin
+        .promote(&request(
+            "huge",
+            serde_json::json!({"url": server.url("/big")}),
+        ))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("65536") || text.to_lowercase().contains("too large"),
+        "{text}"
+    );
+    good_plugin_still_works(&rt).await;
 }
