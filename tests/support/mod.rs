@@ -322,6 +322,12 @@ impl Server {
         panic!("server did not start:\n{}", self.logs());
     }
 
+    /// The `--manifests` folder the server watches.
+    pub fn manifests_dir(&self) -> std::path::PathBuf {
+        let at = self.args.iter().position(|a| a == "--manifests").unwrap();
+        self.args[at + 1].clone().into()
+    }
+
     /// The `--data-dir` the server was started with.
     pub fn data_dir(&self) -> std::path::PathBuf {
         let at = self.args.iter().position(|a| a == "--data-dir").unwrap();

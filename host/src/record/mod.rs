@@ -200,6 +200,17 @@ fn pipeline_key(p: &PipelineRef) -> String {
     format!("{}/{}", p.namespace, p.name)
 }
 
+/// Pages of the database kept in memory. The promotions list is read in full and is
+/// small; redb's default (1 GiB) would let a long-running server's memory grow with the
+/// file.
+const CACHE_BYTES: usize = 16 << 20;
+
+fn open_database(path: &Path) -> Result<Database, redb::DatabaseError> {
+    redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+}
+
 /// The database handle. After a failed write (a full or failing disk) redb refuses every
 /// further transaction, so the writer closes the file and opens it again, replaying the
 /// journal; until then readers are told the store is unavailable.
@@ -236,7 +247,7 @@ impl Slot {
     /// acknowledged since the last checkpoint; each is idempotent).
     fn reopen(&self, journal: &Path) -> Result<(), String> {
         self.close();
-        let db = Database::create(&self.path).map_err(|e| e.to_string())?;
+        let db = open_database(&self.path).map_err(|e| e.to_string())?;
         let pending = read_journal(journal).map_err(|e| e.to_string())?;
         let changes: Vec<&Change> = pending.iter().collect();
         if !changes.is_empty() {
@@ -265,7 +276,7 @@ impl LocalStore {
                 data_dir.display()
             ))
         })?;
-        let db = Database::create(&path).map_err(|source| StoreError::Open {
+        let db = open_database(&path).map_err(|source| StoreError::Open {
             path: path.display().to_string(),
             source,
         })?;
