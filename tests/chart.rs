@@ -1693,3 +1693,115 @@ fn the_image_runs_as_the_charts_numeric_user_and_builds_with_the_pinned_toolchai
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// CRDs
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn the_charts_crds_are_the_ones_generated_from_the_rust_types() {
+    for (file, generated) in promoter::cluster::crd::crds_yaml() {
+        let path = chart_dir().join("crds").join(file);
+        let shipped = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            shipped == generated,
+            "{} differs from the Rust types; regenerate it with \
+             `cargo run -p promoter -- crds --out charts/promoter/crds`",
+            path.display()
+        );
+    }
+}
+
+/// The openAPIV3Schema of the CRD in `file`, as a JSON Schema validator (the Kubernetes
+/// extensions, `x-kubernetes-*` and `nullable`, are ignored as unknown keywords).
+fn crd_schema(file: &str) -> jsonschema::Validator {
+    let text = std::fs::read_to_string(chart_dir().join("crds").join(file)).unwrap();
+    let crd = &parse_documents(&text)[0];
+    assert_eq!(kind_of(crd), "CustomResourceDefinition");
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    jsonschema::validator_for(schema).expect("the CRD's schema is a JSON Schema")
+}
+
+#[test]
+fn every_pipeline_shipped_or_tested_fits_the_crd_in_both_dialects() {
+    let validator = crd_schema("pipelines.yaml");
+    let mut files: Vec<PathBuf> = Vec::new();
+    for dir in [
+        repo().join("examples/local"),
+        repo().join("examples/kubernetes/management"),
+        repo().join("host/src/testdata/seed"),
+        repo().join("host/src/testdata/weave"),
+    ] {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            if entry.path().extension().is_some_and(|e| e == "yaml") {
+                files.push(entry.path());
+            }
+        }
+    }
+    let mut pipelines = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for doc in parse_documents(&text) {
+            if kind_of(&doc) != "Pipeline" {
+                continue;
+            }
+            pipelines += 1;
+            let errors: Vec<String> = validator
+                .iter_errors(&doc)
+                .map(|e| format!("{} at {}", e, e.instance_path()))
+                .collect();
+            assert!(errors.is_empty(), "{}: {errors:#?}", file.display());
+        }
+    }
+    assert!(pipelines >= 10, "only {pipelines} pipelines found");
+
+    // And what it must refuse: a pipeline without environments, a target without a
+    // namespace.
+    let bad = json!({
+        "apiVersion": "pipelines.weave.works/v1alpha1", "kind": "Pipeline",
+        "metadata": {"name": "x", "namespace": "y"},
+        "spec": {"appRef": {"apiVersion": "v1", "kind": "HelmRelease", "name": "x"},
+                 "environments": [{"name": "dev", "targets": [{"clusterRef": {"name": "c"}}]}]}
+    });
+    assert!(!validator.is_valid(&bad));
+}
+
+#[test]
+fn the_crds_keep_weaves_printer_columns_and_tell_the_promotion_story() {
+    let columns = |file: &str| -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(chart_dir().join("crds").join(file)).unwrap();
+        let crd = &parse_documents(&text)[0];
+        crd["spec"]["versions"][0]["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_string(),
+                    c["jsonPath"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let pipeline = columns("pipelines.yaml");
+    let names: Vec<&str> = pipeline.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["App Kind", "App Name", "Age", "Ready", "Status"]);
+    assert_eq!(pipeline[0].1, ".spec.appRef.kind");
+    let promotion = columns("promotions.yaml");
+    let names: Vec<&str> = promotion.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "Pipeline", "To", "Version", "Phase", "Attempts", "Outcome", "Age"
+        ]
+    );
+    for file in ["pipelines.yaml", "promotions.yaml"] {
+        let text = std::fs::read_to_string(chart_dir().join("crds").join(file)).unwrap();
+        let crd = &parse_documents(&text)[0];
+        assert_eq!(crd["spec"]["scope"], "Namespaced");
+        assert!(
+            crd["spec"]["versions"][0]["subresources"]["status"].is_object(),
+            "{file}: status subresource"
+        );
+    }
+}

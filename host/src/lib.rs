@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod builtin;
 pub mod client;
+pub mod cluster;
 pub mod decide;
 pub mod event;
 pub mod execute;

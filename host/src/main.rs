@@ -47,6 +47,13 @@ enum Command {
     /// Work with strategy plugins (for plugin authors).
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Print the CustomResourceDefinitions (Pipeline, Promotion) as YAML, as the chart
+    /// ships them in crds/; or write them into a folder.
+    Crds {
+        /// Write `pipelines.yaml` and `promotions.yaml` into this folder instead.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -299,6 +306,23 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Plugin(PluginCommand::Run(args)) => run_plugin(args).await,
+        Command::Crds { out } => {
+            let crds = promoter::cluster::crd::crds_yaml();
+            match out {
+                Some(dir) => {
+                    for (file, yaml) in crds {
+                        let path = dir.join(file);
+                        std::fs::write(&path, yaml)
+                            .with_context(|| format!("cannot write {}", path.display()))?;
+                    }
+                }
+                None => {
+                    let docs: Vec<String> = crds.into_iter().map(|(_, yaml)| yaml).collect();
+                    print!("{}", docs.join("---\n"));
+                }
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
     }
 }
 

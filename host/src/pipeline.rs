@@ -74,11 +74,13 @@ pub struct ResolvedPromotion {
 }
 
 /// A strategy plugin and the configuration handed to it (camelCase JSON).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StrategyRef {
     /// `pull-request`, `webhook`, `notification` or the name of a custom plugin.
     pub plugin: String,
+    /// The plugin's configuration, as the Pipeline gives it.
+    #[schemars(schema_with = "crate::cluster::crd::any_object")]
     pub config: Value,
 }
 

@@ -28,7 +28,7 @@ const PROMOTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("promotion
 const EVENTS: TableDefinition<&[u8], u64> = TableDefinition::new("events");
 
 /// Where a promotion stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
     Pending,

@@ -1,0 +1,189 @@
+//! The custom resources, as Rust types; their CRDs are generated from these types
+//! (`promoter crds`) and shipped in `charts/promoter/crds/`, and a test keeps the two the
+//! same.
+//!
+//! - `Pipeline` (`pipelines.weave.works/v1alpha1`): Weave's resource, unchanged for its
+//!   users — both dialects, Weave's printer columns, `status.environments[env]
+//!   .waitingApproval.revision`. The spec's `promotion` blocks keep unknown fields (the
+//!   seed design's `pullRequest`/`webhook`, custom plugins' configuration); the host
+//!   validates them as it does in local mode and reports problems in the `Ready` condition.
+//! - `Promotion` (`promoter.dev/v1alpha1`): the durable record of one promotion, named
+//!   deterministically from (pipeline, target environment, version), so a duplicate
+//!   event's create is an `AlreadyExists`. `kubectl get promotions` tells the story.
+
+// Each `printcolumn(...)` repeats `type_ = …`; clippy reads them as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
+use crate::pipeline::StrategyRef;
+use crate::promotion::{AppRef, EventInfo, Target};
+use crate::record::Phase;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// An object whose fields the API server keeps as they are (validated by the host).
+pub fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+/// A Weave GitOps pipeline: an app promoted through environments in order.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "pipelines.weave.works",
+    version = "v1alpha1",
+    kind = "Pipeline",
+    namespaced,
+    status = "PipelineStatus",
+    printcolumn(name = "App Kind", type_ = "string", json_path = ".spec.appRef.kind"),
+    printcolumn(name = "App Name", type_ = "string", json_path = ".spec.appRef.name"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineSpec {
+    /// The app deployed in every environment (no namespace: each target gives it).
+    pub app_ref: AppRef,
+    /// The environments, in promotion order.
+    pub environments: Vec<EnvironmentSpec>,
+    /// How versions are promoted (per environment `promotion` overrides it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_object")]
+    pub promotion: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentSpec {
+    pub name: String,
+    pub targets: Vec<Target>,
+    /// How versions are promoted into this environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_object")]
+    pub promotion: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`: True when the pipeline is valid and served, else False with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Per environment: the latest promotion into it, and what waits for approval.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environments: BTreeMap<String, EnvironmentStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentStatus {
+    /// A manual promotion into this environment waiting for approval (Weave's field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_approval: Option<WaitingApproval>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_promotion: Option<LatestPromotion>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WaitingApproval {
+    pub revision: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LatestPromotion {
+    /// The Promotion resource's name.
+    pub name: String,
+    pub version: String,
+    pub phase: Phase,
+}
+
+/// One promotion of one version into one environment of one pipeline: the durable
+/// record. The spec is what was decided when the event was accepted; the status is what
+/// became of it.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "promoter.dev",
+    version = "v1alpha1",
+    kind = "Promotion",
+    namespaced,
+    status = "PromotionStatus",
+    shortname = "promo",
+    printcolumn(name = "Pipeline", type_ = "string", json_path = ".spec.pipeline"),
+    printcolumn(name = "To", type_ = "string", json_path = ".spec.targetEnvironment"),
+    printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Attempts", type_ = "integer", json_path = ".status.attempts"),
+    printcolumn(
+        name = "Outcome",
+        type_ = "string",
+        json_path = ".status.outcomeUrl",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PromotionSpec {
+    /// The Pipeline's name (in the Promotion's namespace).
+    pub pipeline: String,
+    pub source_environment: String,
+    pub target_environment: String,
+    pub version: String,
+    pub targets: Vec<Target>,
+    pub app: AppRef,
+    pub strategy: StrategyRef,
+    pub event: EventInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PromotionStatus {
+    pub phase: Phase,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome_details: Option<String>,
+    /// RFC 3339: not before this will the next attempt run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+}
+
+/// Both CRDs as YAML documents, as `promoter crds` prints them and the chart ships them.
+pub fn crds_yaml() -> Vec<(&'static str, String)> {
+    use kube::CustomResourceExt;
+    let yaml = |crd| serde_yaml_ng::to_string(&crd).expect("a CRD serializes");
+    vec![
+        ("pipelines.yaml", yaml(Pipeline::crd())),
+        ("promotions.yaml", yaml(Promotion::crd())),
+    ]
+}

@@ -1,0 +1,3 @@
+//! Kubernetes mode: the resources Promoter reads and writes in a cluster.
+
+pub mod crd;
