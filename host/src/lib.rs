@@ -11,6 +11,7 @@ pub mod event;
 pub mod execute;
 pub mod ingest;
 pub mod metrics;
+pub mod oci;
 pub mod pipeline;
 pub mod plugins;
 pub mod promotion;

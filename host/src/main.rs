@@ -85,6 +85,10 @@ struct ServeArgs {
     /// Largest event body accepted.
     #[arg(long, env = "PROMOTER_MAX_BODY", default_value = "1MiB", value_parser = parse_size)]
     max_body: usize,
+    /// Largest plugin component pulled from an OCI registry; a larger one is refused by
+    /// the size its manifest declares, before download.
+    #[arg(long, env = "PROMOTER_MAX_PLUGIN_SIZE", default_value = "64MiB", value_parser = parse_size)]
+    max_plugin_size: usize,
     /// Attempts before a promotion with retryable errors is given up.
     #[arg(long, env = "PROMOTER_MAX_ATTEMPTS", default_value_t = 8)]
     max_attempts: u32,
@@ -203,6 +207,17 @@ enum PluginCommand {
     },
     /// Run one promotion through the same runtime and limits as the server.
     Run(RunArgs),
+    /// Publish a component to an OCI registry (CNCF Wasm layout) and print its pinned
+    /// reference, oci://REGISTRY/REPOSITORY:TAG@sha256:DIGEST, for a plugin ConfigMap's
+    /// data.oci. Credentials come from PROMOTER_REGISTRY_USERNAME and
+    /// PROMOTER_REGISTRY_PASSWORD when set; otherwise the push is anonymous. Plain HTTP is
+    /// used for loopback registries only.
+    Push {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// Where to publish it: oci://REGISTRY/REPOSITORY:TAG.
+        reference: String,
+    },
 }
 
 #[derive(Args)]
@@ -306,6 +321,9 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Plugin(PluginCommand::Run(args)) => run_plugin(args).await,
+        Command::Plugin(PluginCommand::Push { file, reference }) => {
+            push_plugin(&file, &reference).await
+        }
         Command::Crds { out } => {
             let crds = promoter::cluster::crd::crds_yaml();
             match out {
@@ -341,6 +359,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         allow_unsigned: args.allow_unsigned_events,
         max_event_age: args.event_max_age,
         body_limit: args.max_body,
+        max_plugin_size: args.max_plugin_size,
         retry: promoter::execute::RetryPolicy {
             max_attempts: args.max_attempts.max(1),
             base: args.retry_base,
@@ -590,6 +609,35 @@ async fn run_plugin(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::from(1))
         }
     }
+}
+
+async fn push_plugin(
+    file: &std::path::Path,
+    reference: &str,
+) -> anyhow::Result<std::process::ExitCode> {
+    use promoter::oci::{Credentials, OciRef};
+    let reference = OciRef::parse(reference)?;
+    let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    if let Err(problem) = promoter::oci::check_component(&wasm) {
+        bail!("{}: {problem}", file.display());
+    }
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let credentials = match (
+        env("PROMOTER_REGISTRY_USERNAME"),
+        env("PROMOTER_REGISTRY_PASSWORD"),
+    ) {
+        (Some(username), Some(password)) => Some(Credentials {
+            username,
+            password: Secret::from(password.as_str()),
+        }),
+        (None, None) => None,
+        _ => {
+            bail!("set both PROMOTER_REGISTRY_USERNAME and PROMOTER_REGISTRY_PASSWORD, or neither")
+        }
+    };
+    let pinned = promoter::oci::push(&wasm, &reference, credentials.as_ref()).await?;
+    println!("{pinned}");
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// Secret files written with `echo` end in a newline that is not part of the key.

@@ -31,9 +31,18 @@
 //! binaryData:
 //!   plugin.wasm: <base64 component>
 //! ```
+//! or, for a component published to an OCI registry (see [`crate::oci`]), instead of
+//! `sha256` and `binaryData`:
+//!
+//! ```yaml
+//! data:
+//!   oci: oci://ghcr.io/org/strategy:1.0@sha256:<hex>   # pinned by manifest digest
+//!   pullSecret: regcred    # optional: dockerconfigjson, or username and password
+//! ```
 //! The plugin's name is the ConfigMap's name unless the annotation
 //! `promoter.dev/plugin-name` says otherwise.
 
+use crate::oci::{Credentials, OciRef, Puller};
 use crate::pipeline::{ConfigMap, Manifests, StrategyRef};
 use crate::runtime::egress::{Credential, Grant, Origin};
 use crate::runtime::limits::{Limits, parse_duration, parse_size};
@@ -41,11 +50,16 @@ use crate::runtime::secret::Secret;
 use crate::runtime::{Plugin, Runtime};
 use serde::Deserialize;
 use sha2::Digest as _;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 /// Data key of the component in a plugin ConfigMap's `binaryData`.
 pub const WASM_KEY: &str = "plugin.wasm";
+/// Data key of the digest-pinned OCI reference of a plugin ConfigMap's component.
+pub const OCI_KEY: &str = "oci";
+/// Data key naming the Secret with the registry's credentials.
+pub const PULL_SECRET_KEY: &str = "pullSecret";
 /// Annotation naming the plugin when it differs from the ConfigMap's name.
 pub const NAME_ANNOTATION: &str = "promoter.dev/plugin-name";
 /// The built-in strategy that posts a Flux event to notification-controller.
@@ -145,6 +159,8 @@ pub struct Registry {
     /// notification-controller's event receiver (`--events-addr`), for the notification
     /// plugin; `None`: pipelines using it are refused.
     events_addr: Option<String>,
+    /// Fetches the components of ConfigMaps with `data.oci`.
+    oci: Puller,
 }
 
 impl Registry {
@@ -171,7 +187,14 @@ impl Registry {
             entries: RwLock::new(entries),
             builtin_private_networks,
             events_addr: None,
+            oci: Puller::default(),
         })
+    }
+
+    /// Sets how OCI components are pulled: where they are cached and their size cap.
+    pub fn with_oci(mut self, oci: Puller) -> Registry {
+        self.oci = oci;
+        self
     }
 
     /// Sets notification-controller's event receiver, where the notification plugin posts
@@ -241,7 +264,7 @@ impl Registry {
                         Source::Builtin => None,
                     });
             match self
-                .load_config_map(&name, cm, current_digest.as_deref())
+                .load_config_map(&name, cm, manifests, current_digest.as_deref())
                 .await
             {
                 Ok(Some(entry)) => {
@@ -271,12 +294,79 @@ impl Registry {
         &self,
         name: &str,
         cm: &ConfigMap,
+        manifests: &Manifests,
         current_digest: Option<&str>,
     ) -> Result<Option<Entry>, String> {
-        let wasm = cm
-            .binary_data
-            .get(WASM_KEY)
-            .ok_or_else(|| format!("binaryData.{WASM_KEY} is missing"))?;
+        let grant: GrantSpec = match cm.data.get("grant") {
+            Some(text) => serde_yaml_ng::from_str(text).map_err(|e| format!("data.grant: {e}"))?,
+            None => GrantSpec::default(),
+        };
+        let limits = grant
+            .limits
+            .limits()
+            .map_err(|e| format!("data.grant.limits: {e}"))?;
+        let wasm = self.component(cm, manifests).await?;
+        let actual = hex::encode(sha2::Sha256::digest(&wasm));
+        if current_digest == Some(actual.as_str()) {
+            return Ok(None);
+        }
+        let plugin = self
+            .runtime
+            .load(name, &wasm, Grant::default(), limits)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Some(Entry {
+            plugin: Arc::new(plugin),
+            source: Source::ConfigMap {
+                namespace: cm.namespace.clone(),
+                digest: actual,
+                grant,
+            },
+        }))
+    }
+
+    /// The component a plugin ConfigMap carries: `binaryData.plugin.wasm`, checked against
+    /// `data.sha256`, or pulled by the pinned reference in `data.oci` with the credentials
+    /// of the Secret `data.pullSecret` names (in the ConfigMap's namespace).
+    async fn component<'a>(
+        &self,
+        cm: &'a ConfigMap,
+        manifests: &Manifests,
+    ) -> Result<Cow<'a, [u8]>, String> {
+        let wasm = match (cm.data.get(OCI_KEY), cm.binary_data.get(WASM_KEY)) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "data.{OCI_KEY} and binaryData.{WASM_KEY} are both set; give one"
+                ));
+            }
+            (None, None) => {
+                return Err(format!(
+                    "binaryData.{WASM_KEY} is missing (or data.{OCI_KEY}, a pinned OCI reference)"
+                ));
+            }
+            (Some(reference), None) => {
+                let reference = OciRef::parse(reference).map_err(|e| e.to_string())?;
+                let credentials = match cm.data.get(PULL_SECRET_KEY).map(|s| s.trim()) {
+                    Some(name) => {
+                        let secret = manifests.secret(&cm.namespace, name).ok_or_else(|| {
+                            format!(
+                                "Secret {}/{name} named by data.{PULL_SECRET_KEY} does not exist",
+                                cm.namespace
+                            )
+                        })?;
+                        Some(Credentials::from_secret(secret, &reference.registry)?)
+                    }
+                    None => None,
+                };
+                let wasm = self
+                    .oci
+                    .fetch(&reference, credentials.as_ref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Ok(Cow::Owned(wasm));
+            }
+            (None, Some(wasm)) => wasm,
+        };
         let expected = cm
             .data
             .get("sha256")
@@ -288,30 +378,7 @@ impl Registry {
                 "digest mismatch: data.sha256 says {expected}, binaryData.{WASM_KEY} has {actual}"
             ));
         }
-        let grant: GrantSpec = match cm.data.get("grant") {
-            Some(text) => serde_yaml_ng::from_str(text).map_err(|e| format!("data.grant: {e}"))?,
-            None => GrantSpec::default(),
-        };
-        let limits = grant
-            .limits
-            .limits()
-            .map_err(|e| format!("data.grant.limits: {e}"))?;
-        if current_digest == Some(actual.as_str()) {
-            return Ok(None);
-        }
-        let plugin = self
-            .runtime
-            .load(name, wasm, Grant::default(), limits)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(Some(Entry {
-            plugin: Arc::new(plugin),
-            source: Source::ConfigMap {
-                namespace: cm.namespace.clone(),
-                digest: actual,
-                grant,
-            },
-        }))
+        Ok(Cow::Borrowed(wasm))
     }
 
     /// Checks every strategy of every pipeline against the plugin it names, with the

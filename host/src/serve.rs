@@ -24,6 +24,9 @@ pub struct Settings {
     pub allow_unsigned: bool,
     pub max_event_age: Duration,
     pub body_limit: usize,
+    /// Largest plugin component pulled from an OCI registry (checked against the size its
+    /// manifest declares, before download).
+    pub max_plugin_size: usize,
     pub retry: RetryPolicy,
     pub workers: usize,
     pub builtin_private_networks: bool,
@@ -125,7 +128,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let registry = Arc::new(
         Registry::new(runtime, settings.builtin_private_networks)
             .await?
-            .with_events_addr(settings.events_addr.clone()),
+            .with_events_addr(settings.events_addr.clone())
+            .with_oci(crate::oci::Puller::new(
+                Some(settings.data_dir.join("oci")),
+                settings.max_plugin_size,
+            )),
     );
     let (manifests, _) = load(&settings.manifests, &registry).await?;
     tracing::info!(
