@@ -50,6 +50,21 @@ fn usage(pid: u32) -> (u64, usize) {
     (rss, fds)
 }
 
+/// Flux in soak-dev reports `version` of soakapp; the answer's status.
+async fn post(client: &reqwest::Client, url: &str, version: &str) -> u16 {
+    let event = deployment_event("HelmRelease", "soak-dev", "soakapp", version);
+    let body = serde_json::to_vec(&event).unwrap();
+    client
+        .post(url)
+        .header("x-signature", signature_header(EVENTS_KEY, &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 fn webhook_pipeline(hook: &str) -> String {
     format!(
         "apiVersion: pipelines.weave.works/v1alpha1\nkind: Pipeline\n\
@@ -77,22 +92,7 @@ async fn run(duration: Duration) {
     let client = reqwest::Client::new();
     // The folder is watched: wait until the webhook pipeline is served.
     for _ in 0..100 {
-        let body = serde_json::to_vec(&deployment_event(
-            "HelmRelease",
-            "soak-dev",
-            "soakapp",
-            "0.0.0",
-        ))
-        .unwrap();
-        let status = client
-            .post(&url)
-            .header("x-signature", signature_header(EVENTS_KEY, &body))
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-            .status();
-        if status == 202 {
+        if post(&client, &url, "0.0.0").await == 202 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -133,23 +133,7 @@ async fn run(duration: Duration) {
         }
         for _ in 0..RATE / 10 {
             sent += 1;
-            let version = format!("1.{sent}.0");
-            let body = serde_json::to_vec(&deployment_event(
-                "HelmRelease",
-                "soak-dev",
-                "soakapp",
-                &version,
-            ))
-            .unwrap();
-            let status = client
-                .post(&url)
-                .header("x-signature", signature_header(EVENTS_KEY, &body))
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status();
-            if status != 202 {
+            if post(&client, &url, &format!("1.{sent}.0")).await != 202 {
                 refused += 1;
             }
         }
@@ -180,6 +164,16 @@ async fn run(duration: Duration) {
         last.1 / 1024,
         (last.1 as f64 / warm.1 as f64 - 1.0) * 100.0,
         warm.2,
+        last.2
+    );
+    let half = &samples[samples.len() / 2];
+    println!(
+        "second half ({}s -> {}s): RSS {} -> {} MiB, fds {} -> {}",
+        half.0.as_secs(),
+        last.0.as_secs(),
+        half.1 / 1024,
+        last.1 / 1024,
+        half.2,
         last.2
     );
 }
