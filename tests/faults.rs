@@ -287,3 +287,75 @@ async fn sigkill_every_few_seconds_under_a_steady_stream_ends_each_accepted_even
         keys.values().sum::<usize>()
     );
 }
+
+/// A read-only bind mount of `dir` onto itself, undone on drop.
+struct ReadOnly(std::path::PathBuf);
+
+impl ReadOnly {
+    fn mount(dir: &std::path::Path) -> Option<ReadOnly> {
+        let run = |args: &[&str]| {
+            std::process::Command::new("mount")
+                .args(args)
+                .arg(dir)
+                .arg(dir)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !run(&["--bind"]) {
+            return None;
+        }
+        let guard = ReadOnly(dir.to_path_buf());
+        run(&["-o", "remount,ro,bind"]).then_some(guard)
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn an_unwritable_data_dir_stops_the_server_at_start_naming_it() {
+    let dir = scratch("read-only");
+    let ci = Receiver::start(202, "queued").await;
+    let manifests = dir.join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    support::write_manifests(&manifests, &ci.url("/job/promote"));
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let Some(_ro) = ReadOnly::mount(&data) else {
+        assert_ne!(
+            unsafe_geteuid(),
+            0,
+            "root could not make a read-only bind mount"
+        );
+        eprintln!("skipped: a read-only bind mount needs root");
+        return;
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promoter"))
+        .args(["serve", "--manifests"])
+        .arg(&manifests)
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "--webhook-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "serve must not run without a place to keep records"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&data.display().to_string()) && stderr.contains("Read-only file system"),
+        "the error names the directory and the cause: {stderr}"
+    );
+}
