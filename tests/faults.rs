@@ -336,24 +336,7 @@ async fn an_unwritable_data_dir_stops_the_server_at_start_naming_it() {
         eprintln!("skipped: a read-only bind mount needs root");
         return;
     };
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promoter"))
-        .args(["serve", "--manifests"])
-        .arg(&manifests)
-        .arg("--data-dir")
-        .arg(&data)
-        .args([
-            "--webhook-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        !out.status.success(),
-        "serve must not run without a place to keep records"
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = support::serve_fails(&manifests, &data, &[]);
     assert!(
         stderr.contains(&data.display().to_string()) && stderr.contains("Read-only file system"),
         "the error names the directory and the cause: {stderr}"

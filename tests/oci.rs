@@ -7,7 +7,9 @@ use sha2::Digest;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use support::{Server, base64_encode, deployed_in_dev, free_port, scratch, write_manifests};
+use support::{
+    Server, base64_encode, deployed_in_dev, free_port, scratch, serve_fails, write_manifests,
+};
 
 const USER: &str = "plugin-publisher";
 const PASSWORD: &str = "s3cret-registry-password";
@@ -177,26 +179,6 @@ fn manifests(dir: &Path, plugins: &str) -> PathBuf {
     std::fs::write(manifests.join("pipeline.yaml"), text).unwrap();
     std::fs::write(manifests.join("plugins.yaml"), plugins).unwrap();
     manifests
-}
-
-/// Runs `promoter serve` on manifests that must not load; returns what it said.
-fn serve_fails(manifests: &Path, data: &Path, extra: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_promoter"))
-        .args(["serve", "--manifests"])
-        .arg(manifests)
-        .arg("--data-dir")
-        .arg(data)
-        .args([
-            "--webhook-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "serve must refuse these manifests");
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// The echo plugin ran the promotion into test: its outcome is its own URL.

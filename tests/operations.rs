@@ -7,8 +7,8 @@ use promoter::client::deployment_event;
 use sha2::Digest;
 use std::time::Duration;
 use support::{
-    EVENTS_KEY, Receiver, Server, base64_encode, deployed_in_dev, scratch, send, start,
-    write_manifests,
+    EVENTS_KEY, Receiver, Server, base64_encode, deployed_in_dev, scratch, send, serve_fails,
+    start, write_manifests,
 };
 
 #[tokio::test]
@@ -235,23 +235,6 @@ async fn a_changed_manifest_folder_is_reloaded_and_a_broken_change_keeps_the_las
 }
 
 /// Runs `promoter serve` on manifests that must not load; returns what it said.
-fn serve_fails(manifests: &std::path::Path, data: &std::path::Path) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promoter"))
-        .args(["serve", "--manifests"])
-        .arg(manifests)
-        .arg("--data-dir")
-        .arg(data)
-        .args([
-            "--webhook-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "serve must refuse these manifests");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 #[test]
 fn invalid_manifests_stop_the_server_at_start_with_every_problem_listed() {
@@ -288,7 +271,7 @@ spec:
 "#,
     )
     .unwrap();
-    let err = serve_fails(&manifests, &dir.join("data"));
+    let err = serve_fails(&manifests, &dir.join("data"), &[]);
     assert!(err.contains("Pipeline apps/one"), "{err}");
     assert!(err.contains("dev"), "{err}");
     assert!(
@@ -305,7 +288,7 @@ fn a_strategy_config_the_plugin_rejects_stops_the_server_at_start() {
     write_manifests(&manifests, "not a url");
     let text = std::fs::read_to_string(manifests.join("pipeline.yaml")).unwrap();
     std::fs::write(manifests.join("pipeline.yaml"), text.replace("prod\n      targets:\n        - namespace: podinfo-prod\n      promotion:\n        manual: true", "prod\n      targets:\n        - namespace: podinfo-prod\n      promotion:\n        strategy: {plugin: {name: no-such-plugin, config: {}}}")).unwrap();
-    let err = serve_fails(&manifests, &dir.join("data"));
+    let err = serve_fails(&manifests, &dir.join("data"), &[]);
     assert!(
         err.contains("promotion into test: plugin webhook"),
         "the plugin's own validate-config speaks: {err}"
@@ -383,6 +366,6 @@ async fn a_tampered_plugin_configmap_is_refused_with_its_digest_named() {
         ),
     )
     .unwrap();
-    let err = serve_fails(&manifests, &dir.join("data"));
+    let err = serve_fails(&manifests, &dir.join("data"), &[]);
     assert!(err.contains("digest mismatch"), "{err}");
 }

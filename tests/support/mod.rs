@@ -217,6 +217,26 @@ pub fn promotion_json(id: &str) -> serde_json::Value {
     })
 }
 
+/// Runs `promoter serve` expecting it to refuse to start; returns what it printed.
+pub fn serve_fails(manifests: &std::path::Path, data: &std::path::Path, extra: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promoter"))
+        .args(["serve", "--manifests"])
+        .arg(manifests)
+        .arg("--data-dir")
+        .arg(data)
+        .args([
+            "--webhook-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "serve must refuse to start");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// A free port on 127.0.0.1 (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
