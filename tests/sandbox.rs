@@ -53,16 +53,21 @@ async fn forbidden_http(rt: &Arc<Runtime>, grant: Grant, limits: Limits) -> Plug
     .await
 }
 
-/// After any failure, a good plugin in the same process still works.
-async fn good_plugin_still_works(rt: &Arc<Runtime>) {
-    let echo = load(
+/// The fixture that echoes its request back, with nothing granted.
+async fn echo(rt: &Arc<Runtime>) -> Plugin {
+    load(
         rt,
         "echo",
         env!("PROMOTER_WASM_FIXTURE_ECHO"),
         Grant::default(),
         Limits::default(),
     )
-    .await;
+    .await
+}
+
+/// After any failure, a good plugin in the same process still works.
+async fn good_plugin_still_works(rt: &Arc<Runtime>) {
+    let echo = echo(rt).await;
     let outcome = echo
         .promote(&request("after-failure", serde_json::json!({"k": "v"})))
         .await
@@ -73,14 +78,7 @@ async fn good_plugin_still_works(rt: &Arc<Runtime>) {
 #[tokio::test]
 async fn the_request_reaches_the_plugin_intact_and_its_outcome_comes_back() {
     let rt = runtime();
-    let echo = load(
-        &rt,
-        "echo",
-        env!("PROMOTER_WASM_FIXTURE_ECHO"),
-        Grant::default(),
-        Limits::default(),
-    )
-    .await;
+    let echo = echo(&rt).await;
     let config = serde_json::json!({"url": "https://ci.example.com/hook", "nested": {"n": 1}});
     let outcome = echo
         .promote(&request("promo-123", config.clone()))
@@ -565,5 +563,28 @@ async fn a_response_body_past_the_limit_is_cut_off_with_a_typed_error() {
         text.contains("65536") || text.to_lowercase().contains("too large"),
         "{text}"
     );
+    good_plugin_still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn what_a_plugin_hands_back_is_cut_to_a_bounded_size() {
+    let rt = runtime();
+    let echo = echo(&rt).await;
+    // The echo fixture returns its config text as the outcome's details.
+    let huge = serde_json::json!({"blob": "x".repeat(1 << 20)});
+    let outcome = echo.promote(&request("huge-details", huge)).await.unwrap();
+    let Outcome::Done {
+        details: Some(details),
+        ..
+    } = outcome
+    else {
+        panic!("details expected: {outcome:?}")
+    };
+    assert!(
+        details.len() <= promoter::runtime::MAX_TEXT_BYTES,
+        "{} bytes",
+        details.len()
+    );
+    assert!(details.starts_with("{\"blob\":\"xxx") && details.ends_with('…'));
     good_plugin_still_works(&rt).await;
 }

@@ -93,6 +93,27 @@ pub enum PluginError {
     },
 }
 
+/// What a plugin hands back is kept in the promotion record, shown by the status API and
+/// logged: a plugin cannot make it large. URLs and texts past these are cut (with `…`).
+pub const MAX_URL_BYTES: usize = 2048;
+pub const MAX_TEXT_BYTES: usize = 4096;
+/// Config problems reported by `validate-config`, at most.
+pub const MAX_PROBLEMS: usize = 50;
+
+/// `text` cut to at most `max` bytes at a character boundary, marked with `…` when cut.
+fn clip(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
+}
+
 impl PluginError {
     /// Whether trying the same promotion again later may succeed.
     pub fn is_retryable(&self) -> bool {
@@ -501,7 +522,17 @@ impl Plugin {
             .await?
         {
             Reply::Validate(Ok(())) => Ok(Vec::new()),
-            Reply::Validate(Err(problems)) => Ok(problems),
+            Reply::Validate(Err(mut problems)) => {
+                if problems.len() > MAX_PROBLEMS {
+                    let more = problems.len() - MAX_PROBLEMS;
+                    problems.truncate(MAX_PROBLEMS);
+                    problems.push(format!("… and {more} more"));
+                }
+                Ok(problems
+                    .into_iter()
+                    .map(|p| clip(p, MAX_TEXT_BYTES))
+                    .collect())
+            }
             _ => unreachable!("validate call answers with validation"),
         }
     }
@@ -514,14 +545,16 @@ impl Plugin {
             .await?
         {
             Reply::Promote(Ok(wit::Outcome::Done(done))) => Ok(Outcome::Done {
-                url: done.url,
-                details: done.details,
+                url: done.url.map(|u| clip(u, MAX_URL_BYTES)),
+                details: done.details.map(|d| clip(d, MAX_TEXT_BYTES)),
             }),
-            Reply::Promote(Ok(wit::Outcome::Waiting(reason))) => Ok(Outcome::Waiting { reason }),
+            Reply::Promote(Ok(wit::Outcome::Waiting(reason))) => Ok(Outcome::Waiting {
+                reason: clip(reason, MAX_TEXT_BYTES),
+            }),
             Reply::Promote(Err(e)) => Err(PluginError::Strategy {
                 plugin: self.name.to_string(),
                 error: StrategyError {
-                    message: e.message,
+                    message: clip(e.message, MAX_TEXT_BYTES),
                     retryable: e.retryable,
                     retry_after: e.retry_after_ms.map(Duration::from_millis),
                 },
@@ -622,7 +655,7 @@ impl Plugin {
             }),
             Ok(Err(_)) if refusal.is_some() => Err(denied(refusal.unwrap())),
             Ok(Err(e)) => Err(PluginError::Trap {
-                message: trap_message(&e, &stderr_tail),
+                message: clip(trap_message(&e, &stderr_tail), MAX_TEXT_BYTES),
                 plugin,
             }),
             Ok(Ok(Reply::Promote(Err(_)))) if refusal.is_some() => Err(denied(refusal.unwrap())),
@@ -646,5 +679,18 @@ impl Plugin {
             tracing::warn!(plugin = %self.name, promotion, stream, "{dropped} bytes of plugin output dropped (limit {} bytes)", self.limits.max_log_bytes);
         }
         lines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clip;
+
+    #[test]
+    fn long_texts_are_cut_at_a_character_boundary_and_marked() {
+        assert_eq!(clip("short".into(), 10), "short");
+        let cut = clip("é".repeat(100), 11);
+        assert!(cut.len() <= 11 && cut.ends_with('…'), "{cut}");
+        assert_eq!(cut, "éééé…");
     }
 }
