@@ -60,6 +60,10 @@ pub struct Config {
     /// The forge's API root, for self-hosted forges whose API is not where `url` suggests.
     #[serde(default)]
     pub api_base: Option<String>,
+    /// Azure DevOps only: the REST API version (default 7.0; Azure DevOps Server 2020
+    /// needs 6.0).
+    #[serde(default)]
+    pub api_version: Option<String>,
     #[serde(default)]
     pub head_branch: Option<String>,
     #[serde(default)]
@@ -117,7 +121,9 @@ impl Config {
 
     /// The repository as the forge's API addresses it.
     pub fn repo(&self) -> Result<Repo, crate::forge::ForgeError> {
-        Repo::new(&self.url, self.forge.as_deref(), self.api_base.as_deref())
+        let mut repo = Repo::new(&self.url, self.forge.as_deref(), self.api_base.as_deref())?;
+        repo.api_version = self.api_version.as_deref().map(str::trim).map(String::from);
+        Ok(repo)
     }
 }
 
@@ -248,11 +254,40 @@ pub fn branch_problem(name: &str) -> Option<String> {
     Some(format!("{name:?} is not a valid branch name: {why}"))
 }
 
+/// `7.0`, `6.0`, `7.1-preview.1`: what Azure DevOps takes as `api-version`.
+fn api_version_ok(version: &str) -> bool {
+    let (number, preview) = match version.split_once("-preview") {
+        Some((number, rest)) => (number, Some(rest)),
+        None => (version, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    let number_ok = number
+        .split_once('.')
+        .is_some_and(|(major, minor)| digits(major) && digits(minor));
+    let preview_ok =
+        preview.is_none_or(|rest| rest.is_empty() || rest.strip_prefix('.').is_some_and(digits));
+    number_ok && preview_ok
+}
+
 /// Every semantic problem of `config`, empty when it is fine.
 pub fn problems(config: &Config) -> Vec<String> {
     let mut problems = Vec::new();
-    if let Err(error) = config.repo() {
-        problems.push(error.message);
+    match config.repo() {
+        Err(error) => problems.push(error.message),
+        Ok(repo) => {
+            if let Some(version) = &repo.api_version {
+                if repo.kind != crate::forge::ForgeKind::AzureDevOps {
+                    problems.push(format!(
+                        "apiVersion: only Azure DevOps takes an API version; this is {}",
+                        repo.kind
+                    ));
+                } else if !api_version_ok(version) {
+                    problems.push(format!(
+                        "apiVersion: expected a version such as 7.0 or 6.0, got {version:?}"
+                    ));
+                }
+            }
+        }
     }
     if config.base_branch.trim().is_empty() {
         problems.push("baseBranch: expected the branch pull requests target, got \"\"".into());
@@ -372,6 +407,22 @@ mod tests {
             problems_of(r#"{"url": "https://git.example.com/a/b.git", "baseBranch": "main", "type": "gitea"}"#)
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn an_api_version_is_for_azure_devops_and_must_look_like_one() {
+        let azure = r#""url": "https://dev.azure.com/acme/ops/_git/fleet", "baseBranch": "main""#;
+        assert!(problems_of(&format!(r#"{{{azure}, "apiVersion": "6.0"}}"#)).is_empty());
+        assert!(problems_of(&format!(r#"{{{azure}, "apiVersion": "7.1-preview.1"}}"#)).is_empty());
+        let problems = problems_of(&format!(r#"{{{azure}, "apiVersion": "latest"}}"#));
+        assert!(
+            problems[0].starts_with("apiVersion: expected"),
+            "{problems:?}"
+        );
+        let problems = problems_of(
+            r#"{"url": "https://github.com/a/b", "baseBranch": "main", "apiVersion": "6.0"}"#,
+        );
+        assert!(problems[0].contains("only Azure DevOps"), "{problems:?}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Azure DevOps Services and Server: Git pull requests through REST API 7.0.
+//! Azure DevOps Services and Server: Git pull requests through REST API 7.0 (or the
+//! pipeline's `apiVersion`: Azure DevOps Server 2020 serves at most 6.0).
 //!
 //! <https://learn.microsoft.com/en-us/rest/api/azure/devops/git/pull-requests> (Get Pull
 //! Requests, Create, Update). 7.0 is the newest version both Services and Azure DevOps
@@ -16,7 +17,13 @@ use super::{
     update_with,
 };
 
-const API_VERSION: &str = "api-version=7.0";
+const DEFAULT_API_VERSION: &str = "7.0";
+
+/// The `api-version` query parameter this repository's requests carry.
+fn api_version(repo: &Repo) -> String {
+    let version = repo.api_version.as_deref().unwrap_or(DEFAULT_API_VERSION);
+    format!("api-version={}", encode(version))
+}
 /// Descriptions in the list are cut to this many characters.
 const LISTED_DESCRIPTION_CHARS: usize = 400;
 
@@ -30,10 +37,11 @@ pub(super) fn find(
     let (from, to) = (branch_ref(head), branch_ref(base));
     let url = format!(
         "{}/pullrequests?searchCriteria.sourceRefName={}&searchCriteria.targetRefName={}\
-         &searchCriteria.status=active&{API_VERSION}",
+         &searchCriteria.status=active&{}",
         repo.api_repo(),
         encode(&from),
-        encode(&to)
+        encode(&to),
+        api_version(repo)
     );
     let list = call(host, repo, action, request(repo, "GET", url, None))?;
     let Some(listed) = array(repo, action, &list, Some("value"))?
@@ -48,9 +56,10 @@ pub(super) fn find(
     }
     let action = format!("reading pull request #{}", pr.number);
     let url = format!(
-        "{}/pullrequests/{}?{API_VERSION}",
+        "{}/pullrequests/{}?{}",
         repo.api_repo(),
-        pr.number
+        pr.number,
+        api_version(repo)
     );
     let full = call(host, repo, &action, request(repo, "GET", url, None))?;
     let mut full = parse(repo, &action, &full)?;
@@ -68,7 +77,7 @@ pub(super) fn create(
     title: &str,
     body: &str,
 ) -> Result<Created, ForgeError> {
-    let url = format!("{}/pullrequests?{API_VERSION}", repo.api_repo());
+    let url = format!("{}/pullrequests?{}", repo.api_repo(), api_version(repo));
     let body = json!({
         "sourceRefName": branch_ref(head),
         "targetRefName": branch_ref(base),
@@ -86,9 +95,10 @@ pub(super) fn update(
     body: &str,
 ) -> Result<PullRequest, ForgeError> {
     let url = format!(
-        "{}/pullrequests/{}?{API_VERSION}",
+        "{}/pullrequests/{}?{}",
         repo.api_repo(),
-        pr.number
+        pr.number,
+        api_version(repo)
     );
     let body = json!({"title": title, "description": body});
     update_with(host, repo, pr, "PATCH", url, body, parse)

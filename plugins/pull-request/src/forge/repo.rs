@@ -111,6 +111,8 @@ pub struct Repo {
     pub owner: String,
     /// The repository's name (Bitbucket Server: its slug).
     pub name: String,
+    /// Azure DevOps: the REST API version to ask for (`apiVersion`); `None` is 7.0.
+    pub api_version: Option<String>,
 }
 
 impl Repo {
@@ -216,6 +218,7 @@ impl Repo {
             api_base: api_base.unwrap_or(default_base),
             owner,
             name,
+            api_version: None,
         })
     }
 

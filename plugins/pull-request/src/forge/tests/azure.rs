@@ -119,3 +119,18 @@ fn a_sign_in_page_instead_of_json_is_reported_as_a_rejected_token() {
     );
     assert!(!error.message.contains("<html>"), "{error}");
 }
+
+#[test]
+fn an_older_server_is_asked_for_the_api_version_the_pipeline_gives() {
+    let mut repo = fixture().repo;
+    repo.api_version = Some("6.0".into());
+    let host = MockHost::new()
+        .respond(answer(200, json!({"value": [], "count": 0})))
+        .respond(answer(201, pull(TITLE, BODY)));
+    ensure_pr(&host, &repo, HEAD, BASE, TITLE, BODY).unwrap();
+    let urls: Vec<String> = calls(&host).into_iter().map(|(_, url)| url).collect();
+    assert_eq!(urls.len(), 2);
+    for url in urls {
+        assert!(url.ends_with("api-version=6.0"), "{url}");
+    }
+}
