@@ -207,7 +207,7 @@ async fn a_wrong_token_fails_permanently<D: Dialect>(name: &str) {
     let origin = rig.forge.lock().unwrap().origin.clone();
     assert!(
         error.contains(&format!("rejected the token bound to {origin}"))
-            && error.contains("Secret's token"),
+            && error.contains("the token in Secret forge-creds, the strategy's secretRef"),
         "{error}"
     );
     assert!(!error.contains(REVOKED), "{error}");

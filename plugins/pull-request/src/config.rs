@@ -123,6 +123,10 @@ impl Config {
     pub fn repo(&self) -> Result<Repo, crate::forge::ForgeError> {
         let mut repo = Repo::new(&self.url, self.forge.as_deref(), self.api_base.as_deref())?;
         repo.api_version = self.api_version.as_deref().map(str::trim).map(String::from);
+        repo.secret = match &self.secret_ref {
+            Some(SecretRef::Named { name } | SecretRef::Name(name)) => Some(name.trim().into()),
+            None => None,
+        };
         Ok(repo)
     }
 }
@@ -374,7 +378,10 @@ mod tests {
         .unwrap();
         let seed = parse(r#"{"url": "https://github.com/acme/fleet", "branch": "main"}"#).unwrap();
         assert_eq!(weave.base_branch, seed.base_branch);
-        assert_eq!(weave.repo().unwrap(), seed.repo().unwrap());
+        let mut repo = weave.repo().unwrap();
+        assert_eq!(repo.secret.as_deref(), Some("github-token"), "named in errors");
+        repo.secret = None;
+        assert_eq!(repo, seed.repo().unwrap());
         assert_eq!(
             weave.secret_ref,
             Some(SecretRef::Named {

@@ -106,6 +106,14 @@ pub(crate) fn transport(repo: &Repo, action: &str, error: HttpError) -> ForgeErr
     }
 }
 
+/// Where the token the host binds comes from, as an operator would look for it.
+fn token_source(repo: &Repo) -> String {
+    match &repo.secret {
+        Some(name) => format!("the token in Secret {name}, the strategy's secretRef"),
+        None => "the Secret's token".into(),
+    }
+}
+
 /// An answer that is not the success the call expected.
 pub(crate) fn status(repo: &Repo, action: &str, response: &HttpResponse) -> ForgeError {
     let what = format!("{}: {action} in {}", repo.kind, repo.path());
@@ -123,8 +131,8 @@ pub(crate) fn status(repo: &Repo, action: &str, response: &HttpResponse) -> Forg
     match code {
         // Azure DevOps answers a credential it does not accept with 203 and a sign-in page.
         401 | 203 => ForgeError::permanent(format!(
-            "{what}: the forge rejected the token bound to {origin} (HTTP {code}; check the \
-             Secret's token){said}"
+            "{what}: the forge rejected the token bound to {origin} (HTTP {code}; check {}){said}",
+            token_source(repo)
         )),
         403 => ForgeError::permanent(format!(
             "{what}: the token bound to {origin} lacks permission for this (HTTP 403; it needs \

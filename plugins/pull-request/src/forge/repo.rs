@@ -113,6 +113,9 @@ pub struct Repo {
     pub name: String,
     /// Azure DevOps: the REST API version to ask for (`apiVersion`); `None` is 7.0.
     pub api_version: Option<String>,
+    /// The Secret the strategy's `secretRef` names (whose token the host binds), to name
+    /// in errors.
+    pub secret: Option<String>,
 }
 
 impl Repo {
@@ -219,6 +222,7 @@ impl Repo {
             owner,
             name,
             api_version: None,
+            secret: None,
         })
     }
 
