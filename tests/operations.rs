@@ -299,6 +299,19 @@ fn a_strategy_config_the_plugin_rejects_stops_the_server_at_start() {
     );
 }
 
+/// Rewrites the pipeline so promotions into test use the plugin `name` with `{url}`.
+fn use_custom_plugin(manifests: &std::path::Path, name: &str, url: &str) {
+    let text = std::fs::read_to_string(manifests.join("pipeline.yaml")).unwrap();
+    let text = text.replacen(
+        "          clusterRef: {kind: GitopsCluster, name: test-us}\n",
+        &format!(
+            "          clusterRef: {{kind: GitopsCluster, name: test-us}}\n      promotion:\n        strategy:\n          plugin:\n            name: {name}\n            config: {{url: \"{url}\"}}\n"
+        ),
+        1,
+    );
+    std::fs::write(manifests.join("pipeline.yaml"), text).unwrap();
+}
+
 #[tokio::test]
 async fn a_custom_plugin_from_a_configmap_runs_with_the_operators_grant() {
     let ci = Receiver::start(202, "ok").await;
@@ -306,17 +319,8 @@ async fn a_custom_plugin_from_a_configmap_runs_with_the_operators_grant() {
     let manifests = dir.join("manifests");
     std::fs::create_dir_all(&manifests).unwrap();
     write_manifests(&manifests, &ci.url("/job"));
-    let text = std::fs::read_to_string(manifests.join("pipeline.yaml")).unwrap();
-    // Promotions into test use the custom plugin (the forbidden-http fixture: it GETs its url).
-    let text = text.replacen(
-        "          clusterRef: {kind: GitopsCluster, name: test-us}\n",
-        &format!(
-            "          clusterRef: {{kind: GitopsCluster, name: test-us}}\n      promotion:\n        strategy:\n          plugin:\n            name: fetcher\n            config: {{url: \"{}\"}}\n",
-            ci.url("/custom")
-        ),
-        1,
-    );
-    std::fs::write(manifests.join("pipeline.yaml"), text).unwrap();
+    // Promotions into test use the custom plugin `fetcher`, configured with a url.
+    use_custom_plugin(&manifests, "fetcher", &ci.url("/custom"));
     let wasm = std::fs::read(env!("PROMOTER_WASM_FIXTURE_FORBIDDEN_HTTP")).unwrap();
     let digest = hex::encode(sha2::Sha256::digest(&wasm));
     let configmap = |allow: &str| {
@@ -368,4 +372,94 @@ async fn a_tampered_plugin_configmap_is_refused_with_its_digest_named() {
     .unwrap();
     let err = serve_fails(&manifests, &dir.join("data"), &[]);
     assert!(err.contains("digest mismatch"), "{err}");
+}
+
+#[tokio::test]
+async fn a_replaced_plugin_configmap_takes_effect_without_restart_and_a_broken_one_keeps_the_last()
+{
+    let ci = Receiver::start(202, "ok").await;
+    let dir = scratch("plugin-reload");
+    let manifests = dir.join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    write_manifests(&manifests, &ci.url("/job"));
+    // Promotions into test use the custom plugin `custom`, configured with a url.
+    use_custom_plugin(&manifests, "custom", &ci.url("/custom"));
+    let configmap = |wasm: &[u8], digest: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: custom\n  namespace: flux-system\n  labels: {{promoter.dev/plugin: \"true\"}}\ndata:\n  sha256: {digest}\n  grant: |\n    allow: [{}]\nbinaryData:\n  plugin.wasm: {}\n",
+            ci.origin(),
+            base64_encode(wasm)
+        )
+    };
+    let component = |path: &str| {
+        let wasm = std::fs::read(path).unwrap();
+        let digest = hex::encode(sha2::Sha256::digest(&wasm));
+        (wasm, digest)
+    };
+    let plugin = manifests.join("plugin.yaml");
+
+    // First the echo fixture: done, with its own URL, nothing sent anywhere.
+    let (echo, echo_digest) = component(env!("PROMOTER_WASM_FIXTURE_ECHO"));
+    std::fs::write(&plugin, configmap(&echo, &echo_digest)).unwrap();
+    let server = Server::start(
+        &manifests,
+        &dir.join("data"),
+        &["--watch-interval", "200ms"],
+    );
+    deployed_in_dev(&server, "5.0.0").await;
+    let all = server
+        .wait_for("echo promotion", |all| all[0]["phase"] == "succeeded")
+        .await;
+    assert!(
+        all[0]["outcomeUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://example.invalid/"),
+        "{all:#?}"
+    );
+    assert!(ci.received().is_empty());
+
+    // The same ConfigMap now carries the fetcher: the next promotion GETs the url.
+    let (fetcher, fetcher_digest) = component(env!("PROMOTER_WASM_FIXTURE_FORBIDDEN_HTTP"));
+    std::fs::write(&plugin, configmap(&fetcher, &fetcher_digest)).unwrap();
+    let reloaded = |server: &Server| server.logs().matches("manifests reloaded").count();
+    for _ in 0..100 {
+        if reloaded(&server) >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(reloaded(&server), 1, "{}", server.logs());
+    deployed_in_dev(&server, "5.1.0").await;
+    let all = server
+        .wait_for("fetcher promotion", |all| {
+            all.len() == 2 && all.iter().all(|p| p["phase"] == "succeeded")
+        })
+        .await;
+    assert_eq!(all[0]["version"], "5.1.0");
+    assert_eq!(all[0]["outcomeUrl"], ci.url("/custom"));
+    assert_eq!(ci.received().len(), 1);
+
+    // A broken replacement (its digest does not match) is reported; the fetcher keeps
+    // serving.
+    std::fs::write(&plugin, configmap(&echo, &fetcher_digest)).unwrap();
+    for _ in 0..100 {
+        if server.logs().contains("manifests not reloaded") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let logs = server.logs();
+    assert!(
+        logs.contains("manifests not reloaded") && logs.contains("digest mismatch"),
+        "{logs}"
+    );
+    deployed_in_dev(&server, "5.2.0").await;
+    let all = server
+        .wait_for("promotion after the broken change", |all| {
+            all.len() == 3 && all.iter().all(|p| p["phase"] == "succeeded")
+        })
+        .await;
+    assert_eq!(all[0]["outcomeUrl"], ci.url("/custom"));
+    assert_eq!(ci.received().len(), 2, "the previous plugin still serves");
 }

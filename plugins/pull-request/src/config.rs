@@ -379,7 +379,11 @@ mod tests {
         let seed = parse(r#"{"url": "https://github.com/acme/fleet", "branch": "main"}"#).unwrap();
         assert_eq!(weave.base_branch, seed.base_branch);
         let mut repo = weave.repo().unwrap();
-        assert_eq!(repo.secret.as_deref(), Some("github-token"), "named in errors");
+        assert_eq!(
+            repo.secret.as_deref(),
+            Some("github-token"),
+            "named in errors"
+        );
         repo.secret = None;
         assert_eq!(repo, seed.repo().unwrap());
         assert_eq!(
