@@ -178,6 +178,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     tokio::spawn(executor.run());
     tokio::spawn(watch(shared.clone()));
+    tokio::spawn(forget_old_events(shared.clone()));
     let admin_app = crate::admin::router(shared.clone());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(admin, admin_app).await {
@@ -193,6 +194,21 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Every few minutes, drops the digests of events older than the event window (plus the
+/// clock skew allowed, with a margin of an hour): such events are refused by their
+/// timestamp before their digest is looked at.
+async fn forget_old_events(shared: Arc<Shared>) {
+    let keep = shared.settings.max_event_age + Duration::from_secs(3600);
+    let mut every = tokio::time::interval(Duration::from_secs(300));
+    loop {
+        every.tick().await;
+        let before = crate::record::now_ms().saturating_sub(keep.as_millis() as u64);
+        if let Err(e) = shared.store.forget_events_before(before).await {
+            tracing::warn!("cannot forget old event digests: {e}");
+        }
+    }
 }
 
 /// Reloads the folder when a file in it changes; an invalid state keeps the last good one.

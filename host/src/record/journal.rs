@@ -278,6 +278,19 @@ pub(super) fn apply(
                         .map_err(|x| e(&x))?;
                     results.push(Done::Put);
                 }
+                Change::Forget { before } => {
+                    let mut old = Vec::new();
+                    for entry in events.iter().map_err(|x| e(&x))? {
+                        let (digest, accepted) = entry.map_err(|x| e(&x))?;
+                        if accepted.value() < *before {
+                            old.push(digest.value().to_vec());
+                        }
+                    }
+                    for digest in old {
+                        events.remove(digest.as_slice()).map_err(|x| e(&x))?;
+                    }
+                    results.push(Done::Put);
+                }
                 Change::Approve { id } => {
                     let current: Option<Promotion> = promotions
                         .get(id.as_str())

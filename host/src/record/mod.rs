@@ -143,6 +143,11 @@ enum Change {
     Approve {
         id: String,
     },
+    /// Drops the digests of events accepted before this time (ms): their timestamps are
+    /// outside the event window, so a replay is refused as stale anyway.
+    Forget {
+        before: u64,
+    },
 }
 
 enum Reply {
@@ -405,6 +410,17 @@ impl LocalStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Forgets the digests of events accepted before `before` (ms since the epoch), so the
+    /// replay record stays as large as the event window, not as the server's lifetime.
+    pub async fn forget_events_before(&self, before: u64) -> Result<(), StoreError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.send(Op {
+            change: Change::Forget { before },
+            reply: Reply::Put(reply),
+        })?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
     /// Moves a promotion waiting for approval to pending.
     pub async fn approve(&self, id: &str) -> Result<Promotion, StoreError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
@@ -571,6 +587,27 @@ mod tests {
             0,
             "replayed changes are checkpointed and the journal emptied"
         );
+    }
+
+    #[tokio::test]
+    async fn digests_of_events_older_than_the_cutoff_are_forgotten_and_nothing_else() {
+        let dir = temp_dir("forget");
+        let store = LocalStore::open(&dir).unwrap();
+        store
+            .accept(b"event-1", vec![promotion("p1", "test", "1.0.0")])
+            .await
+            .unwrap();
+        store.forget_events_before(now_ms() - 60_000).await.unwrap();
+        assert!(store.seen(b"event-1").unwrap(), "a recent digest is kept");
+        store.forget_events_before(now_ms() + 1).await.unwrap();
+        assert!(!store.seen(b"event-1").unwrap(), "an old digest is gone");
+        assert!(store.get("p1").unwrap().is_some(), "promotions stay");
+        // Through a restart (the change is journaled like any other).
+        drop(store);
+        std::thread::sleep(Duration::from_millis(50));
+        let store = LocalStore::open(&dir).unwrap();
+        assert!(!store.seen(b"event-1").unwrap());
+        assert!(store.get("p1").unwrap().is_some());
     }
 
     #[tokio::test]
