@@ -21,6 +21,23 @@ pub mod serve;
 pub mod signature;
 pub mod tls;
 
+/// Writes `path` whole or not at all (a temporary file beside it, then a rename): a crash
+/// leaves a temporary file, never a short file under the final name. For the caches of
+/// compiled and pulled components.
+pub(crate) fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().expect("a cache file has a folder");
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
 /// Installs the one TLS crypto provider of the whole tree (rustls with ring) as the
 /// process default. Every TLS client and server in the process uses it; call this
 /// first thing in `main` and in tests.

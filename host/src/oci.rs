@@ -21,7 +21,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use sha2::Digest as _;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -372,7 +372,7 @@ impl Puller {
         // The component is verified: a cache that cannot be written costs a pull at the
         // next start, not this load.
         if let Some(path) = &cache
-            && let Err(e) = write_atomically(path, &bytes)
+            && let Err(e) = crate::write_atomically(path, &bytes)
         {
             tracing::warn!(%reference, "cannot cache the component at {}: {e}", path.display());
         }
@@ -595,7 +595,7 @@ pub fn check_component(wasm: &[u8]) -> Result<(), String> {
     if !wasm.starts_with(b"\0asm") || wasm.len() < 8 {
         return Err("not WebAssembly (it does not start with \\0asm)".into());
     }
-    if wasm[6..8] != [1, 0] {
+    if crate::runtime::is_core_module(wasm) {
         return Err(
             "a core WebAssembly module, not a component; build for wasm32-wasip2 \
              (or wrap it with `wasm-tools component new`)"
@@ -727,22 +727,6 @@ impl tokio::io::AsyncWrite for Capped {
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
     }
-}
-
-/// Writes `path` whole or not at all: a crash leaves a temporary file, never a short
-/// component under the final name.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().expect("a cache file has a folder");
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
 }
 
 #[cfg(test)]

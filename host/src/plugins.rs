@@ -305,8 +305,7 @@ impl Registry {
             .limits
             .limits()
             .map_err(|e| format!("data.grant.limits: {e}"))?;
-        let wasm = self.component(cm, manifests).await?;
-        let actual = hex::encode(sha2::Sha256::digest(&wasm));
+        let (wasm, actual) = self.component(cm, manifests).await?;
         if current_digest == Some(actual.as_str()) {
             return Ok(None);
         }
@@ -325,14 +324,15 @@ impl Registry {
         }))
     }
 
-    /// The component a plugin ConfigMap carries: `binaryData.plugin.wasm`, checked against
-    /// `data.sha256`, or pulled by the pinned reference in `data.oci` with the credentials
-    /// of the Secret `data.pullSecret` names (in the ConfigMap's namespace).
+    /// The component a plugin ConfigMap carries, with its sha256 (hex):
+    /// `binaryData.plugin.wasm`, checked against `data.sha256`, or pulled by the pinned
+    /// reference in `data.oci` with the credentials of the Secret `data.pullSecret` names
+    /// (in the ConfigMap's namespace).
     async fn component<'a>(
         &self,
         cm: &'a ConfigMap,
         manifests: &Manifests,
-    ) -> Result<Cow<'a, [u8]>, String> {
+    ) -> Result<(Cow<'a, [u8]>, String), String> {
         let wasm = match (cm.data.get(OCI_KEY), cm.binary_data.get(WASM_KEY)) {
             (Some(_), Some(_)) => {
                 return Err(format!(
@@ -363,7 +363,8 @@ impl Registry {
                     .fetch(&reference, credentials.as_ref())
                     .await
                     .map_err(|e| e.to_string())?;
-                return Ok(Cow::Owned(wasm));
+                let digest = hex::encode(sha2::Sha256::digest(&wasm));
+                return Ok((Cow::Owned(wasm), digest));
             }
             (None, Some(wasm)) => wasm,
         };
@@ -378,7 +379,7 @@ impl Registry {
                 "digest mismatch: data.sha256 says {expected}, binaryData.{WASM_KEY} has {actual}"
             ));
         }
-        Ok(Cow::Borrowed(wasm))
+        Ok((Cow::Borrowed(wasm), actual))
     }
 
     /// Checks every strategy of every pipeline against the plugin it names, with the

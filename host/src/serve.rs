@@ -201,7 +201,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 /// timestamp before their digest is looked at.
 async fn forget_old_events(shared: Arc<Shared>) {
     let keep = shared.settings.max_event_age + Duration::from_secs(3600);
-    let mut every = tokio::time::interval(Duration::from_secs(300));
+    let period = Duration::from_secs(300);
+    // The first pass one period after start-up, not during it.
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         every.tick().await;
         let before = crate::record::now_ms().saturating_sub(keep.as_millis() as u64);

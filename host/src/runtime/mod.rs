@@ -411,22 +411,19 @@ impl Runtime {
         let component = match component {
             Some(c) => c,
             None => {
-                if wasmparser_is_core_module(wasm) {
+                if is_core_module(wasm) {
                     anyhow::bail!(
                         "it is a core WebAssembly module, not a component; build it for wasm32-wasip2"
                     );
                 }
                 let c = Component::new(&self.engine, wasm)?;
                 if let Some(path) = &path {
-                    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
                     let written = c
                         .serialize()
                         .map_err(std::io::Error::other)
-                        .and_then(|bytes| std::fs::write(&tmp, bytes))
-                        .and_then(|()| std::fs::rename(&tmp, path));
+                        .and_then(|bytes| crate::write_atomically(path, &bytes));
                     if let Err(e) = written {
                         tracing::warn!(path = %path.display(), "cannot cache compiled plugin: {e}");
-                        let _ = std::fs::remove_file(&tmp);
                     }
                 }
                 c
@@ -441,7 +438,8 @@ impl Runtime {
 }
 
 /// A core module starts with the same magic as a component but a different layer.
-fn wasmparser_is_core_module(wasm: &[u8]) -> bool {
+/// A core WebAssembly module (version 1), not a component.
+pub(crate) fn is_core_module(wasm: &[u8]) -> bool {
     wasm.len() >= 8 && &wasm[0..4] == b"\0asm" && wasm[4..8] == [1, 0, 0, 0]
 }
 
