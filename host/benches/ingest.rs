@@ -169,7 +169,7 @@ fn main() {
         .unwrap();
         let (webhook_port, admin_port) = (free_port(), free_port());
         let settings = promoter::serve::Settings {
-            manifests: dir.join("manifests"),
+            source: promoter::serve::Source::Folder(dir.join("manifests")),
             data_dir: dir.join("data"),
             webhook_addr: format!("127.0.0.1:{webhook_port}").parse().unwrap(),
             admin_addr: format!("127.0.0.1:{admin_port}").parse().unwrap(),

@@ -34,7 +34,8 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the webhook, run promotions (local mode: manifests from a folder).
+    /// Serve the webhook, run promotions: manifests from a folder (local mode, --manifests)
+    /// or from the Kubernetes API (Kubernetes mode, without --manifests).
     Serve(ServeArgs),
     /// Show promotions recorded by a running server.
     #[command(subcommand)]
@@ -58,9 +59,15 @@ enum Command {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// Folder of Kubernetes manifests (Pipeline, Secret, plugin ConfigMap), watched for changes.
+    /// Folder of Kubernetes manifests (Pipeline, Secret, plugin ConfigMap), watched for
+    /// changes. Without it, Promoter reads them from the Kubernetes API (in-cluster
+    /// service account, or KUBECONFIG).
     #[arg(long, env = "PROMOTER_MANIFESTS")]
     manifests: Option<PathBuf>,
+    /// Kubernetes mode: the controller's namespace, where plugin ConfigMaps are read
+    /// (default: the service account's or kubeconfig context's namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: Option<String>,
     /// Where promotion records and compiled plugins are kept.
     #[arg(long, env = "PROMOTER_DATA_DIR", default_value = "promoter-data")]
     data_dir: PathBuf,
@@ -102,7 +109,8 @@ struct ServeArgs {
     /// in-cluster Jenkins, say). Literal IP URLs in a Pipeline never need this.
     #[arg(long, env = "PROMOTER_BUILTIN_PRIVATE_NETWORKS")]
     builtin_private_networks: bool,
-    /// How often the manifests folder is checked for changes.
+    /// How often the manifests folder is checked for changes (Kubernetes mode: how often
+    /// the API is read again).
     #[arg(long, env = "PROMOTER_WATCH_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     watch_interval: Duration,
     /// Flux notification-controller's event receiver, where the notification strategy posts
@@ -345,13 +353,14 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
-    let Some(manifests) = args.manifests else {
-        bail!(
-            "Kubernetes mode is not available in this build yet; run local mode with --manifests DIR"
-        );
+    let source = match args.manifests {
+        Some(dir) => promoter::serve::Source::Folder(dir),
+        None => promoter::serve::Source::Cluster {
+            namespace: args.namespace,
+        },
     };
     let settings = promoter::serve::Settings {
-        manifests,
+        source,
         data_dir: args.data_dir,
         webhook_addr: args.webhook_addr,
         admin_addr: args.admin_addr,

@@ -1,5 +1,6 @@
-//! `promoter serve` in local mode: manifests from a folder (watched for changes),
-//! promotions in an embedded database, the webhook and admin listeners, the worker.
+//! `promoter serve`: manifests from a folder (local mode) or from the Kubernetes API
+//! (Kubernetes mode), re-read for changes; promotions in an embedded database; the
+//! webhook and admin listeners; the worker.
 
 use crate::execute::{Executor, PluginResolver, RetryPolicy};
 use crate::metrics::Metrics;
@@ -16,7 +17,7 @@ use std::time::{Duration, SystemTime};
 /// Everything `serve` is told on the command line, validated at start-up.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub manifests: PathBuf,
+    pub source: Source,
     pub data_dir: PathBuf,
     pub webhook_addr: SocketAddr,
     pub admin_addr: SocketAddr,
@@ -37,9 +38,101 @@ pub struct Settings {
     pub events_addr: Option<String>,
 }
 
+/// Where Pipelines, Secrets and plugin ConfigMaps come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Local mode: a folder of manifests. Any problem stops the load (at start-up) or
+    /// keeps the previous manifests in force (on a change).
+    Folder(PathBuf),
+    /// Kubernetes mode: the API server. A Pipeline with problems is left out, and said so
+    /// in its status; the others stay in force.
+    Cluster {
+        /// The controller's namespace (plugin ConfigMaps); default: the client's.
+        namespace: Option<String>,
+    },
+}
+
+/// A connected [`Source`].
+enum Catalog {
+    Folder(PathBuf),
+    Cluster(crate::cluster::source::Cluster),
+}
+
+impl Catalog {
+    async fn connect(source: &Source) -> anyhow::Result<Catalog> {
+        Ok(match source {
+            Source::Folder(dir) => Catalog::Folder(dir.clone()),
+            Source::Cluster { namespace } => {
+                Catalog::Cluster(crate::cluster::source::Cluster::connect(namespace.clone()).await?)
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Catalog::Folder(dir) => dir.display().to_string(),
+            Catalog::Cluster(c) => format!(
+                "the Kubernetes API (plugins from namespace {})",
+                c.namespace()
+            ),
+        }
+    }
+
+    async fn load(&self, registry: &Registry) -> anyhow::Result<Manifests> {
+        match self {
+            Catalog::Folder(dir) => load(dir, registry).await.map(|(m, _)| m),
+            Catalog::Cluster(cluster) => load_cluster(cluster, registry).await,
+        }
+    }
+}
+
+/// Reads the cluster, then again with the Secrets the first read found named, until
+/// every Secret looked up has been read (or found missing).
+async fn load_cluster(
+    cluster: &crate::cluster::source::Cluster,
+    registry: &Registry,
+) -> anyhow::Result<Manifests> {
+    use crate::cluster::source::{pipelines_in, without_invalid};
+    let mut secrets = std::collections::BTreeSet::new();
+    // Secrets are named by Pipelines and plugin ConfigMaps, never by Secrets: two reads
+    // suffice; the bound is a guard.
+    for _ in 0..4 {
+        let snapshot = cluster.read(&secrets).await?;
+        let (mut manifests, problems) = Manifests::from_objects(&snapshot.objects);
+        let mut problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        problems.extend(snapshot.problems);
+        problems.extend(registry.bind_host_settings(&mut manifests));
+        problems.extend(registry.sync(&manifests).await);
+        problems.extend(registry.validate(&manifests).await);
+        // The keys events are signed with, and the credentials strategies are granted,
+        // are looked up per event and per promotion; read them now.
+        for pipeline in &manifests.pipelines {
+            for env in &pipeline.environments {
+                if let Some(name) = pipeline.hmac_secret_for(&env.name) {
+                    manifests.secret(&pipeline.namespace, name);
+                }
+            }
+            for (_, strategy) in pipeline.strategies() {
+                let _ = registry.granted(&pipeline.namespace, strategy, &manifests);
+            }
+        }
+        let missed = manifests.missed_secrets();
+        if missed.is_subset(&secrets) {
+            without_invalid(&mut manifests, &problems);
+            cluster
+                .report(&pipelines_in(&snapshot.objects), &problems)
+                .await;
+            return Ok(manifests);
+        }
+        secrets.extend(missed);
+    }
+    bail!("the Secrets Pipelines and plugins name kept changing while they were read")
+}
+
 /// State shared by the listeners, the worker and the watcher.
 pub struct Shared {
     catalog: RwLock<Arc<Manifests>>,
+    source: Catalog,
     pub store: LocalStore,
     pub metrics: Metrics,
     pub registry: Arc<Registry>,
@@ -134,12 +227,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 settings.max_plugin_size,
             )),
     );
-    let (manifests, _) = load(&settings.manifests, &registry).await?;
+    let source = Catalog::connect(&settings.source).await?;
+    let manifests = source.load(&registry).await?;
     tracing::info!(
         pipelines = manifests.pipelines.len(),
         plugins = %registry.names().join(","),
         "manifests loaded from {}",
-        settings.manifests.display()
+        source.describe()
     );
     let store = LocalStore::open(&settings.data_dir)?;
     let metrics = Metrics::new();
@@ -155,6 +249,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     );
     let shared = Arc::new(Shared {
         catalog: RwLock::new(Arc::new(manifests)),
+        source,
         store,
         metrics,
         registry,
@@ -213,20 +308,28 @@ async fn forget_old_events(shared: Arc<Shared>) {
     }
 }
 
-/// Reloads the folder when a file in it changes; an invalid state keeps the last good one.
+/// Reloads the manifests when they change (a folder: when a file in it changes; the
+/// cluster: every interval); an invalid folder keeps the last good state.
 async fn watch(shared: Arc<Shared>) {
-    let dir = shared.settings.manifests.clone();
-    let mut seen = fingerprint(&dir);
+    let mut seen = match &shared.source {
+        Catalog::Folder(dir) => Some(fingerprint(dir)),
+        Catalog::Cluster(_) => None,
+    };
     loop {
         tokio::time::sleep(shared.settings.watch_interval).await;
-        let now = fingerprint(&dir);
-        if now == seen {
-            continue;
+        if let Catalog::Folder(dir) = &shared.source {
+            let now = Some(fingerprint(dir));
+            if now == seen {
+                continue;
+            }
+            seen = now;
         }
-        seen = now;
-        match load(&dir, &shared.registry).await {
-            Ok((manifests, _)) => {
-                tracing::info!(pipelines = manifests.pipelines.len(), "manifests reloaded");
+        match shared.source.load(&shared.registry).await {
+            Ok(manifests) => {
+                let before = shared.catalog().pipelines.len();
+                if seen.is_some() || before != manifests.pipelines.len() {
+                    tracing::info!(pipelines = manifests.pipelines.len(), "manifests reloaded");
+                }
                 *shared.catalog.write().unwrap() = Arc::new(manifests);
             }
             Err(e) => {

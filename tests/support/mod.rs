@@ -280,16 +280,30 @@ pub struct Server {
     pub admin: String,
     pub log: std::path::PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Server {
     pub fn start(manifests: &std::path::Path, data: &std::path::Path, extra: &[&str]) -> Server {
+        let mut args = vec!["--manifests", manifests.to_str().unwrap()];
+        args.extend(extra);
+        Server::launch(data, &args, &[])
+    }
+
+    /// Kubernetes mode: no --manifests; the API server is the kubeconfig's.
+    pub fn start_in_cluster(
+        kubeconfig: &std::path::Path,
+        data: &std::path::Path,
+        extra: &[&str],
+    ) -> Server {
+        Server::launch(data, extra, &[("KUBECONFIG", kubeconfig.to_str().unwrap())])
+    }
+
+    fn launch(data: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         promoter::install_crypto_provider();
         let (webhook_port, admin_port) = (free_port(), free_port());
         let mut args: Vec<String> = vec![
             "serve".into(),
-            "--manifests".into(),
-            manifests.display().to_string(),
             "--data-dir".into(),
             data.display().to_string(),
             "--webhook-addr".into(),
@@ -301,18 +315,27 @@ impl Server {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let log = data.with_extension("log");
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut server = Server {
-            child: Server::spawn(&args, &log),
+            child: Server::spawn(&args, &env, &log),
             webhook: format!("http://127.0.0.1:{webhook_port}"),
             admin: format!("http://127.0.0.1:{admin_port}"),
             log,
             args,
+            env,
         };
         server.wait_ready();
         server
     }
 
-    fn spawn(args: &[String], log: &std::path::Path) -> std::process::Child {
+    fn spawn(
+        args: &[String],
+        env: &[(String, String)],
+        log: &std::path::Path,
+    ) -> std::process::Child {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -320,6 +343,8 @@ impl Server {
             .unwrap();
         std::process::Command::new(env!("CARGO_BIN_EXE_promoter"))
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env_remove("POD_NAMESPACE")
             .env("PROMOTER_LOG", "info")
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -363,7 +388,7 @@ impl Server {
     /// Starts again with the same ports, folders and flags.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = Server::spawn(&self.args, &self.log);
+        self.child = Server::spawn(&self.args, &self.env, &self.log);
         self.wait_ready();
     }
 

@@ -1,3 +1,4 @@
 //! Kubernetes mode: the resources Promoter reads and writes in a cluster.
 
 pub mod crd;
+pub mod source;

@@ -5,9 +5,10 @@ use super::{API_VERSION, GROUP, KIND, Pipeline, object_key, strategy::describe};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// Label that marks a ConfigMap as the source of a strategy plugin.
 pub const PLUGIN_LABEL: &str = "promoter.dev/plugin";
@@ -17,6 +18,9 @@ pub struct Manifests {
     pub pipelines: Vec<Pipeline>,
     pub secrets: Vec<Secret>,
     pub config_maps: Vec<ConfigMap>,
+    /// Secrets looked up and not found, as (namespace, name): in Kubernetes mode, Secrets
+    /// are read by name, and these are the names to read.
+    missed: Arc<Mutex<BTreeSet<(String, String)>>>,
 }
 
 /// A v1 Secret. `stringData` wins over `data` per key, as the API server does it.
@@ -155,9 +159,31 @@ impl Manifests {
     }
 
     pub fn secret(&self, namespace: &str, name: &str) -> Option<&Secret> {
-        self.secrets
+        let found = self
+            .secrets
             .iter()
-            .find(|s| s.namespace == namespace && s.name == name)
+            .find(|s| s.namespace == namespace && s.name == name);
+        if found.is_none() {
+            let mut missed = self.missed.lock().unwrap();
+            missed.insert((namespace.to_string(), name.to_string()));
+        }
+        found
+    }
+
+    /// Secrets looked up since these manifests were made and not found.
+    pub fn missed_secrets(&self) -> BTreeSet<(String, String)> {
+        self.missed.lock().unwrap().clone()
+    }
+
+    /// Objects as the API server serves them (JSON, each with apiVersion and kind), in
+    /// Kubernetes mode: unlike a folder, one bad object does not stop the rest; it is
+    /// left out and its problems returned.
+    pub fn from_objects(objects: &[Value]) -> (Manifests, Vec<Problem>) {
+        let mut loader = Loader::default();
+        for object in objects {
+            loader.add_object("the API server", object);
+        }
+        (loader.manifests, loader.problems)
     }
 
     /// ConfigMaps labelled as plugin sources.

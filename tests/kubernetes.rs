@@ -1,0 +1,367 @@
+//! Kubernetes mode with the real binary against a fake API server on loopback: Pipelines
+//! listed from every namespace, plugin ConfigMaps from the controller's namespace, Secrets
+//! read by name only, each Pipeline's `Ready` condition written; a signed event in, a
+//! promotion out. The fake answers only the requests the chart's RBAC allows and records
+//! everything, so a request outside that set fails the test.
+
+mod support;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use promoter::client::deployment_event;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use support::{EVENTS_KEY, Receiver, Server, scratch, send, write_manifests};
+
+const TOKEN: &str = "service-account-token-for-tests";
+const CONTROLLER_NS: &str = "promoter-system";
+
+#[derive(Default)]
+struct Api {
+    /// Objects as a user applied them (with apiVersion and kind).
+    objects: Mutex<Vec<Value>>,
+    /// Every request: "METHOD path?query".
+    requests: Mutex<Vec<String>>,
+    /// Requests outside what the chart's RBAC grants.
+    refused: Mutex<Vec<String>>,
+    /// Status patches: (namespace/name, patch body).
+    patches: Mutex<Vec<(String, Value)>>,
+}
+
+impl Api {
+    fn of_kind(&self, kind: &str, namespace: Option<&str>) -> Vec<Value> {
+        self.objects
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|o| o["kind"] == kind)
+            .filter(|o| namespace.is_none_or(|ns| o["metadata"]["namespace"] == ns))
+            .cloned()
+            .collect()
+    }
+
+    fn ready(&self, pipeline: &str) -> Option<Value> {
+        self.patches
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|(name, _)| name == pipeline)
+            .map(|(_, patch)| patch["status"]["conditions"][0].clone())
+    }
+}
+
+fn status(code: StatusCode, reason: &str, message: String) -> Response {
+    let body = json!({
+        "apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code.as_u16(),
+    });
+    (code, axum::Json(body)).into_response()
+}
+
+/// Items of a list, as the API server serves them: without apiVersion and kind.
+fn list(kind: &str, items: Vec<Value>) -> Response {
+    let items: Vec<Value> = items
+        .into_iter()
+        .map(|mut o| {
+            let map = o.as_object_mut().unwrap();
+            map.remove("apiVersion");
+            map.remove("kind");
+            o
+        })
+        .collect();
+    axum::Json(json!({
+        "apiVersion": "v1", "kind": format!("{kind}List"),
+        "metadata": {"resourceVersion": "1"}, "items": items,
+    }))
+    .into_response()
+}
+
+async fn handle(
+    State(api): State<Arc<Api>>,
+    method: Method,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    let line = format!("{method} {path}?{}", query.clone().unwrap_or_default());
+    api.requests.lock().unwrap().push(line.clone());
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(&format!("Bearer {TOKEN}"))
+    {
+        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "no token".into());
+    }
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method.as_str(), parts.as_slice()) {
+        // ClusterRole: pipelines get/list/watch.
+        ("GET", ["apis", "pipelines.weave.works", "v1alpha1", "pipelines"]) => {
+            list("Pipeline", api.of_kind("Pipeline", None))
+        }
+        // ClusterRole: pipelines/status update/patch.
+        (
+            "PATCH",
+            [
+                "apis",
+                "pipelines.weave.works",
+                "v1alpha1",
+                "namespaces",
+                ns,
+                "pipelines",
+                name,
+                "status",
+            ],
+        ) => {
+            let patch: Value = serde_json::from_slice(&body).unwrap();
+            let key = format!("{ns}/{name}");
+            let found = api
+                .of_kind("Pipeline", Some(ns))
+                .into_iter()
+                .find(|p| p["metadata"]["name"] == *name);
+            match found {
+                Some(mut p) => {
+                    api.patches.lock().unwrap().push((key, patch.clone()));
+                    p["status"] = patch["status"].clone();
+                    axum::Json(p).into_response()
+                }
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("pipelines {name:?} not found"),
+                ),
+            }
+        }
+        // Role in the controller's namespace: configmaps get/list/watch.
+        ("GET", ["api", "v1", "namespaces", ns, "configmaps"]) if *ns == CONTROLLER_NS => {
+            let selector = query.unwrap_or_default();
+            assert!(
+                selector.contains("labelSelector=promoter.dev%2Fplugin%3Dtrue"),
+                "plugin ConfigMaps are listed by label: {selector}"
+            );
+            list("ConfigMap", api.of_kind("ConfigMap", Some(ns)))
+        }
+        // rbac.secrets.namespaces: get by name, never list.
+        ("GET", ["api", "v1", "namespaces", ns, "secrets", name]) if *ns == "flux-system" => {
+            match api
+                .of_kind("Secret", Some(ns))
+                .into_iter()
+                .find(|s| s["metadata"]["name"] == *name)
+            {
+                Some(secret) => axum::Json(secret).into_response(),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("secrets {name:?} not found"),
+                ),
+            }
+        }
+        _ => {
+            api.refused.lock().unwrap().push(line.clone());
+            status(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!("not granted: {line}"),
+            )
+        }
+    }
+}
+
+struct Cluster {
+    api: Arc<Api>,
+    kubeconfig: std::path::PathBuf,
+}
+
+async fn cluster(dir: &std::path::Path, objects: Vec<Value>) -> Cluster {
+    let api = Arc::new(Api::default());
+    *api.objects.lock().unwrap() = objects;
+    let app = axum::Router::new().fallback(handle).with_state(api.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let kubeconfig = kubeconfig(dir, port, TOKEN);
+    Cluster { api, kubeconfig }
+}
+
+/// A kubeconfig for the API server on `port`, in the controller's namespace.
+fn kubeconfig(dir: &std::path::Path, port: u16, token: &str) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\n\
+             clusters: [{{name: fake, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n\
+             users: [{{name: promoter, user: {{token: {token}}}}}]\n\
+             contexts: [{{name: fake, context: {{cluster: fake, user: promoter, namespace: {CONTROLLER_NS}}}}}]\n\
+             current-context: fake\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The local-mode example's objects (Pipeline podinfo and its two Secrets), plus
+/// `extra`, as a user would apply them.
+fn objects(dir: &std::path::Path, hook_url: &str) -> Vec<Value> {
+    let manifests = dir.join("as-applied");
+    std::fs::create_dir_all(&manifests).unwrap();
+    write_manifests(&manifests, hook_url);
+    let text = std::fs::read_to_string(manifests.join("pipeline.yaml")).unwrap();
+    let mut out = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let mut v: Value = serde::Deserialize::deserialize(doc).unwrap();
+        v["metadata"]["generation"] = json!(1);
+        out.push(v);
+    }
+    out
+}
+
+/// A Pipeline whose strategy no plugin provides.
+fn broken_pipeline() -> Value {
+    json!({
+        "apiVersion": "pipelines.weave.works/v1alpha1", "kind": "Pipeline",
+        "metadata": {"name": "broken", "namespace": "flux-system", "generation": 3},
+        "spec": {
+            "appRef": {"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease", "name": "broken"},
+            "environments": [
+                {"name": "dev", "targets": [{"namespace": "broken-dev"}]},
+                {"name": "prod", "targets": [{"namespace": "broken-prod"}]},
+            ],
+            "promotion": {"strategy": {"jenkins": {"url": "http://127.0.0.1:9/"}}},
+        },
+    })
+}
+
+async fn wait_until(what: &str, server: &Server, mut done: impl FnMut() -> bool) {
+    for _ in 0..300 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}\n{}", server.logs());
+}
+
+// Multi-threaded: the fake API server keeps answering while the test waits for the
+// server to start (a blocking wait).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_not_stop_them() {
+    let dir = scratch("kubernetes-mode");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ci = Receiver::start(202, "queued").await;
+    let mut applied = objects(&dir, &ci.url("/job/promote"));
+    applied.push(broken_pipeline());
+    let cluster = cluster(&dir, applied).await;
+    let server = Server::start_in_cluster(
+        &cluster.kubeconfig,
+        &dir.join("data"),
+        &["--watch-interval", "200ms"],
+    );
+
+    // Each Pipeline's Ready condition says whether it is in force.
+    let api = cluster.api.clone();
+    wait_until("both Pipelines' status", &server, || {
+        api.ready("flux-system/podinfo").is_some() && api.ready("flux-system/broken").is_some()
+    })
+    .await;
+    let good = api.ready("flux-system/podinfo").unwrap();
+    assert_eq!(good["status"], "True", "{good}");
+    assert_eq!(good["observedGeneration"], 1);
+    let bad = api.ready("flux-system/broken").unwrap();
+    assert_eq!(bad["status"], "False", "{bad}");
+    assert_eq!(bad["reason"], "Invalid");
+    assert!(
+        bad["message"].as_str().unwrap().contains("jenkins"),
+        "the condition names the problem: {bad}"
+    );
+    assert_eq!(bad["observedGeneration"], 3);
+
+    // The good one works end to end; the broken one is not in force.
+    let event = deployment_event("HelmRelease", "podinfo-dev", "podinfo", "6.5.4");
+    let (code, body) = send(&server, "dev", &event, Some(EVENTS_KEY)).await;
+    assert_eq!(code, 202, "{body}");
+    server
+        .wait_for("the promotion into test", |all| {
+            all.iter()
+                .any(|p| p["targetEnvironment"] == "test" && p["phase"] == "succeeded")
+        })
+        .await;
+    assert_eq!(
+        ci.received().len(),
+        1,
+        "the webhook plugin called the receiver"
+    );
+    let url = format!("{}/promotion/flux-system/broken/dev", server.webhook);
+    let event = deployment_event("HelmRelease", "broken-dev", "broken", "1.0.0");
+    let (code, body) =
+        promoter::client::post_signed(&url, serde_json::to_vec(&event).unwrap(), Some(EVENTS_KEY))
+            .await
+            .unwrap();
+    assert_eq!(code, 404, "{body}");
+
+    // Fixed in the cluster: in force at the next read, without a restart.
+    {
+        let mut objects = api.objects.lock().unwrap();
+        let broken = objects
+            .iter_mut()
+            .find(|o| o["metadata"]["name"] == "broken")
+            .unwrap();
+        broken["spec"]["promotion"] = json!({"webhook": {"url": ci.url("/job/broken")}});
+        broken["metadata"]["generation"] = json!(4);
+    }
+    wait_until("the fixed Pipeline to be Ready", &server, || {
+        api.ready("flux-system/broken")
+            .is_some_and(|c| c["status"] == "True" && c["observedGeneration"] == 4)
+    })
+    .await;
+
+    // Only what the chart's RBAC grants, and Secrets by name, never listed.
+    let refused = api.refused.lock().unwrap().clone();
+    assert!(
+        refused.is_empty(),
+        "requests outside the RBAC: {refused:#?}"
+    );
+    let requests = api.requests.lock().unwrap().clone();
+    let secrets: Vec<&String> = requests.iter().filter(|r| r.contains("/secrets")).collect();
+    assert!(!secrets.is_empty());
+    assert!(
+        secrets.iter().all(|r| r
+            .starts_with("GET /api/v1/namespaces/flux-system/secrets/podinfo-events?")
+            || r.starts_with("GET /api/v1/namespaces/flux-system/secrets/ci-hmac?")),
+        "Secrets are read by the names Pipelines give: {secrets:#?}"
+    );
+    // An unchanged condition is not written again.
+    let podinfo_patches = api
+        .patches
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(n, _)| n == "flux-system/podinfo")
+        .count();
+    assert_eq!(podinfo_patches, 1, "status is written when it changes");
+}
+
+#[tokio::test]
+async fn without_an_api_server_kubernetes_mode_says_so_at_start() {
+    let dir = scratch("kubernetes-no-api");
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = support::free_port();
+    let kubeconfig = kubeconfig(&dir, port, "any-token");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promoter"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.join("data"))
+        .args([
+            "--webhook-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("POD_NAMESPACE")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot list Pipelines"), "{err}");
+}
