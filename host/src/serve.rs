@@ -92,7 +92,7 @@ async fn load_cluster(
     cluster: &crate::cluster::source::Cluster,
     registry: &Registry,
 ) -> anyhow::Result<Manifests> {
-    use crate::cluster::source::{pipelines_in, without_invalid};
+    use crate::cluster::source::without_invalid;
     let mut secrets = std::collections::BTreeSet::new();
     // Secrets are named by Pipelines and plugin ConfigMaps, never by Secrets: two reads
     // suffice; the bound is a guard.
@@ -119,9 +119,7 @@ async fn load_cluster(
         let missed = manifests.missed_secrets();
         if missed.is_subset(&secrets) {
             without_invalid(&mut manifests, &problems);
-            cluster
-                .report(&pipelines_in(&snapshot.objects), &problems)
-                .await;
+            cluster.observed(&snapshot.objects, &problems);
             return Ok(manifests);
         }
         secrets.extend(missed);
@@ -273,6 +271,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     tokio::spawn(executor.run());
     tokio::spawn(watch(shared.clone()));
+    if matches!(shared.source, Catalog::Cluster(_)) {
+        tokio::spawn(report_status(shared.clone()));
+    }
     tokio::spawn(forget_old_events(shared.clone()));
     let admin_app = crate::admin::router(shared.clone());
     tokio::spawn(async move {
@@ -305,6 +306,20 @@ async fn forget_old_events(shared: Arc<Shared>) {
         if let Err(e) = shared.store.forget_events_before(before).await {
             tracing::warn!("cannot forget old event digests: {e}");
         }
+    }
+}
+
+/// Kubernetes mode: writes the Pipelines' status (where it changed) every interval.
+async fn report_status(shared: Arc<Shared>) {
+    let Catalog::Cluster(cluster) = &shared.source else {
+        return;
+    };
+    loop {
+        match shared.store.list() {
+            Ok(promotions) => cluster.report(&promotions).await,
+            Err(e) => tracing::warn!("cannot read promotions for the Pipelines' status: {e}"),
+        }
+        tokio::time::sleep(shared.settings.watch_interval).await;
     }
 }
 

@@ -1,13 +1,16 @@
 //! Kubernetes mode's catalog: the Pipelines of every namespace, the plugin ConfigMaps of
 //! the controller's namespace, and the Secrets these name, read by name (never listed).
-//! Each Pipeline's `Ready` condition says whether it is in force, and why not.
+//! Each Pipeline's status says whether it is in force (the `Ready` condition, and why
+//! not) and, per environment, the latest promotion and what waits for approval.
 
+use super::crd::{EnvironmentStatus, LatestPromotion, WaitingApproval};
 use crate::pipeline::{Manifests, PLUGIN_LABEL};
+use crate::record::{Phase, Promotion};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 /// Weave's Pipeline resource, read as plain JSON: one malformed Pipeline must not stop
@@ -25,11 +28,12 @@ pub struct Cluster {
     client: Client,
     /// The controller's own namespace: plugin ConfigMaps live here.
     namespace: String,
-    /// The `Ready` condition last written per Pipeline (namespace, name), so an unchanged
-    /// one is not written again.
-    written: Mutex<HashMap<(String, String), (bool, String)>>,
-    /// The problems last logged, so each is logged when it appears, not at every read.
-    logged: Mutex<BTreeSet<String>>,
+    /// The status last written per Pipeline (namespace, name), without its timestamp, so
+    /// an unchanged one is not written again.
+    written: Mutex<HashMap<(String, String), Value>>,
+    /// What the last read found: the Pipelines (namespace, name, generation) and the
+    /// problems. Problems are logged when they appear, not at every read.
+    observed: Mutex<(Vec<(String, String, Option<i64>)>, BTreeSet<String>)>,
 }
 
 /// What was read: the objects, and the problems of reading them.
@@ -52,7 +56,7 @@ impl Cluster {
             client,
             namespace,
             written: Mutex::default(),
-            logged: Mutex::default(),
+            observed: Mutex::default(),
         })
     }
 
@@ -110,17 +114,21 @@ impl Cluster {
         Ok(Snapshot { objects, problems })
     }
 
-    /// Logs new problems and writes each Pipeline's `Ready` condition: in force, or the
-    /// problems that keep it out.
-    pub async fn report(&self, pipelines: &[(String, String, Option<i64>)], problems: &[String]) {
-        {
-            let now: BTreeSet<String> = problems.iter().cloned().collect();
-            let mut logged = self.logged.lock().unwrap();
-            for p in now.difference(&logged) {
-                tracing::warn!("{p}");
-            }
-            *logged = now;
+    /// Notes what a read found, and logs the problems that are new.
+    pub fn observed(&self, objects: &[Value], problems: &[String]) {
+        let now: BTreeSet<String> = problems.iter().cloned().collect();
+        let mut observed = self.observed.lock().unwrap();
+        for p in now.difference(&observed.1) {
+            tracing::warn!("{p}");
         }
+        *observed = (pipelines_in(objects), now);
+    }
+
+    /// Writes each Pipeline's status where it changed: the `Ready` condition (in force, or
+    /// the problems that keep it out) and, per environment, the latest promotion and the
+    /// version waiting for approval (Weave's `waitingApproval.revision`).
+    pub async fn report(&self, promotions: &[Promotion]) {
+        let (pipelines, problems) = self.observed.lock().unwrap().clone();
         for (namespace, name, generation) in pipelines {
             let label = format!("Pipeline {namespace}/{name}:");
             let own: Vec<&str> = problems
@@ -134,28 +142,35 @@ impl Cluster {
             } else {
                 own.join("; ")
             };
+            let mine = promotions
+                .iter()
+                .filter(|p| p.pipeline.namespace == namespace && p.pipeline.name == name);
+            let status = json!({
+                "observedGeneration": generation,
+                "conditions": [{
+                    "type": "Ready",
+                    "status": if ready { "True" } else { "False" },
+                    "reason": if ready { "Ready" } else { "Invalid" },
+                    "message": message,
+                    "observedGeneration": generation,
+                }],
+                "environments": environments(mine),
+            });
             let key = (namespace.clone(), name.clone());
-            if self.written.lock().unwrap().get(&key) == Some(&(ready, message.clone())) {
+            if self.written.lock().unwrap().get(&key) == Some(&status) {
                 continue;
             }
-            let condition = json!({
-                "type": "Ready",
-                "status": if ready { "True" } else { "False" },
-                "reason": if ready { "Ready" } else { "Invalid" },
-                "message": message,
-                "lastTransitionTime": jiff::Timestamp::now().to_string(),
-                "observedGeneration": generation,
-            });
+            let mut patch = json!({"status": status.clone()});
+            patch["status"]["conditions"][0]["lastTransitionTime"] =
+                json!(jiff::Timestamp::now().to_string());
             let api: Api<DynamicObject> =
-                Api::namespaced_with(self.client.clone(), namespace, &pipeline_resource());
-            let patch =
-                json!({"status": {"conditions": [condition], "observedGeneration": generation}});
+                Api::namespaced_with(self.client.clone(), &namespace, &pipeline_resource());
             match api
-                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
                 Ok(_) => {
-                    self.written.lock().unwrap().insert(key, (ready, message));
+                    self.written.lock().unwrap().insert(key, status);
                 }
                 Err(e) => tracing::warn!(
                     pipeline = %format!("{namespace}/{name}"),
@@ -164,6 +179,33 @@ impl Cluster {
             }
         }
     }
+}
+
+/// Per target environment: the newest promotion, and the newest one waiting for approval.
+fn environments<'a>(promotions: impl Iterator<Item = &'a Promotion>) -> Value {
+    let mut out: BTreeMap<String, EnvironmentStatus> = BTreeMap::new();
+    let mut newest: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for p in promotions {
+        let env = out.entry(p.target_environment.clone()).or_default();
+        let (latest, waiting) = newest.entry(p.target_environment.clone()).or_default();
+        if env.latest_promotion.is_none() || p.created_at > *latest {
+            *latest = p.created_at;
+            env.latest_promotion = Some(LatestPromotion {
+                name: p.id.clone(),
+                version: p.version.clone(),
+                phase: p.phase,
+            });
+        }
+        if p.phase == Phase::WaitingApproval
+            && (env.waiting_approval.is_none() || p.created_at > *waiting)
+        {
+            *waiting = p.created_at;
+            env.waiting_approval = Some(WaitingApproval {
+                revision: p.version.clone(),
+            });
+        }
+    }
+    serde_json::to_value(out).unwrap_or_default()
 }
 
 /// Items of a list come without apiVersion and kind; the loader needs them.
@@ -176,7 +218,7 @@ fn typed(mut object: Value, api_version: &str, kind: &str) -> Value {
 }
 
 /// (namespace, name, generation) of every Pipeline among `objects`.
-pub fn pipelines_in(objects: &[Value]) -> Vec<(String, String, Option<i64>)> {
+fn pipelines_in(objects: &[Value]) -> Vec<(String, String, Option<i64>)> {
     objects
         .iter()
         .filter(|o| o.get("kind").and_then(Value::as_str) == Some("Pipeline"))
