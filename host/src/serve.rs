@@ -55,7 +55,7 @@ pub enum Source {
 /// A connected [`Source`].
 enum Catalog {
     Folder(PathBuf),
-    Cluster(crate::cluster::source::Cluster),
+    Cluster(Box<crate::cluster::source::Cluster>),
 }
 
 impl Catalog {
@@ -63,7 +63,8 @@ impl Catalog {
         Ok(match source {
             Source::Folder(dir) => Catalog::Folder(dir.clone()),
             Source::Cluster { namespace } => {
-                Catalog::Cluster(crate::cluster::source::Cluster::connect(namespace.clone()).await?)
+                let cluster = crate::cluster::source::Cluster::connect(namespace.clone()).await?;
+                Catalog::Cluster(Box::new(cluster))
             }
         })
     }

@@ -33,8 +33,11 @@ pub struct Cluster {
     written: Mutex<HashMap<(String, String), Value>>,
     /// What the last read found: the Pipelines (namespace, name, generation) and the
     /// problems. Problems are logged when they appear, not at every read.
-    observed: Mutex<(Vec<(String, String, Option<i64>)>, BTreeSet<String>)>,
+    observed: Mutex<(Vec<Observed>, BTreeSet<String>)>,
 }
+
+/// A Pipeline as read: namespace, name, generation.
+type Observed = (String, String, Option<i64>);
 
 /// What was read: the objects, and the problems of reading them.
 pub struct Snapshot {
@@ -218,7 +221,7 @@ fn typed(mut object: Value, api_version: &str, kind: &str) -> Value {
 }
 
 /// (namespace, name, generation) of every Pipeline among `objects`.
-fn pipelines_in(objects: &[Value]) -> Vec<(String, String, Option<i64>)> {
+fn pipelines_in(objects: &[Value]) -> Vec<Observed> {
     objects
         .iter()
         .filter(|o| o.get("kind").and_then(Value::as_str) == Some("Pipeline"))
