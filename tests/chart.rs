@@ -540,6 +540,7 @@ fn rbac_grants_the_least_privilege_the_controller_needs() {
         // What Kubernetes mode calls (tests/kubernetes.rs serves exactly these).
         rule("pipelines.weave.works", "pipelines", &["list"]),
         rule("pipelines.weave.works", "pipelines/status", &["patch"]),
+        rule("events.k8s.io", "events", &["create", "patch"]),
     ]
     .into();
     assert_eq!(got, want, "ClusterRole {RELEASE}");

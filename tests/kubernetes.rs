@@ -27,6 +27,8 @@ struct Api {
     refused: Mutex<Vec<String>>,
     /// Status patches: (namespace/name, patch body).
     patches: Mutex<Vec<(String, Value)>>,
+    /// Events created (events.k8s.io/v1).
+    events: Mutex<Vec<Value>>,
 }
 
 impl Api {
@@ -106,11 +108,11 @@ async fn handle(
     }
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method.as_str(), parts.as_slice()) {
-        // ClusterRole: pipelines get/list/watch.
+        // ClusterRole: pipelines list.
         ("GET", ["apis", "pipelines.weave.works", "v1alpha1", "pipelines"]) => {
             list("Pipeline", api.of_kind("Pipeline", None))
         }
-        // ClusterRole: pipelines/status update/patch.
+        // ClusterRole: pipelines/status patch.
         (
             "PATCH",
             [
@@ -143,7 +145,17 @@ async fn handle(
                 ),
             }
         }
-        // Role in the controller's namespace: configmaps get/list/watch.
+        // ClusterRole: events.k8s.io events create (patch when one repeats).
+        ("POST", ["apis", "events.k8s.io", "v1", "namespaces", ns, "events"]) => {
+            let event: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                event["regarding"]["namespace"], *ns,
+                "an Event lives beside its object"
+            );
+            api.events.lock().unwrap().push(event.clone());
+            (StatusCode::CREATED, axum::Json(event)).into_response()
+        }
+        // Role in the controller's namespace: configmaps list.
         ("GET", ["api", "v1", "namespaces", ns, "configmaps"]) if *ns == CONTROLLER_NS => {
             let selector = query.unwrap_or_default();
             assert!(
@@ -222,6 +234,10 @@ fn objects(dir: &std::path::Path, hook_url: &str) -> Vec<Value> {
     for doc in serde_yaml_ng::Deserializer::from_str(&text) {
         let mut v: Value = serde::Deserialize::deserialize(doc).unwrap();
         v["metadata"]["generation"] = json!(1);
+        v["metadata"]["uid"] = json!(format!(
+            "uid-of-{}",
+            v["metadata"]["name"].as_str().unwrap()
+        ));
         out.push(v);
     }
     out
@@ -359,6 +375,40 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
             || r.starts_with("GET /api/v1/namespaces/flux-system/secrets/ci-hmac?")),
         "Secrets are read by the names Pipelines give: {secrets:#?}"
     );
+    // Kubernetes Events on the Pipeline tell each step.
+    wait_until("the Events of both promotions", &server, || {
+        let events = api.events.lock().unwrap();
+        events.iter().any(|e| e["reason"] == "Promoted")
+            && events.iter().any(|e| e["reason"] == "WaitingApproval")
+    })
+    .await;
+    for e in api.events.lock().unwrap().iter() {
+        assert_eq!(e["regarding"]["kind"], "Pipeline", "{e}");
+        assert_eq!(e["regarding"]["name"], "podinfo", "{e}");
+        assert_eq!(e["regarding"]["uid"], "uid-of-podinfo", "{e}");
+        assert_eq!(e["reportingController"], "promoter", "{e}");
+    }
+    let events = api.events.lock().unwrap().clone();
+    let promoted = events.iter().find(|e| e["reason"] == "Promoted").unwrap();
+    assert!(
+        promoted["note"]
+            .as_str()
+            .unwrap()
+            .contains("6.5.4 into test"),
+        "{promoted}"
+    );
+    let waiting = events
+        .iter()
+        .find(|e| e["reason"] == "WaitingApproval")
+        .unwrap();
+    assert!(
+        waiting["note"]
+            .as_str()
+            .unwrap()
+            .contains("6.5.4 into prod"),
+        "{waiting}"
+    );
+
     // An unchanged status is not written again.
     let before = api.patch_count();
     tokio::time::sleep(std::time::Duration::from_millis(1000)).await;

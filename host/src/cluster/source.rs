@@ -6,8 +6,9 @@
 use super::crd::{EnvironmentStatus, LatestPromotion, WaitingApproval};
 use crate::pipeline::{Manifests, PLUGIN_LABEL};
 use crate::record::{Phase, Promotion};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -34,10 +35,32 @@ pub struct Cluster {
     /// What the last read found: the Pipelines (namespace, name, generation) and the
     /// problems. Problems are logged when they appear, not at every read.
     observed: Mutex<(Vec<Observed>, BTreeSet<String>)>,
+    /// The phase of each promotion at the last report (None before the first).
+    phases: Mutex<Option<HashMap<String, Phase>>>,
+    recorder: Recorder,
 }
 
-/// A Pipeline as read: namespace, name, generation.
-type Observed = (String, String, Option<i64>);
+/// A Pipeline as read.
+#[derive(Clone)]
+struct Observed {
+    namespace: String,
+    name: String,
+    generation: Option<i64>,
+    uid: Option<String>,
+}
+
+impl Observed {
+    fn reference(&self) -> ObjectReference {
+        ObjectReference {
+            api_version: Some(pipeline_resource().api_version),
+            kind: Some("Pipeline".into()),
+            namespace: Some(self.namespace.clone()),
+            name: Some(self.name.clone()),
+            uid: self.uid.clone(),
+            ..Default::default()
+        }
+    }
+}
 
 /// What was read: the objects, and the problems of reading them.
 pub struct Snapshot {
@@ -56,10 +79,18 @@ impl Cluster {
         })?;
         let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_string());
         Ok(Cluster {
-            client,
             namespace,
             written: Mutex::default(),
             observed: Mutex::default(),
+            phases: Mutex::default(),
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: "promoter".into(),
+                    instance: std::env::var("POD_NAME").ok(),
+                },
+            ),
+            client,
         })
     }
 
@@ -132,7 +163,14 @@ impl Cluster {
     /// version waiting for approval (Weave's `waitingApproval.revision`).
     pub async fn report(&self, promotions: &[Promotion]) {
         let (pipelines, problems) = self.observed.lock().unwrap().clone();
-        for (namespace, name, generation) in pipelines {
+        self.publish_events(&pipelines, promotions).await;
+        for Observed {
+            namespace,
+            name,
+            generation,
+            ..
+        } in pipelines
+        {
             let label = format!("Pipeline {namespace}/{name}:");
             let own: Vec<&str> = problems
                 .iter()
@@ -184,6 +222,76 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// A Kubernetes Event on the Pipeline for each promotion recorded, waiting for
+    /// approval, succeeded or failed since the last call (the first call only notes where
+    /// things stand, so a restart does not repeat history).
+    async fn publish_events(&self, pipelines: &[Observed], promotions: &[Promotion]) {
+        let mut fresh = Vec::new();
+        {
+            let mut phases = self.phases.lock().unwrap();
+            let first = phases.is_none();
+            let known = phases.get_or_insert_with(HashMap::new);
+            for p in promotions {
+                let before = known.insert(p.id.clone(), p.phase);
+                if !first && before != Some(p.phase) {
+                    fresh.push((p, before.is_none()));
+                }
+            }
+        }
+        for (p, new) in fresh {
+            let Some(pipeline) = pipelines
+                .iter()
+                .find(|o| o.namespace == p.pipeline.namespace && o.name == p.pipeline.name)
+            else {
+                continue;
+            };
+            let what = format!("{} into {}", p.version, p.target_environment);
+            let (type_, reason, note) = match p.phase {
+                Phase::Pending if new => (
+                    EventType::Normal,
+                    "PromotionRecorded",
+                    format!("promotion of {what} recorded ({})", p.id),
+                ),
+                Phase::WaitingApproval => (
+                    EventType::Normal,
+                    "WaitingApproval",
+                    format!("promotion of {what} waits for approval ({})", p.id),
+                ),
+                Phase::Succeeded => (
+                    EventType::Normal,
+                    "Promoted",
+                    match &p.outcome_url {
+                        Some(url) => format!("promoted {what}: {url}"),
+                        None => format!("promoted {what}"),
+                    },
+                ),
+                Phase::Failed => (
+                    EventType::Warning,
+                    "PromotionFailed",
+                    format!(
+                        "promotion of {what} failed after {} attempt(s): {}",
+                        p.attempts,
+                        p.last_error.as_deref().unwrap_or("no error recorded")
+                    ),
+                ),
+                Phase::Pending | Phase::Running => continue,
+            };
+            let event = Event {
+                type_,
+                reason: reason.into(),
+                // The Events API takes at most 1 kB of note.
+                note: Some(crate::runtime::clip(note, 1000)),
+                action: "Promote".into(),
+                secondary: None,
+            };
+            if let Err(e) = self.recorder.publish(&event, &pipeline.reference()).await {
+                tracing::warn!(promotion = %p.id, "cannot publish a Kubernetes Event: {e}");
+            }
+        }
+    }
+}
+
 /// Per target environment: the newest promotion, and the newest one waiting for approval.
 fn environments<'a>(promotions: impl Iterator<Item = &'a Promotion>) -> Value {
     let mut out: BTreeMap<String, EnvironmentStatus> = BTreeMap::new();
@@ -230,13 +338,16 @@ fn pipelines_in(objects: &[Value]) -> Vec<Observed> {
             let text = |k: &str| {
                 meta.and_then(|m| m.get(k))
                     .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
+                    .map(str::to_string)
             };
-            let generation = meta
-                .and_then(|m| m.get("generation"))
-                .and_then(Value::as_i64);
-            (text("namespace"), text("name"), generation)
+            Observed {
+                namespace: text("namespace").unwrap_or_default(),
+                name: text("name").unwrap_or_default(),
+                generation: meta
+                    .and_then(|m| m.get("generation"))
+                    .and_then(Value::as_i64),
+                uid: text("uid"),
+            }
         })
         .collect()
 }

@@ -101,7 +101,7 @@ pub const MAX_TEXT_BYTES: usize = 4096;
 pub const MAX_PROBLEMS: usize = 50;
 
 /// `text` cut to at most `max` bytes at a character boundary, marked with `…` when cut.
-fn clip(mut text: String, max: usize) -> String {
+pub fn clip(mut text: String, max: usize) -> String {
     if text.len() <= max {
         return text;
     }
