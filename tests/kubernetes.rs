@@ -43,6 +43,12 @@ impl Api {
             .collect()
     }
 
+    fn find(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+        self.of_kind(kind, Some(namespace))
+            .into_iter()
+            .find(|o| o["metadata"]["name"] == name)
+    }
+
     /// The status last written for `pipeline` (namespace/name).
     fn status(&self, pipeline: &str) -> Option<Value> {
         self.patches
@@ -59,8 +65,10 @@ impl Api {
             .map(|status| status["conditions"][0].clone())
     }
 
+    /// Writes so far: status patches (Pipelines and Promotions), Promotions created, Events.
     fn patch_count(&self) -> usize {
-        self.patches.lock().unwrap().len()
+        let promotions = self.of_kind("Promotion", None);
+        self.patches.lock().unwrap().len() + promotions.len() + self.events.lock().unwrap().len()
     }
 }
 
@@ -107,24 +115,22 @@ async fn handle(
         return status(StatusCode::UNAUTHORIZED, "Unauthorized", "no token".into());
     }
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match (method.as_str(), parts.as_slice()) {
+    // The group and version ("" for the core group), then the rest of the path.
+    let (group, rest): (String, &[&str]) = match parts.as_slice() {
+        ["api", "v1", rest @ ..] => ("v1".into(), rest),
+        ["apis", group, version, rest @ ..] => (format!("{group}/{version}"), rest),
+        _ => (String::new(), &[]),
+    };
+    match (method.as_str(), group.as_str(), rest) {
         // ClusterRole: pipelines list.
-        ("GET", ["apis", "pipelines.weave.works", "v1alpha1", "pipelines"]) => {
+        ("GET", "pipelines.weave.works/v1alpha1", ["pipelines"]) => {
             list("Pipeline", api.of_kind("Pipeline", None))
         }
         // ClusterRole: pipelines/status patch.
         (
             "PATCH",
-            [
-                "apis",
-                "pipelines.weave.works",
-                "v1alpha1",
-                "namespaces",
-                ns,
-                "pipelines",
-                name,
-                "status",
-            ],
+            "pipelines.weave.works/v1alpha1",
+            ["namespaces", ns, "pipelines", name, "status"],
         ) => {
             let patch: Value = serde_json::from_slice(&body).unwrap();
             let key = format!("{ns}/{name}");
@@ -146,7 +152,7 @@ async fn handle(
             }
         }
         // ClusterRole: events.k8s.io events create (patch when one repeats).
-        ("POST", ["apis", "events.k8s.io", "v1", "namespaces", ns, "events"]) => {
+        ("POST", "events.k8s.io/v1", ["namespaces", ns, "events"]) => {
             let event: Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(
                 event["regarding"]["namespace"], *ns,
@@ -155,8 +161,63 @@ async fn handle(
             api.events.lock().unwrap().push(event.clone());
             (StatusCode::CREATED, axum::Json(event)).into_response()
         }
+        // ClusterRole: promoter.dev promotions create and list, promotions/status patch.
+        ("POST", "promoter.dev/v1alpha1", ["namespaces", ns, "promotions"]) => {
+            let mut object: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                object["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+                "promoter"
+            );
+            let name = object["metadata"]["name"].as_str().unwrap().to_string();
+            if api.find("Promotion", ns, &name).is_some() {
+                return status(
+                    StatusCode::CONFLICT,
+                    "AlreadyExists",
+                    format!("promotions {name:?} already exists"),
+                );
+            }
+            object["metadata"]["namespace"] = json!(ns);
+            api.objects.lock().unwrap().push(object.clone());
+            (StatusCode::CREATED, axum::Json(object)).into_response()
+        }
+        ("PATCH", "promoter.dev/v1alpha1", ["namespaces", ns, "promotions", name, "status"]) => {
+            let patch: Value = serde_json::from_slice(&body).unwrap();
+            let mut objects = api.objects.lock().unwrap();
+            let found = objects.iter_mut().find(|o| {
+                o["kind"] == "Promotion"
+                    && o["metadata"]["namespace"] == *ns
+                    && o["metadata"]["name"] == *name
+            });
+            match found {
+                Some(object) => {
+                    object["status"] = patch["status"].clone();
+                    let key = format!("promotion {ns}/{name}");
+                    api.patches.lock().unwrap().push((key, patch));
+                    axum::Json(object.clone()).into_response()
+                }
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("promotions {name:?} not found"),
+                ),
+            }
+        }
+        ("GET", "promoter.dev/v1alpha1", ["promotions"]) => {
+            let selector = query.unwrap_or_default();
+            assert!(
+                selector.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dpromoter"),
+                "{selector}"
+            );
+            // Custom resources keep apiVersion and kind in list items.
+            let items = api.of_kind("Promotion", None);
+            axum::Json(json!({
+                "apiVersion": "promoter.dev/v1alpha1", "kind": "PromotionList",
+                "metadata": {"resourceVersion": "1"}, "items": items,
+            }))
+            .into_response()
+        }
         // Role in the controller's namespace: configmaps list.
-        ("GET", ["api", "v1", "namespaces", ns, "configmaps"]) if *ns == CONTROLLER_NS => {
+        ("GET", "v1", ["namespaces", ns, "configmaps"]) if *ns == CONTROLLER_NS => {
             let selector = query.unwrap_or_default();
             assert!(
                 selector.contains("labelSelector=promoter.dev%2Fplugin%3Dtrue"),
@@ -165,7 +226,7 @@ async fn handle(
             list("ConfigMap", api.of_kind("ConfigMap", Some(ns)))
         }
         // rbac.secrets.namespaces: get by name, never list.
-        ("GET", ["api", "v1", "namespaces", ns, "secrets", name]) if *ns == "flux-system" => {
+        ("GET", "v1", ["namespaces", ns, "secrets", name]) if *ns == "flux-system" => {
             match api
                 .of_kind("Secret", Some(ns))
                 .into_iter()
@@ -407,6 +468,45 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
             .unwrap()
             .contains("6.5.4 into prod"),
         "{waiting}"
+    );
+
+    // `kubectl get promotions` tells the story, and an annotation approves.
+    let promotions = api.of_kind("Promotion", Some("flux-system"));
+    let prod = promotions
+        .iter()
+        .find(|p| p["spec"]["targetEnvironment"] == "prod")
+        .expect("a Promotion resource for prod");
+    wait_until("the Promotions' status", &server, || {
+        let phase = |env: &str| {
+            api.of_kind("Promotion", Some("flux-system"))
+                .into_iter()
+                .find(|p| p["spec"]["targetEnvironment"] == env)
+                .map(|p| p["status"]["phase"].clone())
+        };
+        phase("test") == Some(json!("succeeded"))
+            && phase("prod") == Some(json!("waiting-approval"))
+    })
+    .await;
+    assert_eq!(prod["spec"]["version"], "6.5.4");
+    assert_eq!(prod["spec"]["pipeline"], "podinfo");
+    let name = prod["metadata"]["name"].as_str().unwrap().to_string();
+    {
+        let mut objects = api.objects.lock().unwrap();
+        let prod = objects
+            .iter_mut()
+            .find(|o| o["kind"] == "Promotion" && o["metadata"]["name"] == name.as_str())
+            .unwrap();
+        prod["metadata"]["annotations"] = json!({"promoter.dev/approved": "true"});
+    }
+    wait_until("the approved promotion into prod to run", &server, || {
+        api.find("Promotion", "flux-system", &name)
+            .is_some_and(|p| p["status"]["phase"] == "succeeded")
+    })
+    .await;
+    assert_eq!(
+        ci.received().len(),
+        2,
+        "prod was promoted once, after the approval"
     );
 
     // An unchanged status is not written again.

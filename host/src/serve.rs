@@ -310,14 +310,26 @@ async fn forget_old_events(shared: Arc<Shared>) {
     }
 }
 
-/// Kubernetes mode: writes the Pipelines' status (where it changed) every interval.
+/// Kubernetes mode, every interval: writes the Pipelines' status and the Promotion
+/// resources where they changed, and approves what was approved by annotation.
 async fn report_status(shared: Arc<Shared>) {
     let Catalog::Cluster(cluster) = &shared.source else {
         return;
     };
     loop {
         match shared.store.list() {
-            Ok(promotions) => cluster.report(&promotions).await,
+            Ok(promotions) => {
+                cluster.report(&promotions).await;
+                for id in cluster.mirror(&promotions).await {
+                    match shared.store.approve(&id).await {
+                        Ok(_) => {
+                            tracing::info!(promotion = %id, "promotion approved by annotation");
+                            shared.executor.wake();
+                        }
+                        Err(e) => tracing::warn!(promotion = %id, "cannot approve: {e}"),
+                    }
+                }
+            }
             Err(e) => tracing::warn!("cannot read promotions for the Pipelines' status: {e}"),
         }
         tokio::time::sleep(shared.settings.watch_interval).await;

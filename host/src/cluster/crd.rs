@@ -7,9 +7,11 @@
 //!   .waitingApproval.revision`. The spec's `promotion` blocks keep unknown fields (the
 //!   seed design's `pullRequest`/`webhook`, custom plugins' configuration); the host
 //!   validates them as it does in local mode and reports problems in the `Ready` condition.
-//! - `Promotion` (`promoter.dev/v1alpha1`): the durable record of one promotion, named
-//!   deterministically from (pipeline, target environment, version), so a duplicate
-//!   event's create is an `AlreadyExists`. `kubectl get promotions` tells the story.
+//! - `Promotion` (`promoter.dev/v1alpha1`): one promotion, named deterministically from
+//!   (pipeline, target environment, version), so a duplicate's create is an
+//!   `AlreadyExists`. Today the controller mirrors its records (kept in the embedded
+//!   database) as these, status included, and approves a waiting one annotated
+//!   `promoter.dev/approved: "true"`. `kubectl get promotions` tells the story.
 
 // Each `printcolumn(...)` repeats `type_ = …`; clippy reads them as duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
@@ -118,9 +120,9 @@ pub struct LatestPromotion {
     pub phase: Phase,
 }
 
-/// One promotion of one version into one environment of one pipeline: the durable
-/// record. The spec is what was decided when the event was accepted; the status is what
-/// became of it.
+/// One promotion of one version into one environment of one pipeline. The spec is what
+/// was decided when the event was accepted; the status is what became of it. Annotate
+/// one waiting for approval with `promoter.dev/approved: "true"` to approve it.
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "promoter.dev",
