@@ -340,7 +340,7 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
     let mut applied = objects(&dir, &ci.url("/job/promote"));
     applied.push(broken_pipeline());
     let cluster = cluster(&dir, applied).await;
-    let server = Server::start_in_cluster(
+    let mut server = Server::start_in_cluster(
         &cluster.kubeconfig,
         &dir.join("data"),
         &["--watch-interval", "200ms"],
@@ -379,6 +379,11 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
         1,
         "the webhook plugin called the receiver"
     );
+    // The same deployment reported again (another reporting instance): one Promotion.
+    let mut again = deployment_event("HelmRelease", "podinfo-dev", "podinfo", "6.5.4");
+    again.reporting_instance = "helm-controller-2".into();
+    let (code, body) = send(&server, "dev", &again, Some(EVENTS_KEY)).await;
+    assert!(code < 300, "{code} {body}");
     // The status tells the story per environment, Weave's waitingApproval included.
     wait_until("the latest promotion into test in status", &server, || {
         api.status("flux-system/podinfo").is_some_and(|s| {
@@ -488,6 +493,12 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
     })
     .await;
     assert_eq!(prod["spec"]["version"], "6.5.4");
+    let into_test = api
+        .of_kind("Promotion", Some("flux-system"))
+        .into_iter()
+        .filter(|p| p["spec"]["targetEnvironment"] == "test")
+        .count();
+    assert_eq!(into_test, 1, "a duplicate event makes no second Promotion");
     assert_eq!(prod["spec"]["pipeline"], "podinfo");
     let name = prod["metadata"]["name"].as_str().unwrap().to_string();
     {
@@ -516,6 +527,38 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
         api.patch_count(),
         before,
         "status is written when it changes"
+    );
+
+    // After a restart the Promotions are found as they are: none created or written again.
+    let promotion_writes = |api: &Api| {
+        let requests = api.requests.lock().unwrap();
+        requests
+            .iter()
+            .filter(|r| r.starts_with("POST") || r.starts_with("PATCH"))
+            .filter(|r| r.contains("/promotions"))
+            .count()
+    };
+    let lists = |api: &Api| {
+        let requests = api.requests.lock().unwrap();
+        requests
+            .iter()
+            .filter(|r| r.starts_with("GET /apis/promoter.dev/v1alpha1/promotions"))
+            .count()
+    };
+    server.kill();
+    let (before, listed) = (promotion_writes(&api), lists(&api));
+    server.restart();
+    wait_until(
+        "the restarted server to list the Promotions twice",
+        &server,
+        || lists(&api) >= listed + 2,
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(
+        promotion_writes(&api),
+        before,
+        "nothing written again after a restart"
     );
 }
 
