@@ -226,7 +226,9 @@ async fn handle(
             list("ConfigMap", api.of_kind("ConfigMap", Some(ns)))
         }
         // rbac.secrets.namespaces: get by name, never list.
-        ("GET", "v1", ["namespaces", ns, "secrets", name]) if *ns == "flux-system" => {
+        ("GET", "v1", ["namespaces", ns, "secrets", name])
+            if *ns == "flux-system" || *ns == CONTROLLER_NS =>
+        {
             match api
                 .of_kind("Secret", Some(ns))
                 .into_iter()
@@ -284,21 +286,28 @@ fn kubeconfig(dir: &std::path::Path, port: u16, token: &str) -> std::path::PathB
     path
 }
 
-/// The local-mode example's objects (Pipeline podinfo and its two Secrets), plus
-/// `extra`, as a user would apply them.
+/// The local-mode example's objects (Pipeline podinfo and its two Secrets), as a user
+/// would apply them; `edit` may change the folder first.
 fn objects(dir: &std::path::Path, hook_url: &str) -> Vec<Value> {
+    objects_with(dir, hook_url, |_| {})
+}
+
+fn objects_with(
+    dir: &std::path::Path,
+    hook_url: &str,
+    edit: impl FnOnce(&std::path::Path),
+) -> Vec<Value> {
     let manifests = dir.join("as-applied");
     std::fs::create_dir_all(&manifests).unwrap();
     write_manifests(&manifests, hook_url);
+    edit(&manifests);
     let text = std::fs::read_to_string(manifests.join("pipeline.yaml")).unwrap();
     let mut out = Vec::new();
     for doc in serde_yaml_ng::Deserializer::from_str(&text) {
         let mut v: Value = serde::Deserialize::deserialize(doc).unwrap();
         v["metadata"]["generation"] = json!(1);
-        v["metadata"]["uid"] = json!(format!(
-            "uid-of-{}",
-            v["metadata"]["name"].as_str().unwrap()
-        ));
+        let uid = format!("uid-of-{}", v["metadata"]["name"].as_str().unwrap());
+        v["metadata"]["uid"] = json!(uid);
         out.push(v);
     }
     out
@@ -584,4 +593,76 @@ async fn without_an_api_server_kubernetes_mode_says_so_at_start() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot list Pipelines"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_configmaps_of_the_controllers_namespace_run_and_a_broken_one_is_reported() {
+    use sha2::Digest;
+    let dir = scratch("kubernetes-plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ci = Receiver::start(202, "ok").await;
+    // Promotions into test use the custom plugin `fetcher`, configured with a url.
+    let mut applied = objects_with(&dir, &ci.url("/job"), |m| {
+        support::use_custom_plugin(m, "fetcher", &ci.url("/custom"))
+    });
+    let wasm = std::fs::read(env!("PROMOTER_WASM_FIXTURE_FORBIDDEN_HTTP")).unwrap();
+    let plugin = |name: &str, digest: String| {
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": CONTROLLER_NS,
+                         "labels": {"promoter.dev/plugin": "true"}},
+            "data": {
+                "sha256": digest,
+                "grant": format!(
+                    "allow: [{origin}]\ncredentials:\n  - origin: {origin}\n    header: Authorization\n    prefix: \"Bearer \"\n    secretRef: {{name: ci-token, key: token}}\n",
+                    origin = ci.origin()
+                ),
+            },
+            "binaryData": {"plugin.wasm": support::base64_encode(&wasm)},
+        })
+    };
+    applied.push(plugin("fetcher", hex::encode(sha2::Sha256::digest(&wasm))));
+    applied.push(plugin("tampered", "0".repeat(64)));
+    applied.push(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "ci-token", "namespace": CONTROLLER_NS},
+        "data": {"token": support::base64_encode(b"t0ken-for-ci")},
+    }));
+    let mut uses_tampered = broken_pipeline();
+    uses_tampered["metadata"]["name"] = json!("uses-tampered");
+    uses_tampered["spec"]["promotion"] =
+        json!({"strategy": {"plugin": {"name": "tampered", "config": {}}}});
+    applied.push(uses_tampered);
+    let cluster = cluster(&dir, applied).await;
+    let server = Server::start_in_cluster(
+        &cluster.kubeconfig,
+        &dir.join("data"),
+        &["--watch-interval", "200ms"],
+    );
+    let api = cluster.api.clone();
+    wait_until("both Pipelines' status", &server, || {
+        api.ready("flux-system/podinfo").is_some()
+            && api.ready("flux-system/uses-tampered").is_some()
+    })
+    .await;
+    assert_eq!(api.ready("flux-system/podinfo").unwrap()["status"], "True");
+    let bad = api.ready("flux-system/uses-tampered").unwrap();
+    assert_eq!(bad["status"], "False", "{bad}");
+    assert!(
+        bad["message"].as_str().unwrap().contains("tampered"),
+        "{bad}"
+    );
+    assert!(
+        server.logs().contains("digest mismatch"),
+        "the broken ConfigMap is reported: {}",
+        server.logs()
+    );
+
+    // The grant's Secret was read by name in the controller's namespace.
+    support::fetcher_promotes_with_its_credential(&server, &ci, "5.0.0").await;
+    let refused = api.refused.lock().unwrap().clone();
+    assert!(
+        refused.is_empty(),
+        "requests outside the RBAC: {refused:#?}"
+    );
 }

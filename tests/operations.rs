@@ -8,7 +8,7 @@ use sha2::Digest;
 use std::time::Duration;
 use support::{
     EVENTS_KEY, Receiver, Server, base64_encode, deployed_in_dev, scratch, send, serve_fails,
-    start, write_manifests,
+    start, use_custom_plugin, write_manifests,
 };
 
 #[tokio::test]
@@ -299,19 +299,6 @@ fn a_strategy_config_the_plugin_rejects_stops_the_server_at_start() {
     );
 }
 
-/// Rewrites the pipeline so promotions into test use the plugin `name` with `{url}`.
-fn use_custom_plugin(manifests: &std::path::Path, name: &str, url: &str) {
-    let text = std::fs::read_to_string(manifests.join("pipeline.yaml")).unwrap();
-    let text = text.replacen(
-        "          clusterRef: {kind: GitopsCluster, name: test-us}\n",
-        &format!(
-            "          clusterRef: {{kind: GitopsCluster, name: test-us}}\n      promotion:\n        strategy:\n          plugin:\n            name: {name}\n            config: {{url: \"{url}\"}}\n"
-        ),
-        1,
-    );
-    std::fs::write(manifests.join("pipeline.yaml"), text).unwrap();
-}
-
 #[tokio::test]
 async fn a_custom_plugin_from_a_configmap_runs_with_the_operators_grant() {
     let ci = Receiver::start(202, "ok").await;
@@ -332,19 +319,7 @@ async fn a_custom_plugin_from_a_configmap_runs_with_the_operators_grant() {
     };
     std::fs::write(manifests.join("plugin.yaml"), configmap(&ci.origin())).unwrap();
     let server = Server::start(&manifests, &dir.join("data"), &[]);
-    deployed_in_dev(&server, "5.0.0").await;
-    let all = server
-        .wait_for("custom promotion", |all| all[0]["phase"] == "succeeded")
-        .await;
-    assert_eq!(all[0]["strategy"]["plugin"], "fetcher");
-    let got = ci.received();
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0].path, "/custom");
-    assert_eq!(
-        got[0].header("authorization"),
-        Some("Bearer t0ken-for-ci"),
-        "the host added the bound credential"
-    );
+    support::fetcher_promotes_with_its_credential(&server, &ci, "5.0.0").await;
     assert!(
         !server.logs().contains("t0ken-for-ci"),
         "credentials appear in no log line"

@@ -502,6 +502,19 @@ data: {{hmac-key: {ci}}}
     .unwrap();
 }
 
+/// Rewrites the pipeline so promotions into test use the plugin `name` with `{url}`.
+pub fn use_custom_plugin(manifests: &std::path::Path, name: &str, url: &str) {
+    let text = std::fs::read_to_string(manifests.join("pipeline.yaml")).unwrap();
+    let text = text.replacen(
+        "          clusterRef: {kind: GitopsCluster, name: test-us}\n",
+        &format!(
+            "          clusterRef: {{kind: GitopsCluster, name: test-us}}\n      promotion:\n        strategy:\n          plugin:\n            name: {name}\n            config: {{url: \"{url}\"}}\n"
+        ),
+        1,
+    );
+    std::fs::write(manifests.join("pipeline.yaml"), text).unwrap();
+}
+
 pub fn base64_encode(bytes: &[u8]) -> String {
     const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
@@ -783,4 +796,26 @@ pub async fn deployed_in_dev(server: &Server, version: &str) -> (u16, String) {
     let event =
         promoter::client::deployment_event("HelmRelease", "podinfo-dev", "podinfo", version);
     send(server, "dev", &event, Some(EVENTS_KEY)).await
+}
+
+/// Dev reports `version`; the promotion into test runs the custom plugin `fetcher`
+/// (`use_custom_plugin`), which calls the receiver's /custom, and the host adds the
+/// credential the operator's grant binds (token `t0ken-for-ci`).
+pub async fn fetcher_promotes_with_its_credential(server: &Server, ci: &Receiver, version: &str) {
+    let (code, body) = deployed_in_dev(server, version).await;
+    assert_eq!(code, 202, "{body}");
+    let all = server
+        .wait_for("custom promotion", |all| {
+            all.iter().any(|p| p["phase"] == "succeeded")
+        })
+        .await;
+    assert_eq!(all[0]["strategy"]["plugin"], "fetcher");
+    let got = ci.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].path, "/custom");
+    assert_eq!(
+        got[0].header("authorization"),
+        Some("Bearer t0ken-for-ci"),
+        "the host added the bound credential"
+    );
 }
