@@ -450,6 +450,18 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
             || r.starts_with("GET /api/v1/namespaces/flux-system/secrets/ci-hmac?")),
         "Secrets are read by the names Pipelines give: {secrets:#?}"
     );
+    let reads = requests
+        .iter()
+        .filter(|r| r.starts_with("GET /apis/pipelines.weave.works/v1alpha1/pipelines?"))
+        .count();
+    let key_reads = secrets
+        .iter()
+        .filter(|r| r.contains("/podinfo-events?"))
+        .count();
+    assert!(
+        reads >= 5 && key_reads == 1,
+        "a Secret is read once a minute, not at every read ({key_reads} reads of one in {reads} reads)"
+    );
     // Kubernetes Events on the Pipeline tell each step.
     wait_until("the Events of both promotions", &server, || {
         let events = api.events.lock().unwrap();

@@ -94,7 +94,8 @@ async fn load_cluster(
     registry: &Registry,
 ) -> anyhow::Result<Manifests> {
     use crate::cluster::source::without_invalid;
-    let mut secrets = std::collections::BTreeSet::new();
+    // The Secrets the last read needed: usually all this one needs, in one pass.
+    let mut secrets = cluster.secrets_wanted();
     // Secrets are named by Pipelines and plugin ConfigMaps, never by Secrets: two reads
     // suffice; the bound is a guard.
     for _ in 0..4 {
@@ -117,13 +118,14 @@ async fn load_cluster(
                 let _ = registry.granted(&pipeline.namespace, strategy, &manifests);
             }
         }
-        let missed = manifests.missed_secrets();
-        if missed.is_subset(&secrets) {
+        let needed = manifests.secrets_looked_up();
+        if needed.is_subset(&secrets) {
+            cluster.want_secrets(needed);
             without_invalid(&mut manifests, &problems);
             cluster.observed(&snapshot.objects, &problems);
             return Ok(manifests);
         }
-        secrets.extend(missed);
+        secrets.extend(needed);
     }
     bail!("the Secrets Pipelines and plugins name kept changing while they were read")
 }

@@ -27,6 +27,10 @@ fn pipeline_resource() -> ApiResource {
     ))
 }
 
+/// How long a Secret read is used before it is read again: a rotated key or token counts
+/// within this time, and the API server is not asked for every Secret at every read.
+const SECRET_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The cluster Promoter runs in.
 pub struct Cluster {
     client: Client,
@@ -38,6 +42,11 @@ pub struct Cluster {
     /// What the last read found: the Pipelines (namespace, name, generation) and the
     /// problems. Problems are logged when they appear, not at every read.
     observed: Mutex<(Vec<Observed>, BTreeSet<String>)>,
+    /// Secrets found, with when they were read: read again after [`SECRET_REFRESH`]
+    /// (a missing one at every read, so a new one counts at once).
+    secrets: Mutex<HashMap<(String, String), (std::time::Instant, Value)>>,
+    /// The Secrets the last read needed.
+    wanted: Mutex<BTreeSet<(String, String)>>,
     /// The status last written per Promotion resource (None: created, no status yet).
     mirrored: Mutex<HashMap<String, Option<Value>>>,
     /// The phase of each promotion at the last report (None before the first).
@@ -89,6 +98,8 @@ impl Cluster {
             observed: Mutex::default(),
             phases: Mutex::default(),
             mirrored: Mutex::default(),
+            secrets: Mutex::default(),
+            wanted: Mutex::default(),
             recorder: Recorder::new(
                 client.clone(),
                 Reporter {
@@ -102,6 +113,20 @@ impl Cluster {
 
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// The Secrets the last complete read needed.
+    pub fn secrets_wanted(&self) -> BTreeSet<(String, String)> {
+        self.wanted.lock().unwrap().clone()
+    }
+
+    /// Notes the Secrets a complete read needed; the cache keeps only those.
+    pub fn want_secrets(&self, wanted: BTreeSet<(String, String)>) {
+        self.secrets
+            .lock()
+            .unwrap()
+            .retain(|k, _| wanted.contains(k));
+        *self.wanted.lock().unwrap() = wanted;
     }
 
     /// Lists the Pipelines and plugin ConfigMaps, and gets each Secret in `secrets`.
@@ -136,10 +161,21 @@ impl Cluster {
             objects.push(typed(serde_json::to_value(item)?, "v1", "ConfigMap"));
         }
         for (namespace, name) in secrets {
+            let key = (namespace.clone(), name.clone());
+            let cached = self.secrets.lock().unwrap().get(&key).cloned();
+            if let Some((read_at, secret)) = cached
+                && read_at.elapsed() < SECRET_REFRESH
+            {
+                objects.push(secret);
+                continue;
+            }
             let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
             match api.get_opt(name).await {
                 Ok(Some(secret)) => {
-                    objects.push(typed(serde_json::to_value(secret)?, "v1", "Secret"))
+                    let secret = typed(serde_json::to_value(secret)?, "v1", "Secret");
+                    let now = std::time::Instant::now();
+                    self.secrets.lock().unwrap().insert(key, (now, secret.clone()));
+                    objects.push(secret);
                 }
                 // Reported by whoever needs it ("Secret … does not exist").
                 Ok(None) => {}

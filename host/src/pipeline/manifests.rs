@@ -18,9 +18,9 @@ pub struct Manifests {
     pub pipelines: Vec<Pipeline>,
     pub secrets: Vec<Secret>,
     pub config_maps: Vec<ConfigMap>,
-    /// Secrets looked up and not found, as (namespace, name): in Kubernetes mode, Secrets
-    /// are read by name, and these are the names to read.
-    missed: Arc<Mutex<BTreeSet<(String, String)>>>,
+    /// Secrets looked up, as (namespace, name): in Kubernetes mode, Secrets are read by
+    /// name, and these are the names to read.
+    looked_up: Arc<Mutex<BTreeSet<(String, String)>>>,
 }
 
 /// A v1 Secret. `stringData` wins over `data` per key, as the API server does it.
@@ -159,20 +159,16 @@ impl Manifests {
     }
 
     pub fn secret(&self, namespace: &str, name: &str) -> Option<&Secret> {
-        let found = self
-            .secrets
+        let key = (namespace.to_string(), name.to_string());
+        self.looked_up.lock().unwrap().insert(key);
+        self.secrets
             .iter()
-            .find(|s| s.namespace == namespace && s.name == name);
-        if found.is_none() {
-            let mut missed = self.missed.lock().unwrap();
-            missed.insert((namespace.to_string(), name.to_string()));
-        }
-        found
+            .find(|s| s.namespace == namespace && s.name == name)
     }
 
-    /// Secrets looked up since these manifests were made and not found.
-    pub fn missed_secrets(&self) -> BTreeSet<(String, String)> {
-        self.missed.lock().unwrap().clone()
+    /// Secrets looked up since these manifests were made, found or not.
+    pub fn secrets_looked_up(&self) -> BTreeSet<(String, String)> {
+        self.looked_up.lock().unwrap().clone()
     }
 
     /// Objects as the API server serves them (JSON, each with apiVersion and kind), in
