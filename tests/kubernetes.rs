@@ -242,6 +242,14 @@ async fn handle(
                 ),
             }
         }
+        // Elsewhere the chart grants nothing: the API server refuses, as a real one would.
+        ("GET", "v1", ["namespaces", ns, "secrets", name]) => status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "secrets {name:?} is forbidden: cannot get resource \"secrets\" in the namespace {ns:?}"
+            ),
+        ),
         _ => {
             api.refused.lock().unwrap().push(line.clone());
             status(
@@ -329,6 +337,15 @@ fn broken_pipeline() -> Value {
     })
 }
 
+/// A signed event for `pipeline` (namespace/name): dev deployed the app `broken`.
+async fn broken_dev_deployed(server: &Server, pipeline: &str) -> (u16, String) {
+    let url = format!("{}/promotion/{pipeline}/dev", server.webhook);
+    let event = deployment_event("HelmRelease", "broken-dev", "broken", "1.0.0");
+    promoter::client::post_signed(&url, serde_json::to_vec(&event).unwrap(), Some(EVENTS_KEY))
+        .await
+        .unwrap()
+}
+
 async fn wait_until(what: &str, server: &Server, mut done: impl FnMut() -> bool) {
     for _ in 0..300 {
         if done() {
@@ -348,6 +365,14 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
     let ci = Receiver::start(202, "queued").await;
     let mut applied = objects(&dir, &ci.url("/job/promote"));
     applied.push(broken_pipeline());
+    // A team whose namespace the operator did not list in rbac.secrets.namespaces.
+    let mut team = broken_pipeline();
+    team["metadata"] = json!({"name": "shop", "namespace": "team-a", "generation": 1});
+    team["spec"]["promotion"] = json!({
+        "secretRef": {"name": "shop-events"},
+        "webhook": {"url": ci.url("/job/shop")},
+    });
+    applied.push(team);
     let cluster = cluster(&dir, applied).await;
     let mut server = Server::start_in_cluster(
         &cluster.kubeconfig,
@@ -372,6 +397,22 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
         "the condition names the problem: {bad}"
     );
     assert_eq!(bad["observedGeneration"], 3);
+    // In force, but its key cannot be read: the status says why, events say so too.
+    wait_until("the team's Pipeline status", &server, || {
+        api.ready("team-a/shop").is_some()
+    })
+    .await;
+    let shop = api.ready("team-a/shop").unwrap();
+    assert_eq!(shop["status"], "False", "{shop}");
+    assert_eq!(shop["reason"], "SecretUnavailable", "{shop}");
+    let message = shop["message"].as_str().unwrap();
+    assert!(
+        message.contains("shop-events") && message.contains("rbac.secrets.namespaces"),
+        "{shop}"
+    );
+    let (code, body) = broken_dev_deployed(&server, "team-a/shop").await;
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("shop-events"), "{body}");
 
     // The good one works end to end; the broken one is not in force.
     let event = deployment_event("HelmRelease", "podinfo-dev", "podinfo", "6.5.4");
@@ -411,12 +452,7 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
         })
     })
     .await;
-    let url = format!("{}/promotion/flux-system/broken/dev", server.webhook);
-    let event = deployment_event("HelmRelease", "broken-dev", "broken", "1.0.0");
-    let (code, body) =
-        promoter::client::post_signed(&url, serde_json::to_vec(&event).unwrap(), Some(EVENTS_KEY))
-            .await
-            .unwrap();
+    let (code, body) = broken_dev_deployed(&server, "flux-system/broken").await;
     assert_eq!(code, 404, "{body}");
 
     // Fixed in the cluster: in force at the next read, without a restart.
@@ -447,7 +483,8 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
     assert!(
         secrets.iter().all(|r| r
             .starts_with("GET /api/v1/namespaces/flux-system/secrets/podinfo-events?")
-            || r.starts_with("GET /api/v1/namespaces/flux-system/secrets/ci-hmac?")),
+            || r.starts_with("GET /api/v1/namespaces/flux-system/secrets/ci-hmac?")
+            || r.starts_with("GET /api/v1/namespaces/team-a/secrets/shop-events?")),
         "Secrets are read by the names Pipelines give: {secrets:#?}"
     );
     let reads = requests

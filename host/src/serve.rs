@@ -122,12 +122,58 @@ async fn load_cluster(
         if needed.is_subset(&secrets) {
             cluster.want_secrets(needed);
             without_invalid(&mut manifests, &problems);
-            cluster.observed(&snapshot.objects, &problems);
+            let unavailable = unavailable_secrets(&manifests, registry, &snapshot.forbidden);
+            cluster.observed(&snapshot.objects, &problems, &unavailable);
             return Ok(manifests);
         }
         secrets.extend(needed);
     }
     bail!("the Secrets Pipelines and plugins name kept changing while they were read")
+}
+
+/// What each Pipeline in force needs from Secrets and cannot have: the key its events are
+/// signed with, its strategies' credentials. The Pipeline stays in force (events are
+/// answered with the precise refusal) and its status says what is missing.
+fn unavailable_secrets(
+    manifests: &Manifests,
+    registry: &Registry,
+    forbidden: &std::collections::BTreeSet<(String, String)>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for pipeline in &manifests.pipelines {
+        let ns = &pipeline.namespace;
+        let not_readable = |name: &str| forbidden.contains(&(ns.clone(), name.to_string()));
+        let hint = "Promoter's service account may not read it (the chart grants get on Secrets \
+                    only in the namespaces listed in rbac.secrets.namespaces)";
+        for env in &pipeline.environments {
+            let Some(name) = pipeline.hmac_secret_for(&env.name) else {
+                continue;
+            };
+            let why = match manifests.secret(ns, name) {
+                Some(secret) if secret.hmac_key().is_some() => continue,
+                Some(_) => "has no hmac-key".to_string(),
+                None if not_readable(name) => hint.to_string(),
+                None => "does not exist".to_string(),
+            };
+            out.push(format!(
+                "Pipeline {pipeline}: Secret {name}, the hmac-key for events from {}, {why}",
+                env.name
+            ));
+        }
+        for (env, strategy) in pipeline.strategies() {
+            if let Err(e) = registry.granted(ns, strategy, manifests) {
+                let mut message = format!("Pipeline {pipeline}: promotion into {env}: {e}");
+                if forbidden
+                    .iter()
+                    .any(|(n, s)| n == ns && e.contains(s.as_str()))
+                {
+                    message.push_str(&format!("; {hint}"));
+                }
+                out.push(message);
+            }
+        }
+    }
+    out
 }
 
 /// State shared by the listeners, the worker and the watcher.

@@ -39,9 +39,8 @@ pub struct Cluster {
     /// The status last written per Pipeline (namespace, name), without its timestamp, so
     /// an unchanged one is not written again.
     written: Mutex<HashMap<(String, String), Value>>,
-    /// What the last read found: the Pipelines (namespace, name, generation) and the
-    /// problems. Problems are logged when they appear, not at every read.
-    observed: Mutex<(Vec<Observed>, BTreeSet<String>)>,
+    /// What the last read found. Problems are logged when they appear, not at every read.
+    observed: Mutex<Seen>,
     /// Secrets found, with when they were read: read again after [`SECRET_REFRESH`]
     /// (a missing one at every read, so a new one counts at once).
     secrets: Mutex<HashMap<(String, String), (std::time::Instant, Value)>>,
@@ -52,6 +51,15 @@ pub struct Cluster {
     /// The phase of each promotion at the last report (None before the first).
     phases: Mutex<Option<HashMap<String, Phase>>>,
     recorder: Recorder,
+}
+
+#[derive(Clone, Default)]
+struct Seen {
+    pipelines: Vec<Observed>,
+    /// Problems that keep their Pipelines out.
+    problems: BTreeSet<String>,
+    /// Secrets a Pipeline in force needs and cannot have.
+    unavailable: BTreeSet<String>,
 }
 
 /// A Pipeline as read.
@@ -76,10 +84,12 @@ impl Observed {
     }
 }
 
-/// What was read: the objects, and the problems of reading them.
+/// What was read: the objects, the problems of reading them, and the Secrets the
+/// service account may not read.
 pub struct Snapshot {
     pub objects: Vec<Value>,
     pub problems: Vec<String>,
+    pub forbidden: BTreeSet<(String, String)>,
 }
 
 impl Cluster {
@@ -132,7 +142,8 @@ impl Cluster {
     /// Lists the Pipelines and plugin ConfigMaps, and gets each Secret in `secrets`.
     pub async fn read(&self, secrets: &BTreeSet<(String, String)>) -> anyhow::Result<Snapshot> {
         let mut objects = Vec::new();
-        let mut problems = Vec::new();
+        let problems = Vec::new();
+        let mut forbidden = BTreeSet::new();
         let resource = pipeline_resource();
         let pipelines: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
         let list = pipelines
@@ -174,37 +185,60 @@ impl Cluster {
                 Ok(Some(secret)) => {
                     let secret = typed(serde_json::to_value(secret)?, "v1", "Secret");
                     let now = std::time::Instant::now();
-                    self.secrets.lock().unwrap().insert(key, (now, secret.clone()));
+                    self.secrets
+                        .lock()
+                        .unwrap()
+                        .insert(key, (now, secret.clone()));
                     objects.push(secret);
                 }
                 // Reported by whoever needs it ("Secret … does not exist").
                 Ok(None) => {}
-                Err(kube::Error::Api(status)) if status.code == 403 => problems.push(format!(
-                    "Secret {namespace}/{name}: not readable by Promoter's service account \
-                     (the chart grants get on Secrets in the namespaces listed in rbac.secrets.namespaces): {}",
-                    status.message
-                )),
-                Err(e) => return Err(anyhow::anyhow!("cannot read Secret {namespace}/{name}: {e}")),
+                Err(kube::Error::Api(status)) if status.code == 403 => {
+                    forbidden.insert(key);
+                }
+                Err(e) => {
+                    return Err(anyhow::anyhow!(
+                        "cannot read Secret {namespace}/{name}: {e}"
+                    ));
+                }
             }
         }
-        Ok(Snapshot { objects, problems })
+        Ok(Snapshot {
+            objects,
+            problems,
+            forbidden,
+        })
     }
 
-    /// Notes what a read found, and logs the problems that are new.
-    pub fn observed(&self, objects: &[Value], problems: &[String]) {
-        let now: BTreeSet<String> = problems.iter().cloned().collect();
+    /// Notes what a read found, and logs the problems that are new: `problems` kept
+    /// their Pipelines out; `unavailable` (Secrets missing or not readable) leave them in
+    /// force but unable to work.
+    pub fn observed(&self, objects: &[Value], problems: &[String], unavailable: &[String]) {
+        let problems: BTreeSet<String> = problems.iter().cloned().collect();
+        let unavailable: BTreeSet<String> = unavailable.iter().cloned().collect();
         let mut observed = self.observed.lock().unwrap();
-        for p in now.difference(&observed.1) {
+        for p in problems.difference(&observed.problems) {
             tracing::warn!("{p}");
         }
-        *observed = (pipelines_in(objects), now);
+        for p in unavailable.difference(&observed.unavailable) {
+            tracing::warn!("{p}");
+        }
+        *observed = Seen {
+            pipelines: pipelines_in(objects),
+            problems,
+            unavailable,
+        };
     }
 
     /// Writes each Pipeline's status where it changed: the `Ready` condition (in force, or
     /// the problems that keep it out) and, per environment, the latest promotion and the
     /// version waiting for approval (Weave's `waitingApproval.revision`).
     pub async fn report(&self, promotions: &[Promotion]) {
-        let (pipelines, problems) = self.observed.lock().unwrap().clone();
+        let Seen {
+            pipelines,
+            problems,
+            unavailable,
+        } = self.observed.lock().unwrap().clone();
         self.publish_events(&pipelines, promotions).await;
         for Observed {
             namespace,
@@ -214,16 +248,20 @@ impl Cluster {
         } in pipelines
         {
             let label = format!("Pipeline {namespace}/{name}:");
-            let own: Vec<&str> = problems
-                .iter()
-                .filter(|p| p.contains(&label))
-                .map(String::as_str)
-                .collect();
-            let ready = own.is_empty();
-            let message = if ready {
-                "in force: events for this pipeline are accepted".to_string()
+            let own = |set: &BTreeSet<String>| -> Vec<String> {
+                set.iter().filter(|p| p.contains(&label)).cloned().collect()
+            };
+            let (invalid, missing) = (own(&problems), own(&unavailable));
+            let ready = invalid.is_empty() && missing.is_empty();
+            let (reason, message) = if !invalid.is_empty() {
+                ("Invalid", invalid.join("; "))
+            } else if !missing.is_empty() {
+                ("SecretUnavailable", missing.join("; "))
             } else {
-                own.join("; ")
+                (
+                    "Ready",
+                    "in force: events for this pipeline are accepted".to_string(),
+                )
             };
             let mine = promotions
                 .iter()
@@ -233,7 +271,7 @@ impl Cluster {
                 "conditions": [{
                     "type": "Ready",
                     "status": if ready { "True" } else { "False" },
-                    "reason": if ready { "Ready" } else { "Invalid" },
+                    "reason": reason,
                     "message": message,
                     "observedGeneration": generation,
                 }],
