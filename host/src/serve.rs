@@ -102,27 +102,17 @@ async fn load_cluster(
         let snapshot = cluster.read(&secrets).await?;
         let (mut manifests, problems) = Manifests::from_objects(&snapshot.objects);
         let mut problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        problems.extend(snapshot.problems);
         problems.extend(registry.bind_host_settings(&mut manifests));
         problems.extend(registry.sync(&manifests).await);
         problems.extend(registry.validate(&manifests).await);
         // The keys events are signed with, and the credentials strategies are granted,
-        // are looked up per event and per promotion; read them now.
-        for pipeline in &manifests.pipelines {
-            for env in &pipeline.environments {
-                if let Some(name) = pipeline.hmac_secret_for(&env.name) {
-                    manifests.secret(&pipeline.namespace, name);
-                }
-            }
-            for (_, strategy) in pipeline.strategies() {
-                let _ = registry.granted(&pipeline.namespace, strategy, &manifests);
-            }
-        }
+        // are looked up per event and per promotion; looking for them now names them.
+        let unavailable = unavailable_secrets(&manifests, registry, &snapshot.forbidden);
         let needed = manifests.secrets_looked_up();
         if needed.is_subset(&secrets) {
             cluster.want_secrets(needed);
             without_invalid(&mut manifests, &problems);
-            let unavailable = unavailable_secrets(&manifests, registry, &snapshot.forbidden);
+            manifests.loaded();
             cluster.observed(&snapshot.objects, &problems, &unavailable);
             return Ok(manifests);
         }
@@ -131,7 +121,7 @@ async fn load_cluster(
     bail!("the Secrets Pipelines and plugins name kept changing while they were read")
 }
 
-/// What each Pipeline in force needs from Secrets and cannot have: the key its events are
+/// What each Pipeline needs from Secrets and cannot have: the key its events are
 /// signed with, its strategies' credentials. The Pipeline stays in force (events are
 /// answered with the precise refusal) and its status says what is missing.
 fn unavailable_secrets(

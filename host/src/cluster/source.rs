@@ -84,11 +84,9 @@ impl Observed {
     }
 }
 
-/// What was read: the objects, the problems of reading them, and the Secrets the
-/// service account may not read.
+/// What was read: the objects, and the Secrets the service account may not read.
 pub struct Snapshot {
     pub objects: Vec<Value>,
-    pub problems: Vec<String>,
     pub forbidden: BTreeSet<(String, String)>,
 }
 
@@ -142,7 +140,6 @@ impl Cluster {
     /// Lists the Pipelines and plugin ConfigMaps, and gets each Secret in `secrets`.
     pub async fn read(&self, secrets: &BTreeSet<(String, String)>) -> anyhow::Result<Snapshot> {
         let mut objects = Vec::new();
-        let problems = Vec::new();
         let mut forbidden = BTreeSet::new();
         let resource = pipeline_resource();
         let pipelines: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
@@ -203,11 +200,7 @@ impl Cluster {
                 }
             }
         }
-        Ok(Snapshot {
-            objects,
-            problems,
-            forbidden,
-        })
+        Ok(Snapshot { objects, forbidden })
     }
 
     /// Notes what a read found, and logs the problems that are new: `problems` kept

@@ -13,14 +13,18 @@ use std::sync::{Arc, Mutex};
 /// Label that marks a ConfigMap as the source of a strategy plugin.
 pub const PLUGIN_LABEL: &str = "promoter.dev/plugin";
 
+/// A Secret's (namespace, name).
+pub type SecretKey = (String, String);
+
 #[derive(Debug, Clone, Default)]
 pub struct Manifests {
     pub pipelines: Vec<Pipeline>,
     pub secrets: Vec<Secret>,
     pub config_maps: Vec<ConfigMap>,
-    /// Secrets looked up, as (namespace, name): in Kubernetes mode, Secrets are read by
-    /// name, and these are the names to read.
-    looked_up: Arc<Mutex<BTreeSet<(String, String)>>>,
+    /// Secrets looked up, as (namespace, name), while loading from the API: in Kubernetes
+    /// mode, Secrets are read by name, and these are the names to read. `None` (a folder,
+    /// or once loaded): lookups cost nothing on the event path.
+    looked_up: Option<Arc<Mutex<BTreeSet<SecretKey>>>>,
 }
 
 /// A v1 Secret. `stringData` wins over `data` per key, as the API server does it.
@@ -159,8 +163,10 @@ impl Manifests {
     }
 
     pub fn secret(&self, namespace: &str, name: &str) -> Option<&Secret> {
-        let key = (namespace.to_string(), name.to_string());
-        self.looked_up.lock().unwrap().insert(key);
+        if let Some(looked_up) = &self.looked_up {
+            let key = (namespace.to_string(), name.to_string());
+            looked_up.lock().unwrap().insert(key);
+        }
         self.secrets
             .iter()
             .find(|s| s.namespace == namespace && s.name == name)
@@ -168,7 +174,15 @@ impl Manifests {
 
     /// Secrets looked up since these manifests were made, found or not.
     pub fn secrets_looked_up(&self) -> BTreeSet<(String, String)> {
-        self.looked_up.lock().unwrap().clone()
+        self.looked_up
+            .as_ref()
+            .map(|l| l.lock().unwrap().clone())
+            .unwrap_or_default()
+    }
+
+    /// Stops recording lookups: the load is complete.
+    pub fn loaded(&mut self) {
+        self.looked_up = None;
     }
 
     /// Objects as the API server serves them (JSON, each with apiVersion and kind), in
@@ -176,6 +190,7 @@ impl Manifests {
     /// left out and its problems returned.
     pub fn from_objects(objects: &[Value]) -> (Manifests, Vec<Problem>) {
         let mut loader = Loader::default();
+        loader.manifests.looked_up = Some(Arc::default());
         for object in objects {
             loader.add_object("the API server", object);
         }
