@@ -2,7 +2,9 @@
 //! listed from every namespace, plugin ConfigMaps from the controller's namespace, Secrets
 //! read by name only, each Pipeline's `Ready` condition written; a signed event in, a
 //! promotion out. The fake answers only the requests the chart's RBAC allows and records
-//! everything, so a request outside that set fails the test.
+//! everything, so a request outside that set fails the test. Like a real API server it
+//! keeps a resourceVersion per object and refuses an update carrying a stale one (409
+//! Conflict), which is what keeps two replicas from claiming one promotion.
 
 mod support;
 
@@ -29,9 +31,42 @@ struct Api {
     patches: Mutex<Vec<(String, Value)>>,
     /// Events created (events.k8s.io/v1).
     events: Mutex<Vec<Value>>,
+    /// The last resourceVersion given out.
+    revision: std::sync::atomic::AtomicU64,
+    /// Scenario "conflict on status update": the next status update recording a Promotion's
+    /// outcome finds it changed by someone else (an annotation added): 409 Conflict.
+    conflict_next: std::sync::atomic::AtomicBool,
 }
 
 impl Api {
+    /// Gives `object` the next resourceVersion, as every write does.
+    fn bump(&self, object: &mut Value) {
+        use std::sync::atomic::Ordering;
+        let v = self.revision.fetch_add(1, Ordering::SeqCst) + 1;
+        object["metadata"]["resourceVersion"] = json!(v.to_string());
+    }
+
+    /// Changes a stored object as a user's update would (a new resourceVersion).
+    fn update(&self, kind: &str, namespace: &str, name: &str, change: impl FnOnce(&mut Value)) {
+        let mut objects = self.objects.lock().unwrap();
+        let object = objects
+            .iter_mut()
+            .find(|o| {
+                o["kind"] == kind
+                    && o["metadata"]["namespace"] == namespace
+                    && o["metadata"]["name"] == name
+            })
+            .unwrap_or_else(|| panic!("no {kind} {namespace}/{name}"));
+        change(object);
+        self.bump(object);
+    }
+
+    fn list_version(&self) -> String {
+        self.revision
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .to_string()
+    }
+
     fn of_kind(&self, kind: &str, namespace: Option<&str>) -> Vec<Value> {
         self.objects
             .lock()
@@ -81,7 +116,7 @@ fn status(code: StatusCode, reason: &str, message: String) -> Response {
 }
 
 /// Items of a list, as the API server serves them: without apiVersion and kind.
-fn list(kind: &str, items: Vec<Value>) -> Response {
+fn list(kind: &str, items: Vec<Value>, version: String) -> Response {
     let items: Vec<Value> = items
         .into_iter()
         .map(|mut o| {
@@ -93,9 +128,78 @@ fn list(kind: &str, items: Vec<Value>) -> Response {
         .collect();
     axum::Json(json!({
         "apiVersion": "v1", "kind": format!("{kind}List"),
-        "metadata": {"resourceVersion": "1"}, "items": items,
+        "metadata": {"resourceVersion": version}, "items": items,
     }))
     .into_response()
+}
+
+/// An update (PUT) of `kind` `ns/name`: refused unless it carries the stored
+/// resourceVersion; `apply` makes the change on the stored object.
+fn update(
+    api: &Api,
+    kind: &str,
+    ns: &str,
+    name: &str,
+    body: &[u8],
+    apply: impl FnOnce(&mut Value, Value),
+) -> Response {
+    let new: Value = serde_json::from_slice(body).unwrap();
+    let mut objects = api.objects.lock().unwrap();
+    let Some(object) = objects.iter_mut().find(|o| {
+        o["kind"] == kind && o["metadata"]["namespace"] == ns && o["metadata"]["name"] == name
+    }) else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("{kind} {name:?} not found"),
+        );
+    };
+    let outcome = new["status"]["phase"] == "succeeded";
+    if kind == "Promotion"
+        && outcome
+        && api
+            .conflict_next
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+    {
+        object["metadata"]["annotations"]["example.com/touched-by"] = json!("someone else");
+        api.bump(object);
+    }
+    if new["metadata"]["resourceVersion"] != object["metadata"]["resourceVersion"] {
+        return status(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {kind} {name:?}: the object has been modified; \
+                 please apply your changes to the latest version and try again"
+            ),
+        );
+    }
+    apply(object, new);
+    api.bump(object);
+    axum::Json(object.clone()).into_response()
+}
+
+/// A create: the object gets its namespace and a resourceVersion; one that exists is
+/// refused (checked and stored under one lock, so of two creates at once one fails).
+fn create(api: &Api, mut object: Value, ns: &str, resource: &str) -> Response {
+    object["metadata"]["namespace"] = json!(ns);
+    api.bump(&mut object);
+    let mut objects = api.objects.lock().unwrap();
+    let same = |o: &Value| {
+        o["kind"] == object["kind"]
+            && o["metadata"]["namespace"] == ns
+            && o["metadata"]["name"] == object["metadata"]["name"]
+    };
+    if objects.iter().any(same) {
+        let name = &object["metadata"]["name"];
+        return status(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            format!("{resource} {name} already exists"),
+        );
+    }
+    objects.push(object.clone());
+    (StatusCode::CREATED, axum::Json(object)).into_response()
 }
 
 async fn handle(
@@ -123,9 +227,11 @@ async fn handle(
     };
     match (method.as_str(), group.as_str(), rest) {
         // ClusterRole: pipelines list.
-        ("GET", "pipelines.weave.works/v1alpha1", ["pipelines"]) => {
-            list("Pipeline", api.of_kind("Pipeline", None))
-        }
+        ("GET", "pipelines.weave.works/v1alpha1", ["pipelines"]) => list(
+            "Pipeline",
+            api.of_kind("Pipeline", None),
+            api.list_version(),
+        ),
         // ClusterRole: pipelines/status patch.
         (
             "PATCH",
@@ -153,54 +259,91 @@ async fn handle(
         }
         // ClusterRole: events.k8s.io events create (patch when one repeats).
         ("POST", "events.k8s.io/v1", ["namespaces", ns, "events"]) => {
-            let event: Value = serde_json::from_slice(&body).unwrap();
+            let mut event: Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(
                 event["regarding"]["namespace"], *ns,
                 "an Event lives beside its object"
             );
+            event["metadata"]["namespace"] = json!(ns);
             api.events.lock().unwrap().push(event.clone());
             (StatusCode::CREATED, axum::Json(event)).into_response()
         }
-        // ClusterRole: promoter.dev promotions create and list, promotions/status patch.
+        // A repeat of an Event is a merge patch of its series.
+        ("PATCH", "events.k8s.io/v1", ["namespaces", ns, "events", name]) => {
+            let patch: Value = serde_json::from_slice(&body).unwrap();
+            let mut events = api.events.lock().unwrap();
+            match events
+                .iter_mut()
+                .find(|e| e["metadata"]["name"] == *name && e["metadata"]["namespace"] == *ns)
+            {
+                Some(event) => {
+                    event["series"] = patch["series"].clone();
+                    axum::Json(event.clone()).into_response()
+                }
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("events.events.k8s.io {name:?} not found"),
+                ),
+            }
+        }
+        // ClusterRole: promoter.dev promotions create, get and list, promotions/status update.
         ("POST", "promoter.dev/v1alpha1", ["namespaces", ns, "promotions"]) => {
             let mut object: Value = serde_json::from_slice(&body).unwrap();
+            // The status subresource: a create's status is dropped.
+            object.as_object_mut().unwrap().remove("status");
+            object["metadata"]["creationTimestamp"] = json!("2026-12-01T10:00:00Z");
             assert_eq!(
                 object["metadata"]["labels"]["app.kubernetes.io/managed-by"],
                 "promoter"
             );
-            let name = object["metadata"]["name"].as_str().unwrap().to_string();
-            if api.find("Promotion", ns, &name).is_some() {
-                return status(
-                    StatusCode::CONFLICT,
-                    "AlreadyExists",
-                    format!("promotions {name:?} already exists"),
-                );
-            }
-            object["metadata"]["namespace"] = json!(ns);
-            api.objects.lock().unwrap().push(object.clone());
-            (StatusCode::CREATED, axum::Json(object)).into_response()
+            create(&api, object, ns, "promotions")
         }
-        ("PATCH", "promoter.dev/v1alpha1", ["namespaces", ns, "promotions", name, "status"]) => {
-            let patch: Value = serde_json::from_slice(&body).unwrap();
-            let mut objects = api.objects.lock().unwrap();
-            let found = objects.iter_mut().find(|o| {
-                o["kind"] == "Promotion"
-                    && o["metadata"]["namespace"] == *ns
-                    && o["metadata"]["name"] == *name
-            });
-            match found {
-                Some(object) => {
-                    object["status"] = patch["status"].clone();
-                    let key = format!("promotion {ns}/{name}");
-                    api.patches.lock().unwrap().push((key, patch));
-                    axum::Json(object.clone()).into_response()
-                }
+        ("GET", "promoter.dev/v1alpha1", ["namespaces", ns, "promotions", name]) => {
+            match api.find("Promotion", ns, name) {
+                Some(p) => axum::Json(p).into_response(),
                 None => status(
                     StatusCode::NOT_FOUND,
                     "NotFound",
                     format!("promotions {name:?} not found"),
                 ),
             }
+        }
+        ("PUT", "promoter.dev/v1alpha1", ["namespaces", ns, "promotions", name, "status"]) => {
+            let key = format!("promotion {ns}/{name}");
+            update(&api, "Promotion", ns, name, &body, |object, new| {
+                object["status"] = new["status"].clone();
+                let patch = json!({"status": new["status"]});
+                api.patches.lock().unwrap().push((key, patch));
+            })
+        }
+        // Role in the controller's namespace: leases get, create, update.
+        ("GET", "coordination.k8s.io/v1", ["namespaces", ns, "leases", name])
+            if *ns == CONTROLLER_NS =>
+        {
+            match api.find("Lease", ns, name) {
+                Some(lease) => axum::Json(lease).into_response(),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("leases.coordination.k8s.io {name:?} not found"),
+                ),
+            }
+        }
+        ("POST", "coordination.k8s.io/v1", ["namespaces", ns, "leases"])
+            if *ns == CONTROLLER_NS =>
+        {
+            let mut lease: Value = serde_json::from_slice(&body).unwrap();
+            lease["apiVersion"] = json!("coordination.k8s.io/v1");
+            lease["kind"] = json!("Lease");
+            create(&api, lease, ns, "leases.coordination.k8s.io")
+        }
+        ("PUT", "coordination.k8s.io/v1", ["namespaces", ns, "leases", name])
+            if *ns == CONTROLLER_NS =>
+        {
+            update(&api, "Lease", ns, name, &body, |object, new| {
+                object["spec"] = new["spec"].clone();
+            })
         }
         ("GET", "promoter.dev/v1alpha1", ["promotions"]) => {
             let selector = query.unwrap_or_default();
@@ -212,7 +355,7 @@ async fn handle(
             let items = api.of_kind("Promotion", None);
             axum::Json(json!({
                 "apiVersion": "promoter.dev/v1alpha1", "kind": "PromotionList",
-                "metadata": {"resourceVersion": "1"}, "items": items,
+                "metadata": {"resourceVersion": api.list_version()}, "items": items,
             }))
             .into_response()
         }
@@ -223,7 +366,11 @@ async fn handle(
                 selector.contains("labelSelector=promoter.dev%2Fplugin%3Dtrue"),
                 "plugin ConfigMaps are listed by label: {selector}"
             );
-            list("ConfigMap", api.of_kind("ConfigMap", Some(ns)))
+            list(
+                "ConfigMap",
+                api.of_kind("ConfigMap", Some(ns)),
+                api.list_version(),
+            )
         }
         // rbac.secrets.namespaces: get by name, never list.
         ("GET", "v1", ["namespaces", ns, "secrets", name])
@@ -268,6 +415,10 @@ struct Cluster {
 
 async fn cluster(dir: &std::path::Path, objects: Vec<Value>) -> Cluster {
     let api = Arc::new(Api::default());
+    let mut objects = objects;
+    for object in &mut objects {
+        api.bump(object);
+    }
     *api.objects.lock().unwrap() = objects;
     let app = axum::Router::new().fallback(handle).with_state(api.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -511,6 +662,7 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
         assert_eq!(e["regarding"]["name"], "podinfo", "{e}");
         assert_eq!(e["regarding"]["uid"], "uid-of-podinfo", "{e}");
         assert_eq!(e["reportingController"], "promoter", "{e}");
+        assert_eq!(e["related"]["kind"], "Promotion", "{e}");
     }
     let events = api.events.lock().unwrap().clone();
     let promoted = events.iter().find(|e| e["reason"] == "Promoted").unwrap();
@@ -559,14 +711,9 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
     assert_eq!(into_test, 1, "a duplicate event makes no second Promotion");
     assert_eq!(prod["spec"]["pipeline"], "podinfo");
     let name = prod["metadata"]["name"].as_str().unwrap().to_string();
-    {
-        let mut objects = api.objects.lock().unwrap();
-        let prod = objects
-            .iter_mut()
-            .find(|o| o["kind"] == "Promotion" && o["metadata"]["name"] == name.as_str())
-            .unwrap();
-        prod["metadata"]["annotations"] = json!({"promoter.dev/approved": "true"});
-    }
+    api.update("Promotion", "flux-system", &name, |prod| {
+        prod["metadata"]["annotations"]["promoter.dev/approved"] = json!("true");
+    });
     wait_until("the approved promotion into prod to run", &server, || {
         api.find("Promotion", "flux-system", &name)
             .is_some_and(|p| p["status"]["phase"] == "succeeded")
@@ -578,7 +725,25 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
         "prod was promoted once, after the approval"
     );
 
-    // An unchanged status is not written again.
+    // An unchanged status is not written again (once the last change is reported).
+    wait_until(
+        "prod's promotion in the Pipeline's status and Events",
+        &server,
+        || {
+            let promoted = api
+                .events
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| e["reason"] == "Promoted")
+                .count();
+            promoted == 2
+                && api.status("flux-system/podinfo").is_some_and(|s| {
+                    s["environments"]["prod"]["latestPromotion"]["phase"] == "succeeded"
+                })
+        },
+    )
+    .await;
     let before = api.patch_count();
     tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
     assert_eq!(
@@ -592,7 +757,7 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
         let requests = api.requests.lock().unwrap();
         requests
             .iter()
-            .filter(|r| r.starts_with("POST") || r.starts_with("PATCH"))
+            .filter(|r| r.starts_with("POST") || r.starts_with("PUT"))
             .filter(|r| r.contains("/promotions"))
             .count()
     };
@@ -714,4 +879,166 @@ async fn plugin_configmaps_of_the_controllers_namespace_run_and_a_broken_one_is_
         refused.is_empty(),
         "requests outside the RBAC: {refused:#?}"
     );
+}
+
+/// The Promotion of `version` into `env`, as the API server holds it.
+fn promotion_of(api: &Api, env: &str, version: &str) -> Option<Value> {
+    api.of_kind("Promotion", Some("flux-system"))
+        .into_iter()
+        .find(|p| p["spec"]["targetEnvironment"] == env && p["spec"]["version"] == version)
+}
+
+fn lease_holder(api: &Api) -> Option<String> {
+    let lease = api.find("Lease", CONTROLLER_NS, "promoter")?;
+    lease["spec"]["holderIdentity"].as_str().map(str::to_string)
+}
+
+/// Named scenarios with two replicas against one API server: duplicate events on both
+/// replicas make one Promotion run once; a status update that meets a changed object is
+/// retried; the replica holding the Lease is killed mid-promotion and the other resumes
+/// the promotion (same idempotency key) and takes over the Pipelines' status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_run_each_promotion_once_and_one_resumes_what_a_killed_one_held() {
+    let dir = scratch("kubernetes-replicas");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ci = Receiver::start(202, "queued").await;
+    let cluster = cluster(&dir, objects(&dir, &ci.url("/job/promote"))).await;
+    let api = cluster.api.clone();
+    let interval = ["--watch-interval", "200ms"];
+    let mut a = Server::start_replica(&cluster.kubeconfig, &dir.join("a"), "promoter-a", &interval);
+    wait_until("replica a to take the Lease", &a, || {
+        lease_holder(&api).as_deref() == Some("promoter-a")
+    })
+    .await;
+    let b = Server::start_replica(&cluster.kubeconfig, &dir.join("b"), "promoter-b", &interval);
+
+    // Scenario: conflict on status update retried. The update recording the outcome finds
+    // the Promotion changed meanwhile (someone annotated it): re-read, written again. Were
+    // the outcome dropped, the claim would lapse and the promotion run a second time.
+    api.conflict_next
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let event = deployment_event("HelmRelease", "podinfo-dev", "podinfo", "6.5.4");
+    let (code, body) = send(&a, "dev", &event, Some(EVENTS_KEY)).await;
+    assert_eq!(code, 202, "{body}");
+    wait_until("the promotion of 6.5.4 to succeed", &a, || {
+        promotion_of(&api, "test", "6.5.4").is_some_and(|p| p["status"]["phase"] == "succeeded")
+    })
+    .await;
+    assert!(!api.conflict_next.load(std::sync::atomic::Ordering::SeqCst));
+    let p = promotion_of(&api, "test", "6.5.4").unwrap();
+    assert_eq!(p["status"]["attempts"], 1, "{p}");
+    assert_eq!(
+        p["metadata"]["annotations"]["example.com/touched-by"], "someone else",
+        "the other writer's change is kept"
+    );
+    let requests = api.requests.lock().unwrap().clone();
+    let name = p["metadata"]["name"].as_str().unwrap();
+    let status_path =
+        format!("PUT /apis/promoter.dev/v1alpha1/namespaces/flux-system/promotions/{name}/status?");
+    let get_path =
+        format!("GET /apis/promoter.dev/v1alpha1/namespaces/flux-system/promotions/{name}?");
+    let puts: Vec<usize> = (0..requests.len())
+        .filter(|&i| requests[i] == status_path)
+        .collect();
+    let last_put = *puts.last().unwrap();
+    assert_eq!(
+        requests[..last_put].iter().rev().find(|r| r.contains(name)),
+        Some(&get_path),
+        "after the conflict the fresh object is read, then written"
+    );
+    assert_eq!(ci.received().len(), 1);
+
+    // Scenario: one deployment reported to both replicas at once (by two instances of
+    // helm-controller, so two events): one Promotion, run once.
+    let event = deployment_event("HelmRelease", "podinfo-dev", "podinfo", "6.5.5");
+    let mut again = event.clone();
+    again.reporting_instance = "helm-controller-2".into();
+    let (to_a, to_b) = tokio::join!(
+        send(&a, "dev", &event, Some(EVENTS_KEY)),
+        send(&b, "dev", &again, Some(EVENTS_KEY))
+    );
+    assert!(to_a.0 < 300 && to_b.0 < 300, "{to_a:?} {to_b:?}");
+    assert!(to_a.0 == 202 || to_b.0 == 202, "{to_a:?} {to_b:?}");
+    wait_until("the promotion of 6.5.5 to succeed", &a, || {
+        promotion_of(&api, "test", "6.5.5").is_some_and(|p| p["status"]["phase"] == "succeeded")
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let calls = |id: &str| {
+        ci.received()
+            .iter()
+            .filter(|r| r.header("Idempotency-Key") == Some(id))
+            .count()
+    };
+    let p = promotion_of(&api, "test", "6.5.5").unwrap();
+    let id = p["metadata"]["name"].as_str().unwrap().to_string();
+    assert_eq!(calls(&id), 1, "run once, by one replica");
+    let created = api
+        .of_kind("Promotion", Some("flux-system"))
+        .iter()
+        .filter(|p| p["spec"]["version"] == "6.5.5")
+        .count();
+    assert_eq!(created, 1);
+
+    // Scenario: leader change mid-promotion. The receiver holds the next call; replica a
+    // (the Lease holder) claims the promotion and is killed while the plugin waits.
+    ci.hold.store(1, std::sync::atomic::Ordering::SeqCst);
+    let event = deployment_event("HelmRelease", "podinfo-dev", "podinfo", "6.5.6");
+    let (code, body) = send(&a, "dev", &event, Some(EVENTS_KEY)).await;
+    assert_eq!(code, 202, "{body}");
+    wait_until("replica a to call the receiver for 6.5.6", &a, || {
+        ci.received()
+            .iter()
+            .any(|r| String::from_utf8_lossy(&r.body).contains("6.5.6"))
+    })
+    .await;
+    let held = promotion_of(&api, "test", "6.5.6").unwrap();
+    assert_eq!(held["status"]["phase"], "running", "{held}");
+    assert_eq!(held["status"]["holder"], "promoter-a", "{held}");
+    let id = held["metadata"]["name"].as_str().unwrap().to_string();
+    a.kill();
+    let killed = std::time::Instant::now();
+    let resumed = loop {
+        if let Some(p) = promotion_of(&api, "test", "6.5.6")
+            && p["status"]["phase"] == "succeeded"
+        {
+            break p;
+        }
+        assert!(
+            killed.elapsed() < std::time::Duration::from_secs(30),
+            "not resumed within 30 s\n{}",
+            b.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let took = killed.elapsed();
+    assert_eq!(resumed["status"]["attempts"], 2, "{resumed}");
+    assert!(resumed["status"]["holder"].is_null(), "{resumed}");
+    assert_eq!(calls(&id), 2, "the same idempotency key on both attempts");
+    assert!(
+        b.logs().contains("resum") || b.logs().contains(&id),
+        "replica b ran it: {}",
+        b.logs()
+    );
+    // Replica b took the Lease and reports the Pipeline's status now.
+    wait_until(
+        "replica b to report 6.5.6 in the Pipeline's status",
+        &b,
+        || {
+            lease_holder(&api).as_deref() == Some("promoter-b")
+                && api.status("flux-system/podinfo").is_some_and(|s| {
+                    s["environments"]["test"]["latestPromotion"]["version"] == "6.5.6"
+                        && s["environments"]["test"]["latestPromotion"]["phase"] == "succeeded"
+                })
+        },
+    )
+    .await;
+    let lease = api.find("Lease", CONTROLLER_NS, "promoter").unwrap();
+    assert_eq!(lease["spec"]["leaseTransitions"], 1, "{lease}");
+    let refused = api.refused.lock().unwrap().clone();
+    assert!(
+        refused.is_empty(),
+        "requests outside the RBAC: {refused:#?}"
+    );
+    eprintln!("resumed {took:?} after the kill");
 }

@@ -8,7 +8,7 @@
 
 use crate::metrics::Metrics;
 use crate::promotion::{Outcome, PromotionRequest};
-use crate::record::{LocalStore, Phase, Promotion, now_ms};
+use crate::record::{Phase, Promotion, Store, StoreError, now_ms};
 use crate::runtime::Plugin;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -68,7 +68,7 @@ fn random_unit() -> f64 {
 
 /// Runs promotions. Wake it with [`Executor::wake`] after recording new work.
 pub struct Executor {
-    store: LocalStore,
+    store: Store,
     plugins: Arc<dyn PluginResolver>,
     metrics: Metrics,
     retry: RetryPolicy,
@@ -79,7 +79,7 @@ pub struct Executor {
 
 impl Executor {
     pub fn new(
-        store: LocalStore,
+        store: Store,
         plugins: Arc<dyn PluginResolver>,
         metrics: Metrics,
         retry: RetryPolicy,
@@ -102,19 +102,8 @@ impl Executor {
 
     /// Resumes what a previous process left running, then works until the process ends.
     pub async fn run(self: Arc<Self>) {
-        match self.store.list() {
-            Ok(all) => {
-                for mut p in all.into_iter().filter(|p| p.phase == Phase::Running) {
-                    tracing::info!(promotion = %p.id, attempts = p.attempts, "resuming promotion interrupted by a restart");
-                    p.phase = Phase::Pending;
-                    p.next_attempt_at = None;
-                    p.updated_at = now_ms();
-                    if let Err(e) = self.store.put(p).await {
-                        tracing::error!("cannot resume promotion: {e}");
-                    }
-                }
-            }
-            Err(e) => tracing::error!("cannot read promotions to resume: {e}"),
+        if let Err(e) = self.store.resume_interrupted().await {
+            tracing::error!("cannot resume promotions interrupted by a restart: {e}");
         }
         let slots = Arc::new(tokio::sync::Semaphore::new(self.concurrency));
         loop {
@@ -182,9 +171,16 @@ impl Executor {
         p.phase = Phase::Running;
         p.attempts += 1;
         p.updated_at = now_ms();
-        if let Err(e) = self.store.put(p.clone()).await {
-            tracing::error!("cannot mark promotion running; will retry: {e}");
-            return;
+        match self.store.put(p.clone()).await {
+            Ok(()) => {}
+            Err(e @ StoreError::Claimed { .. }) => {
+                tracing::info!("not run here: {e}");
+                return;
+            }
+            Err(e) => {
+                tracing::error!("cannot mark promotion running; will retry: {e}");
+                return;
+            }
         }
         let plugin = match self.plugins.plugin_for(&p) {
             Ok(plugin) => plugin,
@@ -207,7 +203,11 @@ impl Executor {
             event: p.event.clone(),
         };
         let started = std::time::Instant::now();
-        let result = plugin.promote(&request).await;
+        // Other replicas see the claim renewed while the plugin works.
+        let result = tokio::select! {
+            result = plugin.promote(&request) => result,
+            _ = self.store.hold(&p.id) => unreachable!("a hold is kept until the call ends"),
+        };
         let kind = match &result {
             Ok(_) => "ok",
             Err(e) => e.kind(),
@@ -298,6 +298,10 @@ impl Executor {
             p.updated_at = now_ms();
             match self.store.put(p.clone()).await {
                 Ok(()) => return,
+                Err(e @ (StoreError::Claimed { .. } | StoreError::NotFound(_))) => {
+                    tracing::warn!("outcome not recorded: {e}");
+                    return;
+                }
                 Err(e) => {
                     tracing::error!("cannot record promotion outcome; retrying in {delay:?}: {e}");
                     tokio::time::sleep(delay).await;

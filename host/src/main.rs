@@ -110,7 +110,7 @@ struct ServeArgs {
     #[arg(long, env = "PROMOTER_BUILTIN_PRIVATE_NETWORKS")]
     builtin_private_networks: bool,
     /// How often the manifests folder is checked for changes (Kubernetes mode: how often
-    /// the API is read again).
+    /// the API is read again; Promotion resources and the Lease at least every 5 s).
     #[arg(long, env = "PROMOTER_WATCH_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     watch_interval: Duration,
     /// Flux notification-controller's event receiver, where the notification strategy posts

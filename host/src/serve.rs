@@ -1,12 +1,13 @@
 //! `promoter serve`: manifests from a folder (local mode) or from the Kubernetes API
-//! (Kubernetes mode), re-read for changes; promotions in an embedded database; the
-//! webhook and admin listeners; the worker.
+//! (Kubernetes mode), re-read for changes; promotions in an embedded database (local
+//! mode) or as Promotion resources (Kubernetes mode); the webhook and admin listeners;
+//! the worker.
 
 use crate::execute::{Executor, PluginResolver, RetryPolicy};
 use crate::metrics::Metrics;
 use crate::pipeline::Manifests;
 use crate::plugins::Registry;
-use crate::record::{LocalStore, Promotion};
+use crate::record::{LocalStore, Promotion, Store};
 use crate::runtime::{Plugin, Runtime, RuntimeConfig};
 use anyhow::{Context, bail};
 use std::net::SocketAddr;
@@ -170,7 +171,7 @@ fn unavailable_secrets(
 pub struct Shared {
     catalog: RwLock<Arc<Manifests>>,
     source: Catalog,
-    pub store: LocalStore,
+    pub store: Store,
     pub metrics: Metrics,
     pub registry: Arc<Registry>,
     pub executor: Arc<Executor>,
@@ -272,7 +273,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         "manifests loaded from {}",
         source.describe()
     );
-    let store = LocalStore::open(&settings.data_dir)?;
+    let store = match &source {
+        Catalog::Folder(_) => Store::Local(LocalStore::open(&settings.data_dir)?),
+        Catalog::Cluster(cluster) => {
+            let store = crate::record::resources::ResourceStore::open(
+                cluster.client().clone(),
+                replica_identity(),
+            )
+            .await?;
+            Store::Resources(Arc::new(store))
+        }
+    };
     let metrics = Metrics::new();
     let resolver = Arc::new(Resolver {
         shared: std::sync::OnceLock::new(),
@@ -311,7 +322,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tokio::spawn(executor.run());
     tokio::spawn(watch(shared.clone()));
     if matches!(shared.source, Catalog::Cluster(_)) {
-        tokio::spawn(report_status(shared.clone()));
+        tokio::spawn(cluster_sync(shared.clone()));
     }
     tokio::spawn(forget_old_events(shared.clone()));
     let admin_app = crate::admin::router(shared.clone());
@@ -348,29 +359,59 @@ async fn forget_old_events(shared: Arc<Shared>) {
     }
 }
 
-/// Kubernetes mode, every interval: writes the Pipelines' status and the Promotion
-/// resources where they changed, and approves what was approved by annotation.
-async fn report_status(shared: Arc<Shared>) {
-    let Catalog::Cluster(cluster) = &shared.source else {
+/// This replica's name in Promotion claims and the Lease: the pod's name.
+fn replica_identity() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    })
+}
+
+/// Kubernetes mode, every sync (the watch interval, at most 5 s): reads the Promotion
+/// resources (what other replicas recorded, claims that lapsed, approvals by annotation);
+/// the replica holding the Lease writes the Pipelines' status and Events.
+async fn cluster_sync(shared: Arc<Shared>) {
+    let (Catalog::Cluster(cluster), Store::Resources(store)) = (&shared.source, &shared.store)
+    else {
         return;
     };
+    let leadership = crate::cluster::lease::Leadership::new(
+        cluster.client().clone(),
+        cluster.namespace(),
+        store.replica(),
+    );
+    let every = shared.settings.watch_interval.min(Duration::from_secs(5));
+    let mut leading = false;
     loop {
-        match shared.store.list() {
-            Ok(promotions) => {
-                cluster.report(&promotions).await;
-                for id in cluster.mirror(&promotions).await {
-                    match shared.store.approve(&id).await {
+        match store.sync().await {
+            Ok(approved) => {
+                for id in approved {
+                    match store.approve(&id).await {
                         Ok(_) => {
-                            tracing::info!(promotion = %id, "promotion approved by annotation");
-                            shared.executor.wake();
+                            tracing::info!(promotion = %id, "promotion approved by annotation")
                         }
                         Err(e) => tracing::warn!(promotion = %id, "cannot approve: {e}"),
                     }
                 }
+                shared.executor.wake();
             }
-            Err(e) => tracing::warn!("cannot read promotions for the Pipelines' status: {e}"),
+            Err(e) => tracing::warn!("{e}"),
         }
-        tokio::time::sleep(shared.settings.watch_interval).await;
+        let lead = match leadership.lead().await {
+            Ok(lead) => lead,
+            Err(e) => {
+                tracing::warn!("cannot take or renew the lease: {e}");
+                false
+            }
+        };
+        if lead {
+            cluster.report(&store.list()).await;
+        } else if leading {
+            tracing::info!("lost the lease: another replica reports the Pipelines' status");
+            cluster.forget_reported();
+        }
+        leading = lead;
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -299,6 +299,20 @@ impl Server {
         Server::launch(data, extra, &[("KUBECONFIG", kubeconfig.to_str().unwrap())])
     }
 
+    /// Kubernetes mode as the replica (pod) `pod`.
+    pub fn start_replica(
+        kubeconfig: &std::path::Path,
+        data: &std::path::Path,
+        pod: &str,
+        extra: &[&str],
+    ) -> Server {
+        let env = [
+            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+            ("POD_NAME", pod),
+        ];
+        Server::launch(data, extra, &env)
+    }
+
     fn launch(data: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         promoter::install_crypto_provider();
         let (webhook_port, admin_port) = (free_port(), free_port());

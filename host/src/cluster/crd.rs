@@ -9,9 +9,10 @@
 //!   validates them as it does in local mode and reports problems in the `Ready` condition.
 //! - `Promotion` (`promoter.dev/v1alpha1`): one promotion, named deterministically from
 //!   (pipeline, target environment, version), so a duplicate's create is an
-//!   `AlreadyExists`. Today the controller mirrors its records (kept in the embedded
-//!   database) as these, status included, and approves a waiting one annotated
-//!   `promoter.dev/approved: "true"`. `kubectl get promotions` tells the story.
+//!   `AlreadyExists`. In Kubernetes mode these *are* the promotion records
+//!   ([`crate::record::kube`]): created before the webhook answers 202, claimed by one
+//!   replica at a time through optimistic concurrency on their status, approved by the
+//!   annotation `promoter.dev/approved: "true"`. `kubectl get promotions` tells the story.
 
 // Each `printcolumn(...)` repeats `type_ = …`; clippy reads them as duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
@@ -137,6 +138,12 @@ pub struct LatestPromotion {
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Attempts", type_ = "integer", json_path = ".status.attempts"),
     printcolumn(
+        name = "Holder",
+        type_ = "string",
+        json_path = ".status.holder",
+        priority = "1"
+    ),
+    printcolumn(
         name = "Outcome",
         type_ = "string",
         json_path = ".status.outcomeUrl",
@@ -159,8 +166,13 @@ pub struct PromotionSpec {
     pub app: AppRef,
     pub strategy: StrategyRef,
     pub event: EventInfo,
+    /// Waits for approval before it runs (the environment's `manual: true`); the phase
+    /// until the first status is written.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub manual: bool,
 }
 
+/// No status yet means pending (or waiting-approval when the spec says `manual`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PromotionStatus {
@@ -178,6 +190,13 @@ pub struct PromotionStatus {
     pub next_attempt_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// The replica running it (its pod name), while the phase is running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+    /// RFC 3339: the holder renews its claim before this; after it, another replica
+    /// resumes the promotion (same idempotency key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_until: Option<String>,
 }
 
 /// Both CRDs as YAML documents, as `promoter crds` prints them and the chart ships them.

@@ -1,4 +1,5 @@
 //! Kubernetes mode: the resources Promoter reads and writes in a cluster.
 
 pub mod crd;
+pub mod lease;
 pub mod source;

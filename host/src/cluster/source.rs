@@ -3,14 +3,11 @@
 //! Each Pipeline's status says whether it is in force (the `Ready` condition, and why
 //! not) and, per environment, the latest promotion and what waits for approval.
 
-use super::crd::{self, EnvironmentStatus, LatestPromotion, WaitingApproval};
+use super::crd::{EnvironmentStatus, LatestPromotion, WaitingApproval};
 use crate::pipeline::{Manifests, PLUGIN_LABEL};
-use crate::record::{Phase, Promotion, rfc3339};
+use crate::record::{Phase, Promotion};
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret};
-use kube::ResourceExt;
-use kube::api::{
-    ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
-};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -46,8 +43,6 @@ pub struct Cluster {
     secrets: Mutex<HashMap<(String, String), (std::time::Instant, Value)>>,
     /// The Secrets the last read needed.
     wanted: Mutex<BTreeSet<(String, String)>>,
-    /// The status last written per Promotion resource (None: created, no status yet).
-    mirrored: Mutex<HashMap<String, Option<Value>>>,
     /// The phase of each promotion at the last report (None before the first).
     phases: Mutex<Option<HashMap<String, Phase>>>,
     recorder: Recorder,
@@ -105,7 +100,6 @@ impl Cluster {
             written: Mutex::default(),
             observed: Mutex::default(),
             phases: Mutex::default(),
-            mirrored: Mutex::default(),
             secrets: Mutex::default(),
             wanted: Mutex::default(),
             recorder: Recorder::new(
@@ -121,6 +115,17 @@ impl Cluster {
 
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Another replica reports now: what this one wrote and noted is stale, so if it
+    /// reports again it starts over (writes what changed, notes before publishing).
+    pub fn forget_reported(&self) {
+        self.written.lock().unwrap().clear();
+        *self.phases.lock().unwrap() = None;
     }
 
     /// The Secrets the last complete read needed.
@@ -356,7 +361,15 @@ impl Cluster {
                 // The Events API takes at most 1 kB of note.
                 note: Some(crate::runtime::clip(note, 1000)),
                 action: "Promote".into(),
-                secondary: None,
+                // The Promotion it is about: also what keeps one promotion's Events
+                // apart from another's (the recorder counts repeats per related object).
+                secondary: Some(ObjectReference {
+                    api_version: Some("promoter.dev/v1alpha1".into()),
+                    kind: Some("Promotion".into()),
+                    namespace: Some(p.pipeline.namespace.clone()),
+                    name: Some(p.id.clone()),
+                    ..Default::default()
+                }),
             };
             if let Err(e) = self.recorder.publish(&event, &pipeline.reference()).await {
                 tracing::warn!(promotion = %p.id, "cannot publish a Kubernetes Event: {e}");
@@ -431,120 +444,4 @@ pub fn without_invalid(manifests: &mut Manifests, problems: &[String]) {
         let label = format!("Pipeline {p}:");
         !problems.iter().any(|m| m.contains(&label))
     });
-}
-
-/// Annotation that approves a Promotion waiting for approval:
-/// `kubectl annotate promotion NAME promoter.dev/approved=true`.
-pub const APPROVED_ANNOTATION: &str = "promoter.dev/approved";
-/// Label on every Promotion resource this controller writes.
-const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "promoter");
-
-impl Cluster {
-    /// Mirrors the records as `Promotion` resources (`kubectl get promotions`): creates
-    /// the missing ones, named by the promotion's id, and writes status where it changed.
-    /// Returns the ids of waiting promotions whose resource carries the approval
-    /// annotation.
-    pub async fn mirror(&self, promotions: &[Promotion]) -> Vec<String> {
-        let mut approved = Vec::new();
-        let all: Api<crd::Promotion> = Api::all(self.client.clone());
-        let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
-        match all.list(&ListParams::default().labels(&selector)).await {
-            Ok(list) => {
-                let mut mirrored = self.mirrored.lock().unwrap();
-                for item in list.items {
-                    let name = item.metadata.name.clone().unwrap_or_default();
-                    if item
-                        .annotations()
-                        .get(APPROVED_ANNOTATION)
-                        .map(String::as_str)
-                        == Some("true")
-                    {
-                        approved.push(name.clone());
-                    }
-                    // What the cluster holds is what was written (a restart writes nothing again).
-                    mirrored.entry(name).or_insert_with(|| {
-                        item.status
-                            .as_ref()
-                            .and_then(|s| serde_json::to_value(s).ok())
-                    });
-                }
-            }
-            Err(e) => tracing::warn!("cannot list Promotion resources: {e}"),
-        }
-        for p in promotions {
-            let status = serde_json::to_value(promotion_status(p)).unwrap_or_default();
-            let known = self.mirrored.lock().unwrap().get(&p.id).cloned();
-            if known.as_ref() == Some(&Some(status.clone())) {
-                continue;
-            }
-            let api: Api<crd::Promotion> =
-                Api::namespaced(self.client.clone(), &p.pipeline.namespace);
-            if known.is_none() {
-                let mut object = crd::Promotion::new(&p.id, promotion_spec(p));
-                object.metadata.labels = Some(
-                    [
-                        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
-                        ("promoter.dev/pipeline".to_string(), p.pipeline.name.clone()),
-                    ]
-                    .into(),
-                );
-                match api.create(&PostParams::default(), &object).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 409 => {}
-                    Err(e) => {
-                        tracing::warn!(promotion = %p.id, "cannot create the Promotion resource: {e}");
-                        continue;
-                    }
-                }
-                self.mirrored.lock().unwrap().insert(p.id.clone(), None);
-            }
-            let patch = json!({"status": status});
-            match api
-                .patch_status(&p.id, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {
-                    self.mirrored
-                        .lock()
-                        .unwrap()
-                        .insert(p.id.clone(), Some(status));
-                }
-                Err(e) => {
-                    tracing::warn!(promotion = %p.id, "cannot write the Promotion's status: {e}")
-                }
-            }
-        }
-        let waiting: BTreeSet<&str> = promotions
-            .iter()
-            .filter(|p| p.phase == Phase::WaitingApproval)
-            .map(|p| p.id.as_str())
-            .collect();
-        approved.retain(|id| waiting.contains(id.as_str()));
-        approved
-    }
-}
-
-fn promotion_spec(p: &Promotion) -> crd::PromotionSpec {
-    crd::PromotionSpec {
-        pipeline: p.pipeline.name.clone(),
-        source_environment: p.source_environment.clone(),
-        target_environment: p.target_environment.clone(),
-        version: p.version.clone(),
-        targets: p.targets.clone(),
-        app: p.app.clone(),
-        strategy: p.strategy.clone(),
-        event: p.event.clone(),
-    }
-}
-
-fn promotion_status(p: &Promotion) -> crd::PromotionStatus {
-    crd::PromotionStatus {
-        phase: p.phase,
-        attempts: p.attempts,
-        last_error: p.last_error.clone(),
-        outcome_url: p.outcome_url.clone(),
-        outcome_details: p.outcome_details.clone(),
-        next_attempt_at: p.next_attempt_at.map(rfc3339),
-        finished_at: p.finished_at.map(rfc3339),
-    }
 }

@@ -1,5 +1,8 @@
-//! Durable promotion records for local mode: an embedded database file (redb).
+//! Durable promotion records. [`Store`] is what the rest of the host uses; it is one of
+//! two stores: in Kubernetes mode, `Promotion` resources in the API server
+//! ([`resources`]); in local mode, [`LocalStore`], an embedded database file (redb).
 //!
+//! The local store:
 //! Every write is committed (fsync) before the caller hears back, so an event the
 //! webhook answered 2xx survives `kill -9`. Writes from concurrent requests are
 //! grouped into one transaction by a single writer thread (group commit): one fsync
@@ -22,6 +25,7 @@ use std::sync::{Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod journal;
+pub mod resources;
 use journal::{Journal, apply, read_journal, writer};
 
 const PROMOTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("promotions");
@@ -116,6 +120,8 @@ pub enum StoreError {
     NotFound(String),
     #[error("promotion {id} is {phase}, not waiting for approval")]
     NotWaiting { id: String, phase: &'static str },
+    #[error("promotion {id} was claimed by {by}")]
+    Claimed { id: String, by: String },
 }
 
 /// What recording an accepted event did.
@@ -453,6 +459,121 @@ impl LocalStore {
         }
         all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
         Ok(all)
+    }
+}
+
+/// The promotion records, wherever they live. Clone freely.
+#[derive(Clone)]
+pub enum Store {
+    Local(LocalStore),
+    Resources(Arc<resources::ResourceStore>),
+}
+
+impl Store {
+    /// Runs `f` with every version recorded for `pipeline`, in any phase.
+    pub fn with_history<R>(&self, pipeline: &PipelineRef, f: impl FnOnce(&VersionIndex) -> R) -> R {
+        match self {
+            Store::Local(s) => s.with_history(pipeline, f),
+            Store::Resources(s) => s.with_history(pipeline, f),
+        }
+    }
+
+    /// Promotions that may run, with when.
+    pub fn pending(&self) -> Vec<(String, Due)> {
+        match self {
+            Store::Local(s) => s.pending(),
+            Store::Resources(s) => s.pending(),
+        }
+    }
+
+    /// Whether an event with this exact body was accepted before.
+    pub fn seen(&self, body: &[u8]) -> Result<bool, StoreError> {
+        match self {
+            Store::Local(s) => s.seen(body),
+            Store::Resources(s) => Ok(s.seen(body)),
+        }
+    }
+
+    /// Records an accepted event's promotions durably; existing ones stay as they are.
+    pub async fn accept(
+        &self,
+        body: &[u8],
+        promotions: Vec<Promotion>,
+    ) -> Result<Accepted, StoreError> {
+        match self {
+            Store::Local(s) => s.accept(body, promotions).await,
+            Store::Resources(s) => s.accept(body, promotions).await,
+        }
+    }
+
+    /// Writes a promotion's new state durably. Marking it running claims it: with
+    /// several replicas that can fail with [`StoreError::Claimed`].
+    pub async fn put(&self, promotion: Promotion) -> Result<(), StoreError> {
+        match self {
+            Store::Local(s) => s.put(promotion).await,
+            Store::Resources(s) => s.put(&promotion).await,
+        }
+    }
+
+    /// Keeps this process's claim on a running promotion alive; returns only if it is
+    /// lost (never for the local store, which one process owns).
+    pub async fn hold(&self, id: &str) {
+        match self {
+            Store::Local(_) => std::future::pending().await,
+            Store::Resources(s) => {
+                s.hold(id).await;
+                // Lost: let the promotion run to its end; its idempotency key keeps the
+                // other replica's run from taking effect twice.
+                std::future::pending().await
+            }
+        }
+    }
+
+    /// Local store: a promotion left running by a previous process is pending again.
+    /// (Resources: a lapsed hold does the same, for any replica.)
+    pub async fn resume_interrupted(&self) -> Result<usize, StoreError> {
+        let Store::Local(s) = self else { return Ok(0) };
+        let mut resumed = 0;
+        for mut p in s.list()?.into_iter().filter(|p| p.phase == Phase::Running) {
+            tracing::info!(promotion = %p.id, attempts = p.attempts, "resuming promotion interrupted by a restart");
+            p.phase = Phase::Pending;
+            p.next_attempt_at = None;
+            p.updated_at = now_ms();
+            s.put(p).await?;
+            resumed += 1;
+        }
+        Ok(resumed)
+    }
+
+    pub async fn forget_events_before(&self, before: u64) -> Result<(), StoreError> {
+        match self {
+            Store::Local(s) => s.forget_events_before(before).await,
+            // Replays are told by the digest on the Promotion, which lives as long as it.
+            Store::Resources(_) => Ok(()),
+        }
+    }
+
+    /// Moves a promotion waiting for approval to pending.
+    pub async fn approve(&self, id: &str) -> Result<Promotion, StoreError> {
+        match self {
+            Store::Local(s) => s.approve(id).await,
+            Store::Resources(s) => s.approve(id).await,
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<Promotion>, StoreError> {
+        match self {
+            Store::Local(s) => s.get(id),
+            Store::Resources(s) => Ok(s.get(id)),
+        }
+    }
+
+    /// Every promotion, newest first.
+    pub fn list(&self) -> Result<Vec<Promotion>, StoreError> {
+        match self {
+            Store::Local(s) => s.list(),
+            Store::Resources(s) => Ok(s.list()),
+        }
     }
 }
 

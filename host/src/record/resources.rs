@@ -1,0 +1,530 @@
+//! Kubernetes mode's promotion records: `Promotion` resources (`promoter.dev/v1alpha1`)
+//! in the Pipeline's namespace. The API server is the durable store every replica shares.
+//!
+//! - **Accept**: the resource is created before the webhook answers 202. Its name is the
+//!   promotion's id, so a duplicate event, on any replica, meets `AlreadyExists`; the
+//!   event's digest is kept in an annotation, so a replay is recognised as one.
+//! - **Claim**: a replica runs a promotion only after writing `phase: running` with itself
+//!   as `holder` — a status update carrying the resourceVersion it read, so two replicas
+//!   cannot both claim (the second gets 409 Conflict). A conflict caused by something
+//!   else (a user annotating the resource) is retried on the fresh object.
+//! - **Hold**: the holder renews `heldUntil` while the plugin runs. A replica killed
+//!   mid-promotion stops renewing; once the hold lapses any replica claims the promotion
+//!   again and runs it with the same idempotency key, so it takes effect once.
+//!
+//! Each replica keeps what it read and wrote in memory (re-listed every sync), which is
+//! what `decide`, the worker and `GET /promotions` read.
+
+use super::{Accepted, Due, Phase, Promotion, StoreError, now_ms, rfc3339};
+use crate::cluster::crd;
+use crate::decide::VersionIndex;
+use crate::promotion::PipelineRef;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Annotating a waiting Promotion `promoter.dev/approved: "true"` approves it.
+pub const APPROVED_ANNOTATION: &str = "promoter.dev/approved";
+/// When the event was accepted (RFC 3339, milliseconds): the promotion's start.
+const ACCEPTED_AT: &str = "promoter.dev/accepted-at";
+/// SHA-256 of the event body that created the promotion.
+const EVENT_DIGEST: &str = "promoter.dev/event-digest";
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "promoter");
+const PIPELINE_LABEL: &str = "promoter.dev/pipeline";
+
+/// How long a claim holds unless renewed. The holder renews it every third of this;
+/// after it lapses, the next sync of another replica (at most 5 s apart) resumes the
+/// promotion: a killed replica's work goes on within 20 s.
+pub const CLAIM_TTL: Duration = Duration::from_secs(15);
+
+/// Conflicts retried on one write before giving up.
+const CONFLICT_RETRIES: usize = 5;
+
+struct Entry {
+    resource: crd::Promotion,
+    promotion: Promotion,
+    held_until: Option<u64>,
+}
+
+impl Entry {
+    fn new(resource: crd::Promotion) -> Entry {
+        let status = resource.status.clone();
+        let parse = |s: &Option<String>| {
+            s.as_deref()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .map(|t| t.as_millisecond().max(0) as u64)
+        };
+        let created_at = resource
+            .annotations()
+            .get(ACCEPTED_AT)
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(|t| t.as_millisecond())
+            .or_else(|| {
+                let created = resource.metadata.creation_timestamp.as_ref();
+                created.map(|t| t.0.as_millisecond())
+            })
+            .map_or(0, |ms| ms.max(0) as u64);
+        let spec = &resource.spec;
+        let phase = status.as_ref().map_or(
+            if spec.manual {
+                Phase::WaitingApproval
+            } else {
+                Phase::Pending
+            },
+            |s| s.phase,
+        );
+        let promotion = Promotion {
+            id: resource.name_any(),
+            pipeline: PipelineRef {
+                namespace: resource.namespace().unwrap_or_default(),
+                name: spec.pipeline.clone(),
+            },
+            source_environment: spec.source_environment.clone(),
+            target_environment: spec.target_environment.clone(),
+            version: spec.version.clone(),
+            targets: spec.targets.clone(),
+            app: spec.app.clone(),
+            strategy: spec.strategy.clone(),
+            event: spec.event.clone(),
+            phase,
+            attempts: status.as_ref().map_or(0, |s| s.attempts),
+            last_error: status.as_ref().and_then(|s| s.last_error.clone()),
+            outcome_url: status.as_ref().and_then(|s| s.outcome_url.clone()),
+            outcome_details: status.as_ref().and_then(|s| s.outcome_details.clone()),
+            created_at,
+            updated_at: now_ms(),
+            next_attempt_at: status.as_ref().and_then(|s| parse(&s.next_attempt_at)),
+            finished_at: status.as_ref().and_then(|s| parse(&s.finished_at)),
+        };
+        Entry {
+            held_until: status.as_ref().and_then(|s| parse(&s.held_until)),
+            resource,
+            promotion,
+        }
+    }
+
+    /// The promotion as the worker sees it now: a running one whose holder stopped
+    /// renewing its claim is pending again, due when the hold lapsed.
+    fn current(&self, now: u64) -> Promotion {
+        let mut p = self.promotion.clone();
+        if p.phase == Phase::Running && self.held_until.is_none_or(|until| until <= now) {
+            p.phase = Phase::Pending;
+            p.next_attempt_at = self.held_until;
+        }
+        p
+    }
+
+    fn digest(&self) -> Option<&String> {
+        self.resource.annotations().get(EVENT_DIGEST)
+    }
+}
+
+fn resource_version(r: &crd::Promotion) -> Option<u64> {
+    r.metadata.resource_version.as_deref()?.parse().ok()
+}
+
+/// The promotion store over the API server. One per process; share it in an `Arc`.
+pub struct ResourceStore {
+    client: Client,
+    /// This replica's name in `status.holder` (the pod's name).
+    replica: String,
+    cache: Mutex<HashMap<String, Entry>>,
+}
+
+impl ResourceStore {
+    /// Connects and reads every Promotion this controller manages.
+    pub async fn open(client: Client, replica: String) -> Result<ResourceStore, StoreError> {
+        let store = ResourceStore {
+            client,
+            replica,
+            cache: Mutex::default(),
+        };
+        store.sync().await?;
+        Ok(store)
+    }
+
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    fn api(&self, namespace: &str) -> Api<crd::Promotion> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Keeps `resource` unless the cache already holds a newer version of it.
+    fn remember(&self, resource: crd::Promotion) {
+        let mut cache = self.cache.lock().unwrap();
+        let name = resource.name_any();
+        if let Some(known) = cache.get(&name)
+            && let (Some(have), Some(new)) = (
+                resource_version(&known.resource),
+                resource_version(&resource),
+            )
+            && have > new
+        {
+            return;
+        }
+        cache.insert(name, Entry::new(resource));
+    }
+
+    /// Lists the managed Promotions of every namespace into the cache. Returns the ids of
+    /// promotions waiting for approval whose resource carries the approval annotation.
+    pub async fn sync(&self) -> Result<Vec<String>, StoreError> {
+        let all: Api<crd::Promotion> = Api::all(self.client.clone());
+        let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+        let list = all
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| StoreError::Read(format!("cannot list Promotion resources: {e}")))?;
+        let listed_at: Option<u64> = list
+            .metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse().ok());
+        let names: HashSet<String> = list.items.iter().map(ResourceExt::name_any).collect();
+        {
+            // Gone from the API (deleted by someone): forget it, unless it was written
+            // after the list was taken.
+            let mut cache = self.cache.lock().unwrap();
+            cache.retain(|name, e| {
+                names.contains(name)
+                    || matches!((resource_version(&e.resource), listed_at), (Some(v), Some(at)) if v > at)
+            });
+        }
+        let mut approved = Vec::new();
+        for item in list.items {
+            if item.status.as_ref().map(|s| s.phase) == Some(Phase::WaitingApproval)
+                || (item.status.is_none() && item.spec.manual)
+            {
+                let annotation = item.annotations().get(APPROVED_ANNOTATION);
+                if annotation.map(String::as_str) == Some("true") {
+                    approved.push(item.name_any());
+                }
+            }
+            self.remember(item);
+        }
+        Ok(approved)
+    }
+
+    /// Every version recorded for `pipeline`, in any phase.
+    pub fn with_history<R>(&self, pipeline: &PipelineRef, f: impl FnOnce(&VersionIndex) -> R) -> R {
+        let cache = self.cache.lock().unwrap();
+        let mut history = VersionIndex::default();
+        for e in cache.values() {
+            let p = &e.promotion;
+            if p.pipeline == *pipeline {
+                history.record(&p.target_environment, &p.version);
+            }
+        }
+        f(&history)
+    }
+
+    /// Promotions that may be claimed: pending, or running with a lapsed hold.
+    pub fn pending(&self) -> Vec<(String, Due)> {
+        let now = now_ms();
+        let cache = self.cache.lock().unwrap();
+        cache
+            .values()
+            .map(|e| e.current(now))
+            .filter(|p| p.phase == Phase::Pending)
+            .map(|p| {
+                let due = Due {
+                    created_at: p.created_at,
+                    next_attempt_at: p.next_attempt_at,
+                };
+                (p.id, due)
+            })
+            .collect()
+    }
+
+    pub fn seen(&self, body: &[u8]) -> bool {
+        let digest = digest(body);
+        let cache = self.cache.lock().unwrap();
+        cache.values().any(|e| e.digest() == Some(&digest))
+    }
+
+    /// Creates a Promotion resource per promotion. One that exists already is left as it
+    /// is; when all exist and were created by this very event, it is a replay.
+    pub async fn accept(
+        &self,
+        body: &[u8],
+        promotions: Vec<Promotion>,
+    ) -> Result<Accepted, StoreError> {
+        let digest = digest(body);
+        let mut accepted = Accepted {
+            replay: false,
+            created: Vec::new(),
+            existing: Vec::new(),
+        };
+        let mut same_event = true;
+        for p in promotions {
+            let api = self.api(&p.pipeline.namespace);
+            match api
+                .create(&PostParams::default(), &new_resource(&p, &digest))
+                .await
+            {
+                Ok(made) => {
+                    self.remember(made);
+                    // The phase for `kubectl get promotions`; without it the spec says.
+                    if let Err(e) = self.put(&p).await {
+                        tracing::warn!(promotion = %p.id, "cannot write the first status: {e}");
+                    }
+                    accepted.created.push(p.id);
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    let found = api.get(&p.id).await.map_err(|e| {
+                        StoreError::Read(format!("cannot read Promotion {}: {e}", p.id))
+                    })?;
+                    same_event &= found.annotations().get(EVENT_DIGEST) == Some(&digest);
+                    self.remember(found);
+                    accepted.existing.push(p.id);
+                }
+                Err(e) => {
+                    return Err(StoreError::Write(format!(
+                        "cannot create Promotion {}/{}: {e}",
+                        p.pipeline.namespace, p.id
+                    )));
+                }
+            }
+        }
+        accepted.replay = accepted.created.is_empty() && same_event;
+        Ok(accepted)
+    }
+
+    /// Writes the promotion's state. Marking it running claims it for this replica: that
+    /// fails with [`StoreError::Claimed`] when another replica changed it since it was
+    /// read. Any other conflict (metadata changed, or this replica's own earlier write)
+    /// is retried on the fresh object.
+    pub async fn put(&self, promotion: &Promotion) -> Result<(), StoreError> {
+        let id = &promotion.id;
+        let (mut resource, base) = {
+            let cache = self.cache.lock().unwrap();
+            let entry = cache
+                .get(id)
+                .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+            (entry.resource.clone(), entry.resource.status.clone())
+        };
+        let api = self.api(&promotion.pipeline.namespace);
+        for _ in 0..CONFLICT_RETRIES {
+            resource.status = Some(self.status(promotion));
+            match api
+                .replace_status(id, &PostParams::default(), &resource)
+                .await
+            {
+                Ok(written) => {
+                    self.remember(written);
+                    return Ok(());
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    let fresh = api.get(id).await.map_err(|e| {
+                        StoreError::Read(format!("cannot read Promotion {id}: {e}"))
+                    })?;
+                    let holder = fresh.status.as_ref().and_then(|s| s.holder.clone());
+                    let mine = holder.as_deref() == Some(self.replica.as_str());
+                    if fresh.status != base && !mine {
+                        self.remember(fresh);
+                        return Err(StoreError::Claimed {
+                            id: id.clone(),
+                            by: holder.unwrap_or_else(|| "another replica".into()),
+                        });
+                    }
+                    tracing::debug!(promotion = %id, "status update conflicted; retrying on the fresh object");
+                    resource = fresh;
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {
+                    self.cache.lock().unwrap().remove(id);
+                    return Err(StoreError::NotFound(id.clone()));
+                }
+                Err(e) => {
+                    return Err(StoreError::Write(format!(
+                        "cannot write the status of Promotion {id}: {e}"
+                    )));
+                }
+            }
+        }
+        Err(StoreError::Write(format!(
+            "the status of Promotion {id} kept changing under {CONFLICT_RETRIES} writes"
+        )))
+    }
+
+    /// While the promotion runs, renews this replica's hold on it (returns only if the
+    /// hold is lost).
+    pub async fn hold(&self, id: &str) {
+        loop {
+            tokio::time::sleep(CLAIM_TTL / 3).await;
+            let Some(p) = self.get(id) else { return };
+            if p.phase != Phase::Running {
+                return;
+            }
+            match self.put(&p).await {
+                Ok(()) => {}
+                Err(e @ StoreError::Claimed { .. }) => {
+                    tracing::warn!(promotion = %id, "lost the claim while running: {e}");
+                    return;
+                }
+                Err(e) => tracing::warn!(promotion = %id, "cannot renew the claim: {e}"),
+            }
+        }
+    }
+
+    /// Moves a promotion waiting for approval to pending.
+    pub async fn approve(&self, id: &str) -> Result<Promotion, StoreError> {
+        let mut p = self
+            .get(id)
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        let not_waiting = |p: &Promotion| StoreError::NotWaiting {
+            id: p.id.clone(),
+            phase: p.phase.as_str(),
+        };
+        if p.phase != Phase::WaitingApproval {
+            return Err(not_waiting(&p));
+        }
+        p.phase = Phase::Pending;
+        p.updated_at = now_ms();
+        match self.put(&p).await {
+            Ok(()) => Ok(p),
+            // Approved (or otherwise moved on) elsewhere meanwhile.
+            Err(StoreError::Claimed { .. }) => Err(self
+                .get(id)
+                .map_or_else(|| StoreError::NotFound(id.to_string()), |p| not_waiting(&p))),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<Promotion> {
+        let cache = self.cache.lock().unwrap();
+        cache.get(id).map(|e| e.current(now_ms()))
+    }
+
+    pub fn list(&self) -> Vec<Promotion> {
+        let now = now_ms();
+        let cache = self.cache.lock().unwrap();
+        let mut all: Vec<Promotion> = cache.values().map(|e| e.current(now)).collect();
+        all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        all
+    }
+
+    fn status(&self, p: &Promotion) -> crd::PromotionStatus {
+        let running = p.phase == Phase::Running;
+        crd::PromotionStatus {
+            phase: p.phase,
+            attempts: p.attempts,
+            last_error: p.last_error.clone(),
+            outcome_url: p.outcome_url.clone(),
+            outcome_details: p.outcome_details.clone(),
+            next_attempt_at: p.next_attempt_at.map(rfc3339),
+            finished_at: p.finished_at.map(rfc3339),
+            holder: running.then(|| self.replica.clone()),
+            held_until: running.then(|| rfc3339(now_ms() + CLAIM_TTL.as_millis() as u64)),
+        }
+    }
+}
+
+fn digest(body: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(body))
+}
+
+fn new_resource(p: &Promotion, digest: &str) -> crd::Promotion {
+    let mut object = crd::Promotion::new(
+        &p.id,
+        crd::PromotionSpec {
+            pipeline: p.pipeline.name.clone(),
+            source_environment: p.source_environment.clone(),
+            target_environment: p.target_environment.clone(),
+            version: p.version.clone(),
+            targets: p.targets.clone(),
+            app: p.app.clone(),
+            strategy: p.strategy.clone(),
+            event: p.event.clone(),
+            manual: p.phase == Phase::WaitingApproval,
+        },
+    );
+    object.metadata.namespace = Some(p.pipeline.namespace.clone());
+    object.metadata.labels = Some(
+        [
+            (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+            (PIPELINE_LABEL.to_string(), p.pipeline.name.clone()),
+        ]
+        .into(),
+    );
+    object.metadata.annotations = Some(
+        [
+            (ACCEPTED_AT.to_string(), rfc3339(p.created_at)),
+            (EVENT_DIGEST.to_string(), digest.to_string()),
+        ]
+        .into(),
+    );
+    object
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn promotion() -> Promotion {
+        serde_json::from_value(serde_json::json!({
+            "id": "podinfo-test-6-0-1-abc",
+            "pipeline": {"namespace": "flux-system", "name": "podinfo"},
+            "sourceEnvironment": "dev", "targetEnvironment": "test", "version": "6.0.1",
+            "targets": [{"namespace": "podinfo-test"}],
+            "app": {"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease", "name": "podinfo", "namespace": "podinfo-test"},
+            "strategy": {"plugin": "webhook", "config": {"url": "https://ci.example/hook"}},
+            "event": {"reason": "UpgradeSucceeded", "message": "ok", "timestamp": "2026-12-01T10:00:00Z"},
+            "phase": "waiting-approval", "attempts": 0,
+            "createdAt": 1764583200123u64, "updatedAt": 1764583200123u64
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_new_resource_reads_back_as_the_promotion_it_records() {
+        let p = promotion();
+        let back = Entry::new(new_resource(&p, "d1")).promotion;
+        assert_eq!(
+            back.phase,
+            Phase::WaitingApproval,
+            "manual: waiting until a status says otherwise"
+        );
+        assert_eq!(
+            back.created_at, p.created_at,
+            "accepted-at keeps milliseconds"
+        );
+        assert_eq!(
+            Promotion {
+                updated_at: p.updated_at,
+                ..back
+            },
+            p
+        );
+    }
+
+    #[test]
+    fn a_running_promotion_whose_hold_lapsed_is_pending_again() {
+        let mut r = new_resource(&promotion(), "d1");
+        let until = now_ms() - 1000;
+        r.status = Some(crd::PromotionStatus {
+            phase: Phase::Running,
+            attempts: 1,
+            last_error: None,
+            outcome_url: None,
+            outcome_details: None,
+            next_attempt_at: None,
+            finished_at: None,
+            holder: Some("promoter-0".into()),
+            held_until: Some(rfc3339(until)),
+        });
+        let e = Entry::new(r.clone());
+        assert_eq!(
+            e.current(until - 1).phase,
+            Phase::Running,
+            "held: running elsewhere"
+        );
+        let resumed = e.current(now_ms());
+        assert_eq!(resumed.phase, Phase::Pending);
+        assert_eq!(resumed.next_attempt_at, Some(until));
+        assert_eq!(resumed.attempts, 1, "the next attempt is counted on top");
+    }
+}
