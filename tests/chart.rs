@@ -540,8 +540,8 @@ fn rbac_grants_the_least_privilege_the_controller_needs() {
         // What Kubernetes mode calls (tests/kubernetes.rs serves exactly these).
         rule("pipelines.weave.works", "pipelines", &["list"]),
         rule("pipelines.weave.works", "pipelines/status", &["patch"]),
-        rule("promoter.dev", "promotions", &["list", "create"]),
-        rule("promoter.dev", "promotions/status", &["patch"]),
+        rule("promoter.dev", "promotions", &["list", "get", "create"]),
+        rule("promoter.dev", "promotions/status", &["update"]),
         rule("events.k8s.io", "events", &["create", "patch"]),
     ]
     .into();
@@ -551,7 +551,15 @@ fn rbac_grants_the_least_privilege_the_controller_needs() {
     let local = one(&docs, "Role", RELEASE);
     assert_eq!(namespace_of(local), NAMESPACE);
     let got: BTreeSet<Rule> = rules(local).into_iter().collect();
-    let want: BTreeSet<Rule> = [rule("", "configmaps", &["list"])].into();
+    let want: BTreeSet<Rule> = [
+        rule("", "configmaps", &["list"]),
+        rule(
+            "coordination.k8s.io",
+            "leases",
+            &["get", "create", "update"],
+        ),
+    ]
+    .into();
     assert_eq!(got, want, "Role {NAMESPACE}/{RELEASE}");
     assert_bound(&docs, "RoleBinding", "Role", RELEASE, NAMESPACE);
 
@@ -766,47 +774,37 @@ fn probes_hit_paths_the_admin_router_serves_on_the_admin_port() {
 }
 
 #[test]
-fn one_replica_owns_the_promotion_records_on_a_claim() {
+fn replicas_share_the_records_in_the_api_server_and_a_budget_keeps_one_serving() {
     for (label, docs) in renders() {
         let deploy = deployment(&docs);
-        assert_eq!(deploy["spec"]["replicas"], 1, "{label}");
-        assert_eq!(
-            deploy["spec"]["strategy"]["type"], "Recreate",
-            "{label}: the old pod lets go of the volume before the new one starts"
+        let replicas = deploy["spec"]["replicas"].as_u64().unwrap();
+        assert!(
+            replicas >= 2,
+            "{label}: several replicas by default and all on"
         );
+        assert_eq!(
+            deploy["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"], 0,
+            "{label}: a new pod serves before an old one stops"
+        );
+        // The records are Promotion resources: the data directory is only a cache.
+        assert!(all(&docs, "PersistentVolumeClaim").is_empty(), "{label}");
         let volumes = deploy["spec"]["template"]["spec"]["volumes"]
             .as_array()
             .unwrap();
         let data = volumes.iter().find(|v| v["name"] == "data").unwrap();
-        let claim = data["persistentVolumeClaim"]["claimName"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{label}: the data directory is on a claim: {data}"));
-        let pvc = one(&docs, "PersistentVolumeClaim", claim);
-        assert_eq!(namespace_of(pvc), NAMESPACE);
-        assert_eq!(
-            pvc["spec"]["accessModes"],
-            json!(["ReadWriteOnce"]),
-            "{label}"
-        );
-        assert!(all(&docs, "PodDisruptionBudget").is_empty(), "{label}");
+        assert!(data["emptyDir"]["sizeLimit"].is_string(), "{label}: {data}");
+        let pdb = &all(&docs, "PodDisruptionBudget");
+        assert_eq!(pdb.len(), 1, "{label}");
+        assert_eq!(namespace_of(&pdb[0]), NAMESPACE);
     }
     let all_on = render_ok(&[&all_values()], &[]);
-    let pvc = &all(&all_on, "PersistentVolumeClaim")[0];
-    assert_eq!(pvc["spec"]["storageClassName"], "fast-ssd");
-    assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "5Gi");
-
-    // Without persistence: an emptyDir, and no claim.
-    let ephemeral = render_ok(&[], &["persistence.enabled=false"]);
-    assert!(all(&ephemeral, "PersistentVolumeClaim").is_empty());
-    let volumes = deployment(&ephemeral)["spec"]["template"]["spec"]["volumes"].clone();
-    let data = volumes
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "data")
-        .unwrap()
-        .clone();
-    assert_eq!(data["emptyDir"]["sizeLimit"], "1Gi");
+    assert_eq!(
+        all(&all_on, "PodDisruptionBudget")[0]["spec"]["maxUnavailable"],
+        1
+    );
+    // One replica: no budget (it would block every drain).
+    let single = render_ok(&[], &["replicaCount=1"]);
+    assert!(all(&single, "PodDisruptionBudget").is_empty());
 }
 
 #[test]
@@ -1221,11 +1219,6 @@ fn values_schema_rejects_unknown_and_mistyped_values() {
         (
             "a string for a number",
             json!({"replicaCount": "2"}),
-            "replicaCount",
-        ),
-        (
-            "more than one replica, each with its own records",
-            json!({"replicaCount": 2}),
             "replicaCount",
         ),
         (
@@ -1776,7 +1769,7 @@ fn the_crds_keep_weaves_printer_columns_and_tell_the_promotion_story() {
     assert_eq!(
         names,
         [
-            "Pipeline", "To", "Version", "Phase", "Attempts", "Outcome", "Age"
+            "Pipeline", "To", "Version", "Phase", "Attempts", "Holder", "Outcome", "Age"
         ]
     );
     for file in ["pipelines.yaml", "promotions.yaml"] {
