@@ -354,7 +354,14 @@ impl ResourceStore {
     pub async fn hold(&self, id: &str) {
         loop {
             tokio::time::sleep(CLAIM_TTL / 3).await;
-            let Some(p) = self.get(id) else { return };
+            // As recorded: a late renewal must not see its own lapsed hold as pending.
+            let recorded = self
+                .cache
+                .lock()
+                .unwrap()
+                .get(id)
+                .map(|e| e.promotion.clone());
+            let Some(p) = recorded else { return };
             if p.phase != Phase::Running {
                 return;
             }
