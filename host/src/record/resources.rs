@@ -9,8 +9,9 @@
 //!   cannot both claim (the second gets 409 Conflict). A conflict caused by something
 //!   else (a user annotating the resource) is retried on the fresh object.
 //! - **Hold**: the holder renews `heldUntil` while the plugin runs. A replica killed
-//!   mid-promotion stops renewing; once the hold lapses any replica claims the promotion
-//!   again and runs it with the same idempotency key, so it takes effect once.
+//!   mid-promotion stops renewing; once a replica has seen no renewal for [`CLAIM_TTL`]
+//!   (by its own clock) it claims the promotion again and runs it with the same
+//!   idempotency key, so it takes effect once.
 //!
 //! Each replica keeps what it read and wrote in memory (re-listed every sync), which is
 //! what `decide`, the worker and `GET /promotions` read.
@@ -35,8 +36,9 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "promoter"
 const PIPELINE_LABEL: &str = "promoter.dev/pipeline";
 
 /// How long a claim holds unless renewed. The holder renews it every third of this;
-/// after it lapses, the next sync of another replica (at most 5 s apart) resumes the
-/// promotion: a killed replica's work goes on within 20 s.
+/// a replica that has seen no renewal for this long (by its own clock, as client-go's
+/// leader election does, so clock skew between nodes does not matter) resumes the
+/// promotion: a killed replica's work goes on within 20 s (this plus one sync).
 pub const CLAIM_TTL: Duration = Duration::from_secs(15);
 
 /// Conflicts retried on one write before giving up.
@@ -45,11 +47,20 @@ const CONFLICT_RETRIES: usize = 5;
 struct Entry {
     resource: crd::Promotion,
     promotion: Promotion,
-    held_until: Option<u64>,
+    /// When this replica first saw the current claim (holder and heldUntil), by its own
+    /// clock (ms): the claim lapses [`CLAIM_TTL`] after that unless renewed.
+    claim_seen_at: u64,
+}
+
+/// The claim of a Promotion as written: who holds it, until when (by the holder's clock).
+fn claim(r: &crd::Promotion) -> Option<(Option<&String>, Option<&String>)> {
+    let s = r.status.as_ref()?;
+    (s.phase == Phase::Running).then_some((s.holder.as_ref(), s.held_until.as_ref()))
 }
 
 impl Entry {
-    fn new(resource: crd::Promotion) -> Entry {
+    /// `known`: what the cache held for it; an unchanged claim keeps when it was seen.
+    fn new(resource: crd::Promotion, known: Option<&Entry>, now: u64) -> Entry {
         let status = resource.status.clone();
         let parse = |s: &Option<String>| {
             s.as_deref()
@@ -98,20 +109,25 @@ impl Entry {
             next_attempt_at: status.as_ref().and_then(|s| parse(&s.next_attempt_at)),
             finished_at: status.as_ref().and_then(|s| parse(&s.finished_at)),
         };
+        let claim_seen_at = match known {
+            Some(k) if claim(&k.resource) == claim(&resource) => k.claim_seen_at,
+            _ => now,
+        };
         Entry {
-            held_until: status.as_ref().and_then(|s| parse(&s.held_until)),
             resource,
             promotion,
+            claim_seen_at,
         }
     }
 
     /// The promotion as the worker sees it now: a running one whose holder stopped
-    /// renewing its claim is pending again, due when the hold lapsed.
+    /// renewing its claim is pending again, due when the claim lapsed.
     fn current(&self, now: u64) -> Promotion {
         let mut p = self.promotion.clone();
-        if p.phase == Phase::Running && self.held_until.is_none_or(|until| until <= now) {
+        let lapses_at = self.claim_seen_at + CLAIM_TTL.as_millis() as u64;
+        if p.phase == Phase::Running && lapses_at <= now {
             p.phase = Phase::Pending;
-            p.next_attempt_at = self.held_until;
+            p.next_attempt_at = Some(lapses_at);
         }
         p
     }
@@ -157,7 +173,8 @@ impl ResourceStore {
     fn remember(&self, resource: crd::Promotion) {
         let mut cache = self.cache.lock().unwrap();
         let name = resource.name_any();
-        if let Some(known) = cache.get(&name)
+        let known = cache.get(&name);
+        if let Some(known) = known
             && let (Some(have), Some(new)) = (
                 resource_version(&known.resource),
                 resource_version(&resource),
@@ -166,7 +183,8 @@ impl ResourceStore {
         {
             return;
         }
-        cache.insert(name, Entry::new(resource));
+        let entry = Entry::new(resource, known, now_ms());
+        cache.insert(name, entry);
     }
 
     /// Lists the managed Promotions of every namespace into the cache. Returns the ids of
@@ -489,7 +507,7 @@ mod tests {
     #[test]
     fn a_new_resource_reads_back_as_the_promotion_it_records() {
         let p = promotion();
-        let back = Entry::new(new_resource(&p, "d1")).promotion;
+        let back = Entry::new(new_resource(&p, "d1"), None, now_ms()).promotion;
         assert_eq!(
             back.phase,
             Phase::WaitingApproval,
@@ -508,10 +526,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_running_promotion_whose_hold_lapsed_is_pending_again() {
+    fn running(holder: &str, until: &str) -> crd::Promotion {
         let mut r = new_resource(&promotion(), "d1");
-        let until = now_ms() - 1000;
         r.status = Some(crd::PromotionStatus {
             phase: Phase::Running,
             attempts: 1,
@@ -520,18 +536,50 @@ mod tests {
             outcome_details: None,
             next_attempt_at: None,
             finished_at: None,
-            holder: Some("promoter-0".into()),
-            held_until: Some(rfc3339(until)),
+            holder: Some(holder.into()),
+            held_until: Some(until.into()),
         });
-        let e = Entry::new(r.clone());
+        r
+    }
+
+    #[test]
+    fn a_claim_lapses_when_no_renewal_was_seen_for_its_ttl_whatever_the_holders_clock() {
+        let ttl = CLAIM_TTL.as_millis() as u64;
+        // The holder's clock is a day behind: its heldUntil is long past by ours.
+        let seen = 1_800_000_000_000;
+        let e = Entry::new(running("promoter-0", "2027-01-14T08:00:00Z"), None, seen);
         assert_eq!(
-            e.current(until - 1).phase,
+            e.current(seen + ttl - 1).phase,
             Phase::Running,
             "held: running elsewhere"
         );
-        let resumed = e.current(now_ms());
+        let resumed = e.current(seen + ttl);
         assert_eq!(resumed.phase, Phase::Pending);
-        assert_eq!(resumed.next_attempt_at, Some(until));
+        assert_eq!(resumed.next_attempt_at, Some(seen + ttl));
         assert_eq!(resumed.attempts, 1, "the next attempt is counted on top");
+
+        // A renewal seen later moves the lapse; the same claim read again does not.
+        let again = Entry::new(
+            running("promoter-0", "2027-01-14T08:00:00Z"),
+            Some(&e),
+            seen + 5000,
+        );
+        assert_eq!(again.claim_seen_at, seen);
+        let renewed = Entry::new(
+            running("promoter-0", "2027-01-14T08:00:05Z"),
+            Some(&e),
+            seen + 5000,
+        );
+        assert_eq!(renewed.current(seen + ttl).phase, Phase::Running);
+        let taken = Entry::new(
+            running("promoter-1", "2027-01-14T08:00:00Z"),
+            Some(&e),
+            seen + 9000,
+        );
+        assert_eq!(
+            taken.claim_seen_at,
+            seen + 9000,
+            "another holder is a new claim"
+        );
     }
 }
