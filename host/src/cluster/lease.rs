@@ -4,7 +4,9 @@
 //! resources keep each to one replica). Writing the Pipelines' status and publishing
 //! their Events is one replica's job, or each replica would write its own, slightly
 //! older, view: the holder of this Lease does it. The holder renews it at every sync;
-//! when it stops (killed, partitioned), another replica takes the Lease once it lapses.
+//! when it stops (killed, partitioned), another replica takes the Lease once it has seen
+//! no renewal for the Lease's duration — by its own clock, as client-go does, so skew
+//! between nodes' clocks does not matter.
 //! Taking and renewing are updates carrying the resourceVersion read, so two replicas
 //! cannot both take it.
 
@@ -23,6 +25,8 @@ pub const LEASE_DURATION: Duration = Duration::from_secs(15);
 pub struct Leadership {
     api: Api<Lease>,
     identity: String,
+    /// The Lease's (holder, renewTime) as last read, and when it was first read so.
+    observed: std::sync::Mutex<Option<(String, std::time::Instant)>>,
 }
 
 impl Leadership {
@@ -30,6 +34,7 @@ impl Leadership {
         Leadership {
             api: Api::namespaced(client, namespace),
             identity: identity.to_string(),
+            observed: std::sync::Mutex::default(),
         }
     }
 
@@ -59,12 +64,20 @@ impl Leadership {
         };
         let spec = lease.spec.get_or_insert_with(Default::default);
         let mine = spec.holder_identity.as_deref() == Some(self.identity.as_str());
-        let lapsed = match (&spec.renew_time, spec.lease_duration_seconds) {
-            (Some(renewed), Some(seconds)) => {
-                let until = renewed.0.as_millisecond() + i64::from(seconds) * 1000;
-                until <= now.as_millisecond()
-            }
-            _ => true,
+        let record = format!("{:?} {:?}", spec.holder_identity, spec.renew_time);
+        let lapsed = {
+            let mut observed = self.observed.lock().unwrap();
+            let since = match observed.as_ref() {
+                Some((seen, at)) if *seen == record => *at,
+                _ => {
+                    *observed = Some((record, std::time::Instant::now()));
+                    std::time::Instant::now()
+                }
+            };
+            let duration = spec
+                .lease_duration_seconds
+                .map_or(LEASE_DURATION, |s| Duration::from_secs(s.max(0) as u64));
+            spec.holder_identity.is_none() || since.elapsed() >= duration
         };
         if !mine && !lapsed {
             return Ok(false);
