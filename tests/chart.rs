@@ -540,7 +540,11 @@ fn rbac_grants_the_least_privilege_the_controller_needs() {
         // What Kubernetes mode calls (tests/kubernetes.rs serves exactly these).
         rule("pipelines.weave.works", "pipelines", &["list"]),
         rule("pipelines.weave.works", "pipelines/status", &["patch"]),
-        rule("promoter.dev", "promotions", &["list", "get", "create"]),
+        rule(
+            "promoter.dev",
+            "promotions",
+            &["list", "watch", "get", "create"],
+        ),
         rule("promoter.dev", "promotions/status", &["update"]),
         rule("events.k8s.io", "events", &["create", "patch"]),
     ]

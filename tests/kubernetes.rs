@@ -36,6 +36,10 @@ struct Api {
     /// Scenario "conflict on status update": the next status update recording a Promotion's
     /// outcome finds it changed by someone else (an annotation added): 409 Conflict.
     conflict_next: std::sync::atomic::AtomicBool,
+    /// Names of objects whose update was refused with 409 Conflict.
+    conflicts: Mutex<Vec<String>>,
+    /// Every change to a Promotion, as a watch reports it: (resourceVersion, event).
+    changes: Mutex<Vec<(u64, Value)>>,
 }
 
 impl Api {
@@ -44,6 +48,16 @@ impl Api {
         use std::sync::atomic::Ordering;
         let v = self.revision.fetch_add(1, Ordering::SeqCst) + 1;
         object["metadata"]["resourceVersion"] = json!(v.to_string());
+    }
+
+    /// Notes a change of a Promotion for its watchers.
+    fn changed(&self, kind: &str, object: &Value) {
+        if object["kind"] == "Promotion" {
+            let version = object["metadata"]["resourceVersion"].as_str().unwrap();
+            let event = json!({"type": kind, "object": object});
+            let mut changes = self.changes.lock().unwrap();
+            changes.push((version.parse().unwrap(), event));
+        }
     }
 
     /// Changes a stored object as a user's update would (a new resourceVersion).
@@ -59,6 +73,7 @@ impl Api {
             .unwrap_or_else(|| panic!("no {kind} {namespace}/{name}"));
         change(object);
         self.bump(object);
+        self.changed("MODIFIED", object);
     }
 
     fn list_version(&self) -> String {
@@ -163,8 +178,10 @@ fn update(
     {
         object["metadata"]["annotations"]["example.com/touched-by"] = json!("someone else");
         api.bump(object);
+        api.changed("MODIFIED", object);
     }
     if new["metadata"]["resourceVersion"] != object["metadata"]["resourceVersion"] {
+        api.conflicts.lock().unwrap().push(name.to_string());
         return status(
             StatusCode::CONFLICT,
             "Conflict",
@@ -176,7 +193,46 @@ fn update(
     }
     apply(object, new);
     api.bump(object);
+    api.changed("MODIFIED", object);
     axum::Json(object.clone()).into_response()
+}
+
+/// A watch of Promotions: every change after the resourceVersion asked for, one JSON
+/// object per line, until the timeout asked for.
+fn watch(api: Arc<Api>, query: &str) -> Response {
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let from = param("resourceVersion").unwrap_or(0);
+    let until = std::time::Instant::now()
+        + std::time::Duration::from_secs(param("timeoutSeconds").unwrap_or(290));
+    let lines = futures_util::stream::unfold(0usize, move |mut next| {
+        let api = api.clone();
+        async move {
+            while std::time::Instant::now() < until {
+                let found = {
+                    let changes = api.changes.lock().unwrap();
+                    let at = (next..changes.len()).find(|&i| changes[i].0 > from);
+                    next = changes.len();
+                    at.map(|i| (i, changes[i].1.to_string()))
+                };
+                match found {
+                    Some((i, line)) => {
+                        return Some((Ok::<_, std::io::Error>(format!("{line}\n")), i + 1));
+                    }
+                    None => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                }
+            }
+            None
+        }
+    });
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from_stream(lines))
+        .unwrap()
 }
 
 /// A create: the object gets its namespace and a resourceVersion; one that exists is
@@ -199,6 +255,7 @@ fn create(api: &Api, mut object: Value, ns: &str, resource: &str) -> Response {
         );
     }
     objects.push(object.clone());
+    api.changed("ADDED", &object);
     (StatusCode::CREATED, axum::Json(object)).into_response()
 }
 
@@ -351,6 +408,9 @@ async fn handle(
                 selector.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dpromoter"),
                 "{selector}"
             );
+            if selector.contains("watch=true") {
+                return watch(api.clone(), &selector);
+            }
             // Custom resources keep apiVersion and kind in list items.
             let items = api.of_kind("Promotion", None);
             axum::Json(json!({
@@ -642,6 +702,17 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
         .iter()
         .filter(|r| r.starts_with("GET /apis/pipelines.weave.works/v1alpha1/pipelines?"))
         .count();
+    // Promotions are listed at start (once before serving, once by the watch) and then
+    // followed by a watch, not listed again at every read.
+    let promotions = |watch: bool| {
+        requests
+            .iter()
+            .filter(|r| r.starts_with("GET /apis/promoter.dev/v1alpha1/promotions?"))
+            .filter(|r| r.contains("watch=true") == watch)
+            .count()
+    };
+    assert!(promotions(true) >= 1, "{requests:#?}");
+    assert!(promotions(false) <= 2, "{requests:#?}");
     let key_reads = secrets
         .iter()
         .filter(|r| r.contains("/podinfo-events?"))
@@ -931,20 +1002,10 @@ async fn two_replicas_run_each_promotion_once_and_one_resumes_what_a_killed_one_
         p["metadata"]["annotations"]["example.com/touched-by"], "someone else",
         "the other writer's change is kept"
     );
-    let requests = api.requests.lock().unwrap().clone();
     let name = p["metadata"]["name"].as_str().unwrap();
-    let status_path =
-        format!("PUT /apis/promoter.dev/v1alpha1/namespaces/flux-system/promotions/{name}/status?");
-    let get_path =
-        format!("GET /apis/promoter.dev/v1alpha1/namespaces/flux-system/promotions/{name}?");
-    let puts: Vec<usize> = (0..requests.len())
-        .filter(|&i| requests[i] == status_path)
-        .collect();
-    let last_put = *puts.last().unwrap();
-    assert_eq!(
-        requests[..last_put].iter().rev().find(|r| r.contains(name)),
-        Some(&get_path),
-        "after the conflict the fresh object is read, then written"
+    assert!(
+        api.conflicts.lock().unwrap().iter().any(|n| n == name),
+        "the outcome's first write was refused with 409"
     );
     assert_eq!(ci.received().len(), 1);
 

@@ -319,9 +319,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         "listening"
     );
 
-    tokio::spawn(executor.run());
+    tokio::spawn(executor.clone().run());
     tokio::spawn(watch(shared.clone()));
     if matches!(shared.source, Catalog::Cluster(_)) {
+        if let Store::Resources(store) = &shared.store {
+            let worker = executor.clone();
+            tokio::spawn(store.clone().follow(move || worker.wake()));
+        }
         tokio::spawn(cluster_sync(shared.clone()));
     }
     tokio::spawn(forget_old_events(shared.clone()));
@@ -367,9 +371,8 @@ fn replica_identity() -> String {
     })
 }
 
-/// Kubernetes mode, every sync (the watch interval, at most 5 s): reads the Promotion
-/// resources (what other replicas recorded, claims that lapsed, approvals by annotation);
-/// the replica holding the Lease writes the Pipelines' status and Events.
+/// Kubernetes mode, every sync (the watch interval, at most 5 s): takes or renews the
+/// Lease; its holder writes the Pipelines' status and Events.
 async fn cluster_sync(shared: Arc<Shared>) {
     let (Catalog::Cluster(cluster), Store::Resources(store)) = (&shared.source, &shared.store)
     else {
@@ -383,20 +386,6 @@ async fn cluster_sync(shared: Arc<Shared>) {
     let every = shared.settings.watch_interval.min(Duration::from_secs(5));
     let mut leading = false;
     loop {
-        match store.sync().await {
-            Ok(approved) => {
-                for id in approved {
-                    match store.approve(&id).await {
-                        Ok(_) => {
-                            tracing::info!(promotion = %id, "promotion approved by annotation")
-                        }
-                        Err(e) => tracing::warn!(promotion = %id, "cannot approve: {e}"),
-                    }
-                }
-                shared.executor.wake();
-            }
-            Err(e) => tracing::warn!("{e}"),
-        }
         let lead = match leadership.lead().await {
             Ok(lead) => lead,
             Err(e) => {

@@ -13,8 +13,9 @@
 //!   (by its own clock) it claims the promotion again and runs it with the same
 //!   idempotency key, so it takes effect once.
 //!
-//! Each replica keeps what it read and wrote in memory (re-listed every sync), which is
-//! what `decide`, the worker and `GET /promotions` read.
+//! Each replica keeps what it read and wrote in memory, following the API server's watch
+//! of Promotions (relisted when the watch breaks); that is what `decide`, the worker and
+//! `GET /promotions` read.
 
 use super::{Accepted, Due, Phase, Promotion, StoreError, now_ms, rfc3339};
 use crate::cluster::crd;
@@ -187,43 +188,91 @@ impl ResourceStore {
         cache.insert(name, entry);
     }
 
-    /// Lists the managed Promotions of every namespace into the cache. Returns the ids of
-    /// promotions waiting for approval whose resource carries the approval annotation.
-    pub async fn sync(&self) -> Result<Vec<String>, StoreError> {
+    /// Follows the managed Promotions of every namespace (list, then watch; again after
+    /// an error, with backoff) into the cache: what other replicas record, claim and
+    /// finish. Approves a waiting one annotated for approval. Calls `changed` after each
+    /// change, so the worker looks at once. Runs until the process ends.
+    pub async fn follow(self: std::sync::Arc<Self>, changed: impl Fn() + Send) {
+        use futures_util::StreamExt;
+        use kube::runtime::{WatchStreamExt, watcher};
+        let all: Api<crd::Promotion> = Api::all(self.client.clone());
+        let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+        let mut events = watcher(all, watcher::Config::default().labels(&selector))
+            .default_backoff()
+            .boxed();
+        // The names a relist found, until it is complete.
+        let mut relisted: Option<HashSet<String>> = None;
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(watcher::Event::Init) => relisted = Some(HashSet::new()),
+                Ok(watcher::Event::InitApply(p)) => {
+                    if let Some(names) = relisted.as_mut() {
+                        names.insert(p.name_any());
+                    }
+                    self.observe(p).await;
+                }
+                Ok(watcher::Event::InitDone) => {
+                    if let Some(names) = relisted.take() {
+                        self.forget_unlisted(&names);
+                    }
+                }
+                Ok(watcher::Event::Apply(p)) => self.observe(p).await,
+                Ok(watcher::Event::Delete(p)) => {
+                    self.cache.lock().unwrap().remove(&p.name_any());
+                }
+                Err(e) => tracing::warn!("watching Promotion resources: {e}"),
+            }
+            changed();
+        }
+    }
+
+    /// Keeps a Promotion seen on the watch; approves it when it waits for approval and is
+    /// annotated so.
+    async fn observe(&self, resource: crd::Promotion) {
+        let waiting = resource.status.as_ref().map(|s| s.phase) == Some(Phase::WaitingApproval)
+            || (resource.status.is_none() && resource.spec.manual);
+        let approved = resource
+            .annotations()
+            .get(APPROVED_ANNOTATION)
+            .map(String::as_str)
+            == Some("true");
+        let id = resource.name_any();
+        self.remember(resource);
+        if waiting && approved {
+            match self.approve(&id).await {
+                Ok(_) => tracing::info!(promotion = %id, "promotion approved by annotation"),
+                Err(e) => tracing::warn!(promotion = %id, "cannot approve: {e}"),
+            }
+        }
+    }
+
+    /// After a relist: drops what is gone from the API (deleted by someone), but not what
+    /// was written after the list was taken.
+    fn forget_unlisted(&self, names: &HashSet<String>) {
+        let mut cache = self.cache.lock().unwrap();
+        let listed_at = names
+            .iter()
+            .filter_map(|n| cache.get(n).and_then(|e| resource_version(&e.resource)))
+            .max();
+        cache.retain(|name, e| {
+            names.contains(name)
+                || matches!((resource_version(&e.resource), listed_at), (Some(v), Some(at)) if v > at)
+        });
+    }
+
+    /// Lists the managed Promotions of every namespace into the cache (before serving, so
+    /// the first decisions know the history).
+    async fn sync(&self) -> Result<(), StoreError> {
         let all: Api<crd::Promotion> = Api::all(self.client.clone());
         let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
         let list = all
             .list(&ListParams::default().labels(&selector))
             .await
             .map_err(|e| StoreError::Read(format!("cannot list Promotion resources: {e}")))?;
-        let listed_at: Option<u64> = list
-            .metadata
-            .resource_version
-            .as_deref()
-            .and_then(|v| v.parse().ok());
-        let names: HashSet<String> = list.items.iter().map(ResourceExt::name_any).collect();
-        {
-            // Gone from the API (deleted by someone): forget it, unless it was written
-            // after the list was taken.
-            let mut cache = self.cache.lock().unwrap();
-            cache.retain(|name, e| {
-                names.contains(name)
-                    || matches!((resource_version(&e.resource), listed_at), (Some(v), Some(at)) if v > at)
-            });
-        }
-        let mut approved = Vec::new();
         for item in list.items {
-            if item.status.as_ref().map(|s| s.phase) == Some(Phase::WaitingApproval)
-                || (item.status.is_none() && item.spec.manual)
-            {
-                let annotation = item.annotations().get(APPROVED_ANNOTATION);
-                if annotation.map(String::as_str) == Some("true") {
-                    approved.push(item.name_any());
-                }
-            }
             self.remember(item);
         }
-        Ok(approved)
+        Ok(())
     }
 
     /// Every version recorded for `pipeline`, in any phase.
