@@ -1009,6 +1009,41 @@ async fn two_replicas_run_each_promotion_once_and_one_resumes_what_a_killed_one_
     );
     assert_eq!(ci.received().len(), 1);
 
+    // Scenario: approval through the other replica. Prod waits for approval, recorded by
+    // a; the signed approval reaches b, which knows the Promotion from its watch.
+    let event = deployment_event("HelmRelease", "podinfo-test", "podinfo", "6.5.4");
+    let (code, body) = send(&a, "test", &event, Some(EVENTS_KEY)).await;
+    assert_eq!(code, 202, "{body}");
+    let approval = serde_json::to_vec(&promoter::client::ApprovalBody {
+        namespace: "flux-system".into(),
+        name: "podinfo".into(),
+        environment: "prod".into(),
+        revision: "6.5.4".into(),
+        timestamp: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    })
+    .unwrap();
+    let url = format!("{}/approval/flux-system/podinfo/prod/6.5.4", b.webhook);
+    let mut approved = (0, String::new());
+    for _ in 0..50 {
+        approved = promoter::client::post_signed(&url, approval.clone(), Some(EVENTS_KEY))
+            .await
+            .unwrap();
+        if approved.0 != 404 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(approved.0, 200, "{approved:?}");
+    wait_until("the approved promotion into prod to succeed", &b, || {
+        promotion_of(&api, "prod", "6.5.4").is_some_and(|p| p["status"]["phase"] == "succeeded")
+    })
+    .await;
+    assert_eq!(
+        ci.received().len(),
+        2,
+        "prod promoted once, after the approval"
+    );
+
     // Scenario: one deployment reported to both replicas at once (by two instances of
     // helm-controller, so two events): one Promotion, run once.
     let event = deployment_event("HelmRelease", "podinfo-dev", "podinfo", "6.5.5");
