@@ -543,7 +543,7 @@ fn rbac_grants_the_least_privilege_the_controller_needs() {
         rule(
             "promoter.dev",
             "promotions",
-            &["list", "watch", "get", "create"],
+            &["list", "watch", "get", "create", "delete"],
         ),
         rule("promoter.dev", "promotions/status", &["update"]),
         rule("events.k8s.io", "events", &["create", "patch"]),

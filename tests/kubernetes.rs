@@ -356,6 +356,27 @@ async fn handle(
             );
             create(&api, object, ns, "promotions")
         }
+        ("DELETE", "promoter.dev/v1alpha1", ["namespaces", ns, "promotions", name]) => {
+            let mut objects = api.objects.lock().unwrap();
+            let at = objects.iter().position(|o| {
+                o["kind"] == "Promotion"
+                    && o["metadata"]["namespace"] == *ns
+                    && o["metadata"]["name"] == *name
+            });
+            match at {
+                Some(at) => {
+                    let mut gone = objects.remove(at);
+                    api.bump(&mut gone);
+                    api.changed("DELETED", &gone);
+                    axum::Json(gone).into_response()
+                }
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("promotions {name:?} not found"),
+                ),
+            }
+        }
         ("GET", "promoter.dev/v1alpha1", ["namespaces", ns, "promotions", name]) => {
             match api.find("Promotion", ns, name) {
                 Some(p) => axum::Json(p).into_response(),
@@ -1137,4 +1158,64 @@ async fn two_replicas_run_each_promotion_once_and_one_resumes_what_a_killed_one_
         "requests outside the RBAC: {refused:#?}"
     );
     eprintln!("resumed {took:?} after the kill");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_promotions_past_retention_are_deleted_but_the_newest_per_environment_stays() {
+    let dir = scratch("kubernetes-retention");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ci = Receiver::start(202, "queued").await;
+    let cluster = cluster(&dir, objects(&dir, &ci.url("/job/promote"))).await;
+    let api = cluster.api.clone();
+    let server = Server::start_in_cluster(
+        &cluster.kubeconfig,
+        &dir.join("data"),
+        &["--watch-interval", "200ms", "--keep-finished", "1s"],
+    );
+    for version in ["1.0.0", "1.1.0"] {
+        let event = deployment_event("HelmRelease", "podinfo-dev", "podinfo", version);
+        let (code, body) = send(&server, "dev", &event, Some(EVENTS_KEY)).await;
+        assert_eq!(code, 202, "{body}");
+        wait_until("the promotion to succeed", &server, || {
+            promotion_of(&api, "test", version).is_some_and(|p| p["status"]["phase"] == "succeeded")
+        })
+        .await;
+    }
+    wait_until(
+        "the older finished Promotion to be deleted",
+        &server,
+        || promotion_of(&api, "test", "1.0.0").is_none(),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(
+        promotion_of(&api, "test", "1.1.0").is_some(),
+        "the newest into test stays, however old"
+    );
+    let listed = server.promotions().await;
+    assert!(
+        listed.iter().all(|p| p["version"] != "1.0.0"),
+        "gone from /promotions too: {listed:#?}"
+    );
+    // Decisions still compare with the newest: the older version is not promoted again.
+    let mut again = deployment_event("HelmRelease", "podinfo-dev", "podinfo", "1.0.0");
+    again.reporting_instance = "helm-controller-2".into();
+    let (code, body) = send(&server, "dev", &again, Some(EVENTS_KEY)).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("ignored"), "{body}");
+    assert_eq!(ci.received().len(), 2);
+    let deletes: Vec<String> = api
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.starts_with("DELETE"))
+        .cloned()
+        .collect();
+    assert_eq!(deletes.len(), 1, "{deletes:#?}");
+    let refused = api.refused.lock().unwrap().clone();
+    assert!(
+        refused.is_empty(),
+        "requests outside the RBAC: {refused:#?}"
+    );
 }

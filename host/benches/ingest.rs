@@ -182,6 +182,7 @@ fn main() {
             workers: 4,
             builtin_private_networks: false,
             watch_interval: Duration::from_secs(3600),
+            keep_finished: Duration::from_secs(3600),
             events_addr: None,
         };
         tokio::spawn(async move { promoter::serve::run(settings).await.unwrap() });

@@ -110,9 +110,15 @@ struct ServeArgs {
     #[arg(long, env = "PROMOTER_BUILTIN_PRIVATE_NETWORKS")]
     builtin_private_networks: bool,
     /// How often the manifests folder is checked for changes (Kubernetes mode: how often
-    /// the API is read again; Promotion resources and the Lease at least every 5 s).
+    /// Pipelines, their Secrets and plugin ConfigMaps are read again; the Lease is renewed
+    /// at least every 5 s, Promotions are watched).
     #[arg(long, env = "PROMOTER_WATCH_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     watch_interval: Duration,
+    /// Kubernetes mode: Promotion resources finished longer ago than this are deleted,
+    /// except the newest into each environment of each pipeline (what later decisions
+    /// compare versions with).
+    #[arg(long, env = "PROMOTER_KEEP_FINISHED", default_value = "720h", value_parser = parse_duration)]
+    keep_finished: Duration,
     /// Flux notification-controller's event receiver, where the notification strategy posts
     /// (e.g. http://notification-controller.flux-system.svc.cluster.local./). Without it,
     /// pipelines using that strategy are refused.
@@ -377,6 +383,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         workers: args.workers,
         builtin_private_networks: args.builtin_private_networks,
         watch_interval: args.watch_interval,
+        keep_finished: args.keep_finished,
         events_addr: args.events_addr,
     };
     promoter::serve::run(settings).await?;

@@ -33,6 +33,8 @@ pub struct Settings {
     pub workers: usize,
     pub builtin_private_networks: bool,
     pub watch_interval: Duration,
+    /// Kubernetes mode: how long finished Promotion resources are kept.
+    pub keep_finished: Duration,
     /// Flux notification-controller's event receiver, where the notification strategy
     /// posts (checked with [`crate::plugins::parse_events_addr`]). `None`: pipelines using
     /// that strategy are refused at load.
@@ -395,6 +397,7 @@ async fn cluster_sync(shared: Arc<Shared>) {
         };
         if lead {
             cluster.report(&store.list()).await;
+            store.prune(shared.settings.keep_finished).await;
         } else if leading {
             tracing::info!("lost the lease: another replica reports the Pipelines' status");
             cluster.forget_reported();

@@ -443,28 +443,71 @@ impl ResourceStore {
         }
     }
 
+    /// Deletes the Promotion resources finished longer than `keep` ago, except the newest
+    /// into each environment of each pipeline: decisions compare new versions with it.
+    pub async fn prune(&self, keep: Duration) {
+        let before = now_ms().saturating_sub(keep.as_millis() as u64);
+        let old: Vec<(String, String)> = {
+            let cache = self.cache.lock().unwrap();
+            let key = |p: &Promotion| {
+                let (ns, name) = (p.pipeline.namespace.clone(), p.pipeline.name.clone());
+                (ns, name, p.target_environment.clone())
+            };
+            let mut newest: HashMap<(String, String, String), u64> = HashMap::new();
+            for e in cache.values() {
+                let p = &e.promotion;
+                let at = newest.entry(key(p)).or_default();
+                *at = (*at).max(p.created_at);
+            }
+            cache
+                .values()
+                .map(|e| &e.promotion)
+                .filter(|p| p.phase.is_finished() && p.finished_at.is_some_and(|t| t < before))
+                .filter(|p| newest[&key(p)] > p.created_at)
+                .map(|p| (p.pipeline.namespace.clone(), p.id.clone()))
+                .collect()
+        };
+        for (namespace, id) in old {
+            match self.api(&namespace).delete(&id, &Default::default()).await {
+                Ok(_) => {
+                    tracing::info!(promotion = %id, "finished promotion deleted after {}", humantime::format_duration(keep));
+                    self.cache.lock().unwrap().remove(&id);
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {
+                    self.cache.lock().unwrap().remove(&id);
+                }
+                Err(e) => {
+                    tracing::warn!(promotion = %id, "cannot delete the finished promotion: {e}")
+                }
+            }
+        }
+    }
+
     /// Moves a promotion waiting for approval to pending.
     pub async fn approve(&self, id: &str) -> Result<Promotion, StoreError> {
-        let mut p = self
-            .get(id)
-            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-        let not_waiting = |p: &Promotion| StoreError::NotWaiting {
-            id: p.id.clone(),
-            phase: p.phase.as_str(),
-        };
-        if p.phase != Phase::WaitingApproval {
-            return Err(not_waiting(&p));
-        }
-        p.phase = Phase::Pending;
-        p.updated_at = now_ms();
-        match self.put(&p).await {
-            Ok(()) => Ok(p),
-            // Approved (or otherwise moved on) elsewhere meanwhile.
-            Err(StoreError::Claimed { .. }) => Err(self
+        for _ in 0..CONFLICT_RETRIES {
+            let mut p = self
                 .get(id)
-                .map_or_else(|| StoreError::NotFound(id.to_string()), |p| not_waiting(&p))),
-            Err(e) => Err(e),
+                .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+            if p.phase != Phase::WaitingApproval {
+                return Err(StoreError::NotWaiting {
+                    id: p.id.clone(),
+                    phase: p.phase.as_str(),
+                });
+            }
+            p.phase = Phase::Pending;
+            p.updated_at = now_ms();
+            match self.put(&p).await {
+                Ok(()) => return Ok(p),
+                // Changed since it was read (its first status written by the replica that
+                // recorded it, say, or approved there): look again at the fresh one.
+                Err(StoreError::Claimed { .. }) => continue,
+                Err(e) => return Err(e),
+            }
         }
+        Err(StoreError::Write(format!(
+            "Promotion {id} kept changing while it was approved"
+        )))
     }
 
     pub fn get(&self, id: &str) -> Option<Promotion> {
