@@ -36,6 +36,8 @@ struct Api {
     /// Scenario "conflict on status update": the next status update recording a Promotion's
     /// outcome finds it changed by someone else (an annotation added): 409 Conflict.
     conflict_next: std::sync::atomic::AtomicBool,
+    /// The Promotion CRD is not installed: its paths answer 404, as the API server does.
+    no_promotion_crd: std::sync::atomic::AtomicBool,
     /// Names of objects whose update was refused with 409 Conflict.
     conflicts: Mutex<Vec<String>>,
     /// Every change to a Promotion, as a watch reports it: (resourceVersion, event).
@@ -282,6 +284,17 @@ async fn handle(
         ["apis", group, version, rest @ ..] => (format!("{group}/{version}"), rest),
         _ => (String::new(), &[]),
     };
+    if group == "promoter.dev/v1alpha1"
+        && api
+            .no_promotion_crd
+            .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource".into(),
+        );
+    }
     match (method.as_str(), group.as_str(), rest) {
         // ClusterRole: pipelines list.
         ("GET", "pipelines.weave.works/v1alpha1", ["pipelines"]) => list(
@@ -985,10 +998,11 @@ fn lease_holder(api: &Api) -> Option<String> {
     lease["spec"]["holderIdentity"].as_str().map(str::to_string)
 }
 
-/// Named scenarios with two replicas against one API server: duplicate events on both
-/// replicas make one Promotion run once; a status update that meets a changed object is
-/// retried; the replica holding the Lease is killed mid-promotion and the other resumes
-/// the promotion (same idempotency key) and takes over the Pipelines' status.
+/// Named scenarios with several replicas against one API server: a status update that
+/// meets a changed object is retried; the replica holding the Lease is killed
+/// mid-promotion and another resumes the promotion (same idempotency key) and takes over
+/// the Pipelines' status; a promotion recorded on one replica is approved through
+/// another; duplicate events on two replicas make one Promotion run once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_run_each_promotion_once_and_one_resumes_what_a_killed_one_held() {
     let dir = scratch("kubernetes-replicas");
@@ -997,12 +1011,27 @@ async fn two_replicas_run_each_promotion_once_and_one_resumes_what_a_killed_one_
     let cluster = cluster(&dir, objects(&dir, &ci.url("/job/promote"))).await;
     let api = cluster.api.clone();
     let interval = ["--watch-interval", "200ms"];
-    let mut a = Server::start_replica(&cluster.kubeconfig, &dir.join("a"), "promoter-a", &interval);
+    let replica = |name: &str| {
+        let data = dir.join(name);
+        Server::start_replica(
+            &cluster.kubeconfig,
+            &data,
+            &format!("promoter-{name}"),
+            &interval,
+        )
+    };
+    let calls = |id: &str| {
+        ci.received()
+            .iter()
+            .filter(|r| r.header("Idempotency-Key") == Some(id))
+            .count()
+    };
+    let name_of = |p: &Value| p["metadata"]["name"].as_str().unwrap().to_string();
+    let mut a = replica("a");
     wait_until("replica a to take the Lease", &a, || {
         lease_holder(&api).as_deref() == Some("promoter-a")
     })
     .await;
-    let b = Server::start_replica(&cluster.kubeconfig, &dir.join("b"), "promoter-b", &interval);
 
     // Scenario: conflict on status update retried. The update recording the outcome finds
     // the Promotion changed meanwhile (someone annotated it): re-read, written again. Were
@@ -1023,100 +1052,34 @@ async fn two_replicas_run_each_promotion_once_and_one_resumes_what_a_killed_one_
         p["metadata"]["annotations"]["example.com/touched-by"], "someone else",
         "the other writer's change is kept"
     );
-    let name = p["metadata"]["name"].as_str().unwrap();
     assert!(
-        api.conflicts.lock().unwrap().iter().any(|n| n == name),
+        api.conflicts.lock().unwrap().contains(&name_of(&p)),
         "the outcome's first write was refused with 409"
     );
-    assert_eq!(ci.received().len(), 1);
+    assert_eq!(calls(&name_of(&p)), 1);
 
-    // Scenario: approval through the other replica. Prod waits for approval, recorded by
-    // a; the signed approval reaches b, which knows the Promotion from its watch.
-    let event = deployment_event("HelmRelease", "podinfo-test", "podinfo", "6.5.4");
-    let (code, body) = send(&a, "test", &event, Some(EVENTS_KEY)).await;
-    assert_eq!(code, 202, "{body}");
-    let approval = serde_json::to_vec(&promoter::client::ApprovalBody {
-        namespace: "flux-system".into(),
-        name: "podinfo".into(),
-        environment: "prod".into(),
-        revision: "6.5.4".into(),
-        timestamp: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-    })
-    .unwrap();
-    let url = format!("{}/approval/flux-system/podinfo/prod/6.5.4", b.webhook);
-    let mut approved = (0, String::new());
-    for _ in 0..50 {
-        approved = promoter::client::post_signed(&url, approval.clone(), Some(EVENTS_KEY))
-            .await
-            .unwrap();
-        if approved.0 != 404 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert_eq!(approved.0, 200, "{approved:?}");
-    wait_until("the approved promotion into prod to succeed", &b, || {
-        promotion_of(&api, "prod", "6.5.4").is_some_and(|p| p["status"]["phase"] == "succeeded")
-    })
-    .await;
-    assert_eq!(
-        ci.received().len(),
-        2,
-        "prod promoted once, after the approval"
-    );
-
-    // Scenario: one deployment reported to both replicas at once (by two instances of
-    // helm-controller, so two events): one Promotion, run once.
-    let event = deployment_event("HelmRelease", "podinfo-dev", "podinfo", "6.5.5");
-    let mut again = event.clone();
-    again.reporting_instance = "helm-controller-2".into();
-    let (to_a, to_b) = tokio::join!(
-        send(&a, "dev", &event, Some(EVENTS_KEY)),
-        send(&b, "dev", &again, Some(EVENTS_KEY))
-    );
-    assert!(to_a.0 < 300 && to_b.0 < 300, "{to_a:?} {to_b:?}");
-    assert!(to_a.0 == 202 || to_b.0 == 202, "{to_a:?} {to_b:?}");
-    wait_until("the promotion of 6.5.5 to succeed", &a, || {
-        promotion_of(&api, "test", "6.5.5").is_some_and(|p| p["status"]["phase"] == "succeeded")
-    })
-    .await;
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let calls = |id: &str| {
-        ci.received()
-            .iter()
-            .filter(|r| r.header("Idempotency-Key") == Some(id))
-            .count()
-    };
-    let p = promotion_of(&api, "test", "6.5.5").unwrap();
-    let id = p["metadata"]["name"].as_str().unwrap().to_string();
-    assert_eq!(calls(&id), 1, "run once, by one replica");
-    let created = api
-        .of_kind("Promotion", Some("flux-system"))
-        .iter()
-        .filter(|p| p["spec"]["version"] == "6.5.5")
-        .count();
-    assert_eq!(created, 1);
-
-    // Scenario: leader change mid-promotion. The receiver holds the next call; replica a
-    // (the Lease holder) claims the promotion and is killed while the plugin waits.
+    // Scenario: leader change mid-promotion. Replica a, holding the Lease (and for now
+    // alone), claims the promotion of 6.5.5 and calls the receiver, which holds the call.
+    // Replica b starts; a is killed while its plugin waits.
     ci.hold.store(1, std::sync::atomic::Ordering::SeqCst);
-    let event = deployment_event("HelmRelease", "podinfo-dev", "podinfo", "6.5.6");
+    let event = deployment_event("HelmRelease", "podinfo-dev", "podinfo", "6.5.5");
     let (code, body) = send(&a, "dev", &event, Some(EVENTS_KEY)).await;
     assert_eq!(code, 202, "{body}");
-    wait_until("replica a to call the receiver for 6.5.6", &a, || {
+    wait_until("replica a to call the receiver for 6.5.5", &a, || {
         ci.received()
             .iter()
-            .any(|r| String::from_utf8_lossy(&r.body).contains("6.5.6"))
+            .any(|r| String::from_utf8_lossy(&r.body).contains("6.5.5"))
     })
     .await;
-    let held = promotion_of(&api, "test", "6.5.6").unwrap();
+    let held = promotion_of(&api, "test", "6.5.5").unwrap();
     assert_eq!(held["status"]["phase"], "running", "{held}");
     assert_eq!(held["status"]["holder"], "promoter-a", "{held}");
-    let id = held["metadata"]["name"].as_str().unwrap().to_string();
+    let id = name_of(&held);
+    let b = replica("b");
     a.kill();
     let killed = std::time::Instant::now();
     let resumed = loop {
-        if let Some(p) = promotion_of(&api, "test", "6.5.6")
+        if let Some(p) = promotion_of(&api, "test", "6.5.5")
             && p["status"]["phase"] == "succeeded"
         {
             break p;
@@ -1132,19 +1095,14 @@ async fn two_replicas_run_each_promotion_once_and_one_resumes_what_a_killed_one_
     assert_eq!(resumed["status"]["attempts"], 2, "{resumed}");
     assert!(resumed["status"]["holder"].is_null(), "{resumed}");
     assert_eq!(calls(&id), 2, "the same idempotency key on both attempts");
-    assert!(
-        b.logs().contains("resum") || b.logs().contains(&id),
-        "replica b ran it: {}",
-        b.logs()
-    );
     // Replica b took the Lease and reports the Pipeline's status now.
     wait_until(
-        "replica b to report 6.5.6 in the Pipeline's status",
+        "replica b to report 6.5.5 in the Pipeline's status",
         &b,
         || {
             lease_holder(&api).as_deref() == Some("promoter-b")
                 && api.status("flux-system/podinfo").is_some_and(|s| {
-                    s["environments"]["test"]["latestPromotion"]["version"] == "6.5.6"
+                    s["environments"]["test"]["latestPromotion"]["version"] == "6.5.5"
                         && s["environments"]["test"]["latestPromotion"]["phase"] == "succeeded"
                 })
         },
@@ -1152,12 +1110,77 @@ async fn two_replicas_run_each_promotion_once_and_one_resumes_what_a_killed_one_
     .await;
     let lease = api.find("Lease", CONTROLLER_NS, "promoter").unwrap();
     assert_eq!(lease["spec"]["leaseTransitions"], 1, "{lease}");
+    eprintln!("resumed {took:?} after the kill");
+
+    // The killed pod is replaced, under a new name as a Deployment does.
+    let c = replica("c");
+
+    // Scenario: approval through another replica. Prod waits for approval, recorded by
+    // b; the signed approval reaches c, which knows the Promotion from its watch.
+    let event = deployment_event("HelmRelease", "podinfo-test", "podinfo", "6.5.4");
+    let (code, body) = send(&b, "test", &event, Some(EVENTS_KEY)).await;
+    assert_eq!(code, 202, "{body}");
+    let approval = serde_json::to_vec(&promoter::client::ApprovalBody {
+        namespace: "flux-system".into(),
+        name: "podinfo".into(),
+        environment: "prod".into(),
+        revision: "6.5.4".into(),
+        timestamp: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    })
+    .unwrap();
+    let url = format!("{}/approval/flux-system/podinfo/prod/6.5.4", c.webhook);
+    let mut approved = (0, String::new());
+    for _ in 0..50 {
+        approved = promoter::client::post_signed(&url, approval.clone(), Some(EVENTS_KEY))
+            .await
+            .unwrap();
+        if approved.0 != 404 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(approved.0, 200, "{approved:?}");
+    wait_until("the approved promotion into prod to succeed", &c, || {
+        promotion_of(&api, "prod", "6.5.4").is_some_and(|p| p["status"]["phase"] == "succeeded")
+    })
+    .await;
+    let prod = promotion_of(&api, "prod", "6.5.4").unwrap();
+    assert_eq!(
+        calls(&name_of(&prod)),
+        1,
+        "prod promoted once, after the approval"
+    );
+
+    // Scenario: one deployment reported to both replicas at once (by two instances of
+    // helm-controller, so two events): one Promotion, run once.
+    let event = deployment_event("HelmRelease", "podinfo-dev", "podinfo", "6.5.6");
+    let mut again = event.clone();
+    again.reporting_instance = "helm-controller-2".into();
+    let (to_b, to_c) = tokio::join!(
+        send(&b, "dev", &event, Some(EVENTS_KEY)),
+        send(&c, "dev", &again, Some(EVENTS_KEY))
+    );
+    assert!(to_b.0 < 300 && to_c.0 < 300, "{to_b:?} {to_c:?}");
+    assert!(to_b.0 == 202 || to_c.0 == 202, "{to_b:?} {to_c:?}");
+    wait_until("the promotion of 6.5.6 to succeed", &b, || {
+        promotion_of(&api, "test", "6.5.6").is_some_and(|p| p["status"]["phase"] == "succeeded")
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let p = promotion_of(&api, "test", "6.5.6").unwrap();
+    assert_eq!(calls(&name_of(&p)), 1, "run once, by one replica");
+    let created = api
+        .of_kind("Promotion", Some("flux-system"))
+        .iter()
+        .filter(|p| p["spec"]["version"] == "6.5.6")
+        .count();
+    assert_eq!(created, 1);
+
     let refused = api.refused.lock().unwrap().clone();
     assert!(
         refused.is_empty(),
         "requests outside the RBAC: {refused:#?}"
     );
-    eprintln!("resumed {took:?} after the kill");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1217,5 +1240,36 @@ async fn finished_promotions_past_retention_are_deleted_but_the_newest_per_envir
     assert!(
         refused.is_empty(),
         "requests outside the RBAC: {refused:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_promotion_crd_kubernetes_mode_stops_at_start_and_says_how_to_install_it() {
+    let dir = scratch("kubernetes-no-crd");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cluster = cluster(&dir, objects(&dir, "http://127.0.0.1:9/")).await;
+    cluster
+        .api
+        .no_promotion_crd
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_promoter"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.join("data"))
+        .args([
+            "--webhook-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env_remove("POD_NAMESPACE")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot list Promotion resources") && err.contains("promoter crds"),
+        "{err}"
     );
 }

@@ -268,7 +268,16 @@ impl ResourceStore {
         let list = all
             .list(&ListParams::default().labels(&selector))
             .await
-            .map_err(|e| StoreError::Read(format!("cannot list Promotion resources: {e}")))?;
+            .map_err(|e| {
+                let hint = match &e {
+                    kube::Error::Api(s) if s.code == 404 => {
+                        " (is the promoter.dev Promotion CRD installed? `promoter crds` prints it; \
+                         the chart installs it from crds/)"
+                    }
+                    _ => "",
+                };
+                StoreError::Read(format!("cannot list Promotion resources: {e}{hint}"))
+            })?;
         for item in list.items {
             self.remember(item);
         }
