@@ -591,6 +591,26 @@ async fn broken_dev_deployed(server: &Server, pipeline: &str) -> (u16, String) {
         .unwrap()
 }
 
+/// Runs `promoter serve` in Kubernetes mode, expecting it to stop at start; its stderr.
+async fn serve_fails(dir: &std::path::Path, kubeconfig: &std::path::Path) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_promoter"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.join("data"))
+        .args([
+            "--webhook-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("POD_NAMESPACE")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "serve started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 async fn wait_until(what: &str, server: &Server, mut done: impl FnMut() -> bool) {
     for _ in 0..300 {
         if done() {
@@ -896,21 +916,7 @@ async fn without_an_api_server_kubernetes_mode_says_so_at_start() {
     std::fs::create_dir_all(&dir).unwrap();
     let port = support::free_port();
     let kubeconfig = kubeconfig(&dir, port, "any-token");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promoter"))
-        .args(["serve", "--data-dir"])
-        .arg(dir.join("data"))
-        .args([
-            "--webhook-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ])
-        .env("KUBECONFIG", &kubeconfig)
-        .env_remove("POD_NAMESPACE")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_fails(&dir, &kubeconfig).await;
     assert!(err.contains("cannot list Pipelines"), "{err}");
 }
 
@@ -1252,22 +1258,7 @@ async fn without_the_promotion_crd_kubernetes_mode_stops_at_start_and_says_how_t
         .api
         .no_promotion_crd
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_promoter"))
-        .args(["serve", "--data-dir"])
-        .arg(dir.join("data"))
-        .args([
-            "--webhook-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ])
-        .env("KUBECONFIG", &cluster.kubeconfig)
-        .env_remove("POD_NAMESPACE")
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_fails(&dir, &cluster.kubeconfig).await;
     assert!(
         err.contains("cannot list Promotion resources") && err.contains("promoter crds"),
         "{err}"
