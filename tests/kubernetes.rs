@@ -78,6 +78,15 @@ impl Api {
         self.changed("MODIFIED", object);
     }
 
+    /// Fails the test if any request asked for more than the chart's RBAC grants.
+    fn assert_only_granted(&self) {
+        let refused = self.refused.lock().unwrap().clone();
+        assert!(
+            refused.is_empty(),
+            "requests outside the RBAC: {refused:#?}"
+        );
+    }
+
     fn list_version(&self) -> String {
         self.revision
             .load(std::sync::atomic::Ordering::SeqCst)
@@ -737,11 +746,7 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
     .await;
 
     // Only what the chart's RBAC grants, and Secrets by name, never listed.
-    let refused = api.refused.lock().unwrap().clone();
-    assert!(
-        refused.is_empty(),
-        "requests outside the RBAC: {refused:#?}"
-    );
+    api.assert_only_granted();
     let requests = api.requests.lock().unwrap().clone();
     let secrets: Vec<&String> = requests.iter().filter(|r| r.contains("/secrets")).collect();
     assert!(!secrets.is_empty());
@@ -985,11 +990,7 @@ async fn plugin_configmaps_of_the_controllers_namespace_run_and_a_broken_one_is_
 
     // The grant's Secret was read by name in the controller's namespace.
     support::fetcher_promotes_with_its_credential(&server, &ci, "5.0.0").await;
-    let refused = api.refused.lock().unwrap().clone();
-    assert!(
-        refused.is_empty(),
-        "requests outside the RBAC: {refused:#?}"
-    );
+    api.assert_only_granted();
 }
 
 /// The Promotion of `version` into `env`, as the API server holds it.
@@ -1182,11 +1183,7 @@ async fn two_replicas_run_each_promotion_once_and_one_resumes_what_a_killed_one_
         .count();
     assert_eq!(created, 1);
 
-    let refused = api.refused.lock().unwrap().clone();
-    assert!(
-        refused.is_empty(),
-        "requests outside the RBAC: {refused:#?}"
-    );
+    api.assert_only_granted();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1242,11 +1239,7 @@ async fn finished_promotions_past_retention_are_deleted_but_the_newest_per_envir
         .cloned()
         .collect();
     assert_eq!(deletes.len(), 1, "{deletes:#?}");
-    let refused = api.refused.lock().unwrap().clone();
-    assert!(
-        refused.is_empty(),
-        "requests outside the RBAC: {refused:#?}"
-    );
+    api.assert_only_granted();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -166,6 +166,13 @@ impl ResourceStore {
         &self.replica
     }
 
+    /// The Promotions of every namespace, and the label selector of those this
+    /// controller manages.
+    fn managed(&self) -> (Api<crd::Promotion>, String) {
+        let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+        (Api::all(self.client.clone()), selector)
+    }
+
     fn api(&self, namespace: &str) -> Api<crd::Promotion> {
         Api::namespaced(self.client.clone(), namespace)
     }
@@ -195,8 +202,7 @@ impl ResourceStore {
     pub async fn follow(self: std::sync::Arc<Self>, changed: impl Fn() + Send) {
         use futures_util::StreamExt;
         use kube::runtime::{WatchStreamExt, watcher};
-        let all: Api<crd::Promotion> = Api::all(self.client.clone());
-        let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+        let (all, selector) = self.managed();
         let mut events = watcher(all, watcher::Config::default().labels(&selector))
             .default_backoff()
             .boxed();
@@ -263,8 +269,7 @@ impl ResourceStore {
     /// Lists the managed Promotions of every namespace into the cache (before serving, so
     /// the first decisions know the history).
     async fn sync(&self) -> Result<(), StoreError> {
-        let all: Api<crd::Promotion> = Api::all(self.client.clone());
-        let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+        let (all, selector) = self.managed();
         let list = all
             .list(&ListParams::default().labels(&selector))
             .await
