@@ -502,7 +502,7 @@ impl Store {
     ) -> Result<Accepted, StoreError> {
         match self {
             Store::Local(s) => s.accept(body, promotions).await,
-            Store::Resources(s) => s.accept(body, promotions).await,
+            Store::Resources(s) => Box::pin(s.accept(body, promotions)).await,
         }
     }
 
