@@ -276,26 +276,48 @@ async fn handle_promotion(
     shared.executor.wake();
     let promotions: Vec<_> = records
         .iter()
-        .map(|p| {
-            json!({
-                "id": p.id,
-                "targetEnvironment": p.target_environment,
-                "version": p.version,
-                "phase": if accepted.created.contains(&p.id) { p.phase.as_str() } else { "existing" },
-                "status": format!("/promotions/{}", p.id),
-            })
+        .map(|p| RecordedPromotion {
+            id: &p.id,
+            target_environment: &p.target_environment,
+            version: &p.version,
+            phase: if accepted.created.contains(&p.id) {
+                p.phase.as_str()
+            } else {
+                "existing"
+            },
+            status: format!("/promotions/{}", p.id),
         })
         .collect();
     for p in &records {
         tracing::info!(promotion = %p.id, target = %p.target_environment, version = %p.version, phase = p.phase.as_str(), "promotion recorded");
     }
     let location = format!("/promotions/{}", records[0].id);
-    let body = json!({"result": "accepted", "promotions": promotions});
+    let body = AcceptedBody {
+        result: "accepted",
+        promotions,
+    };
     let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
     response
         .headers_mut()
         .insert(header::LOCATION, location.parse().unwrap());
     Ok(("accepted", response))
+}
+
+/// The 202's body: what the event recorded, each with where its status is.
+#[derive(serde::Serialize)]
+struct AcceptedBody<'a> {
+    result: &'static str,
+    promotions: Vec<RecordedPromotion<'a>>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RecordedPromotion<'a> {
+    id: &'a str,
+    target_environment: &'a str,
+    version: &'a str,
+    phase: &'static str,
+    status: String,
 }
 
 #[derive(serde::Deserialize)]
