@@ -2,7 +2,7 @@
 //! applies it to the database, answers, and checkpoints the database now and then.
 
 use super::{
-    Accepted, Change, EVENTS, Op, PROMOTIONS, Phase, Promotion, Reply, SharedIndex, Slot,
+    Accepted, Change, EVENTS, Op, PROMOTIONS, Phase, Promotion, Record, Reply, SharedIndex, Slot,
     StoreError, now_ms,
 };
 use redb::{Database, ReadableTable};
@@ -177,11 +177,13 @@ pub(super) fn writer(
                 for (change, result) in changes.iter().zip(&results) {
                     match (change, result) {
                         (Change::Accept { promotions, .. }, Done::Accepted(a)) => {
-                            for p in promotions.iter().filter(|p| a.created.contains(&p.id)) {
-                                index.note(p, true);
+                            for r in promotions {
+                                if a.created.contains(&r.promotion.id) {
+                                    index.note(&r.promotion, true);
+                                }
                             }
                         }
-                        (Change::Put { promotion }, _) => index.note(promotion, false),
+                        (Change::Put { promotion }, _) => index.note(&promotion.promotion, false),
                         (Change::Approve { .. }, Done::Approved(Ok(p))) => index.note(p, false),
                         _ => {}
                     }
@@ -246,7 +248,7 @@ pub(super) fn apply(
                         results.push(Done::Accepted(Accepted {
                             replay: true,
                             created: Vec::new(),
-                            existing: wanted.iter().map(|p| p.id.clone()).collect(),
+                            existing: wanted.iter().map(|r| r.promotion.id.clone()).collect(),
                         }));
                         continue;
                     }
@@ -258,13 +260,12 @@ pub(super) fn apply(
                         created: Vec::new(),
                         existing: Vec::new(),
                     };
-                    for p in wanted {
+                    for Record { promotion: p, json } in wanted {
                         if promotions.get(p.id.as_str()).map_err(|x| e(&x))?.is_some() {
                             accepted.existing.push(p.id.clone());
                         } else {
-                            let bytes = serde_json::to_vec(p).map_err(|x| e(&x))?;
                             promotions
-                                .insert(p.id.as_str(), bytes.as_slice())
+                                .insert(p.id.as_str(), json.get().as_bytes())
                                 .map_err(|x| e(&x))?;
                             accepted.created.push(p.id.clone());
                         }
@@ -272,9 +273,11 @@ pub(super) fn apply(
                     results.push(Done::Accepted(accepted));
                 }
                 Change::Put { promotion } => {
-                    let bytes = serde_json::to_vec(promotion).map_err(|x| e(&x))?;
                     promotions
-                        .insert(promotion.id.as_str(), bytes.as_slice())
+                        .insert(
+                            promotion.promotion.id.as_str(),
+                            promotion.json.get().as_bytes(),
+                        )
                         .map_err(|x| e(&x))?;
                     results.push(Done::Put);
                 }

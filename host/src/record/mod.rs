@@ -141,10 +141,10 @@ pub struct Accepted {
 enum Change {
     Accept {
         digest: String,
-        promotions: Vec<Promotion>,
+        promotions: Vec<Record>,
     },
     Put {
-        promotion: Box<Promotion>,
+        promotion: Box<Record>,
     },
     Approve {
         id: String,
@@ -154,6 +154,36 @@ enum Change {
     Forget {
         before: u64,
     },
+}
+
+/// A promotion and its JSON: serialized once, by the caller rather than the single writer
+/// thread, for both the journal line and the database value.
+#[derive(Debug, Clone)]
+struct Record {
+    promotion: Promotion,
+    json: Box<serde_json::value::RawValue>,
+}
+
+impl Record {
+    fn new(promotion: Promotion) -> Record {
+        let json = serde_json::value::to_raw_value(&promotion)
+            .expect("a promotion is plain data and always serializes");
+        Record { promotion, json }
+    }
+}
+
+impl Serialize for Record {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.json.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Record {
+    // Read back only when the journal is replayed. (Inside the tagged `Change`, serde
+    // buffers the value, which a RawValue cannot be read from.)
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Record, D::Error> {
+        Promotion::deserialize(d).map(Record::new)
+    }
 }
 
 enum Reply {
@@ -397,7 +427,7 @@ impl LocalStore {
         self.send(Op {
             change: Change::Accept {
                 digest: hex::encode(digest),
-                promotions,
+                promotions: promotions.into_iter().map(Record::new).collect(),
             },
             reply: Reply::Accept(reply),
         })?;
@@ -409,7 +439,7 @@ impl LocalStore {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.send(Op {
             change: Change::Put {
-                promotion: Box::new(promotion),
+                promotion: Box::new(Record::new(promotion)),
             },
             reply: Reply::Put(reply),
         })?;
@@ -683,7 +713,7 @@ mod tests {
         let digest = hex::encode(sha2::Sha256::digest(b"event-body"));
         let change = Change::Accept {
             digest,
-            promotions: vec![promotion("p1", "test", "1.0.0")],
+            promotions: vec![Record::new(promotion("p1", "test", "1.0.0"))],
         };
         let mut text = serde_json::to_string(&change).unwrap();
         text.push('\n');
