@@ -268,6 +268,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             )),
     );
     let source = Catalog::connect(&settings.source).await?;
+    // Taken before loading, so that a change from here on (even while loading, or before
+    // the watch task first runs) is a change to the watch.
+    let loaded_from = match &source {
+        Catalog::Folder(dir) => Some(fingerprint(dir)),
+        Catalog::Cluster(_) => None,
+    };
     let manifests = source.load(&registry).await?;
     tracing::info!(
         pipelines = manifests.pipelines.len(),
@@ -322,7 +328,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     );
 
     tokio::spawn(executor.clone().run());
-    tokio::spawn(watch(shared.clone()));
+    tokio::spawn(watch(shared.clone(), loaded_from));
     if matches!(shared.source, Catalog::Cluster(_)) {
         if let Store::Resources(store) = &shared.store {
             let worker = executor.clone();
@@ -407,13 +413,10 @@ async fn cluster_sync(shared: Arc<Shared>) {
     }
 }
 
-/// Reloads the manifests when they change (a folder: when a file in it changes; the
-/// cluster: every interval); an invalid folder keeps the last good state.
-async fn watch(shared: Arc<Shared>) {
-    let mut seen = match &shared.source {
-        Catalog::Folder(dir) => Some(fingerprint(dir)),
-        Catalog::Cluster(_) => None,
-    };
+/// Reloads the manifests when they change (a folder: when a file in it changes from
+/// `seen`, its state when last loaded; the cluster: every interval); an invalid folder
+/// keeps the last good state.
+async fn watch(shared: Arc<Shared>, mut seen: Option<(Option<SystemTime>, usize)>) {
     loop {
         tokio::time::sleep(shared.settings.watch_interval).await;
         if let Catalog::Folder(dir) = &shared.source {
