@@ -532,6 +532,8 @@ impl Store {
     ) -> Result<Accepted, StoreError> {
         match self {
             Store::Local(s) => s.accept(body, promotions).await,
+            // Boxed: inline, the kube client's future made every webhook request's
+            // future 8.5 KB (656 bytes boxed), in local mode too.
             Store::Resources(s) => Box::pin(s.accept(body, promotions)).await,
         }
     }
