@@ -315,34 +315,48 @@ impl Server {
 
     fn launch(data: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         promoter::install_crypto_provider();
-        let (webhook_port, admin_port) = (free_port(), free_port());
-        let mut args: Vec<String> = vec![
-            "serve".into(),
-            "--data-dir".into(),
-            data.display().to_string(),
-            "--webhook-addr".into(),
-            format!("127.0.0.1:{webhook_port}"),
-            "--admin-addr".into(),
-            format!("127.0.0.1:{admin_port}"),
-            "--retry-base".into(),
-            "100ms".into(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
         let log = data.with_extension("log");
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let mut server = Server {
-            child: Server::spawn(&args, &env, &log),
-            webhook: format!("http://127.0.0.1:{webhook_port}"),
-            admin: format!("http://127.0.0.1:{admin_port}"),
-            log,
-            args,
-            env,
-        };
-        server.wait_ready();
-        server
+        // A port found free can be taken (by another test's client, say) before the
+        // server binds it; then it starts again on other ports.
+        for _ in 0..5 {
+            let (webhook_port, admin_port) = (free_port(), free_port());
+            let mut args: Vec<String> = vec![
+                "serve".into(),
+                "--data-dir".into(),
+                data.display().to_string(),
+                "--webhook-addr".into(),
+                format!("127.0.0.1:{webhook_port}"),
+                "--admin-addr".into(),
+                format!("127.0.0.1:{admin_port}"),
+                "--retry-base".into(),
+                "100ms".into(),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let logged_before = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
+            let mut server = Server {
+                child: Server::spawn(&args, &env, &log),
+                webhook: format!("http://127.0.0.1:{webhook_port}"),
+                admin: format!("http://127.0.0.1:{admin_port}"),
+                log: log.clone(),
+                args,
+                env: env.clone(),
+            };
+            match server.ready() {
+                Ok(()) => return server,
+                Err(_) if server.logs()[logged_before..].contains("Address already in use") => {
+                    continue;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!(
+            "no free ports for the server after 5 tries:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     }
 
     fn spawn(
@@ -367,14 +381,21 @@ impl Server {
     }
 
     fn wait_ready(&mut self) {
+        if let Err(e) = self.ready() {
+            panic!("{e}");
+        }
+    }
+
+    /// Waits until both listeners accept connections; Err if the server exits first.
+    fn ready(&mut self) -> Result<(), String> {
         for _ in 0..300 {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("server exited with {status}:\n{}", self.logs());
+                return Err(format!("server exited with {status}:\n{}", self.logs()));
             }
             if std::net::TcpStream::connect(self.admin.trim_start_matches("http://")).is_ok()
                 && std::net::TcpStream::connect(self.webhook.trim_start_matches("http://")).is_ok()
             {
-                return;
+                return Ok(());
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
