@@ -1155,7 +1155,9 @@ async fn two_replicas_run_each_promotion_once_and_one_resumes_what_a_killed_one_
     assert_eq!(
         calls(&name_of(&prod)),
         1,
-        "prod promoted once, after the approval"
+        "prod promoted once, after the approval: {prod}\n--- replica b\n{}\n--- replica c\n{}",
+        b.logs(),
+        c.logs()
     );
 
     // Scenario: one deployment reported to both replicas at once (by two instances of

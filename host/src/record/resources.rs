@@ -347,10 +347,21 @@ impl ResourceStore {
                 .await
             {
                 Ok(made) => {
-                    self.remember(made);
-                    // The phase for `kubectl get promotions`; without it the spec says.
-                    if let Err(e) = self.put(&p).await {
-                        tracing::warn!(promotion = %p.id, "cannot write the first status: {e}");
+                    self.remember(made.clone());
+                    // The phase for `kubectl get promotions`; without it the spec says. It
+                    // is written onto the object as created, and only there: if another
+                    // replica changed it meanwhile (approved or claimed it), that stands.
+                    let mut first = made;
+                    first.status = Some(self.status(&p));
+                    match api
+                        .replace_status(&p.id, &PostParams::default(), &first)
+                        .await
+                    {
+                        Ok(written) => self.remember(written),
+                        Err(kube::Error::Api(s)) if s.code == 409 => {}
+                        Err(e) => {
+                            tracing::warn!(promotion = %p.id, "cannot write the first status: {e}")
+                        }
                     }
                     accepted.created.push(p.id);
                 }
