@@ -136,6 +136,24 @@ impl Entry {
     fn digest(&self) -> Option<&String> {
         self.resource.annotations().get(EVENT_DIGEST)
     }
+
+    /// Whether `replica` may write `phase` now: claim it (`running`) when it is pending (a
+    /// lapsed hold counts), or write anything while the claim is its own (a renewal, the
+    /// outcome). If not, who or what has it.
+    fn writable(&self, replica: &str, phase: Phase, now: u64) -> Result<(), String> {
+        let held_by = claim(&self.resource).and_then(|(holder, _)| holder);
+        let claim = phase == Phase::Running && self.current(now).phase == Phase::Pending;
+        if claim || held_by.is_some_and(|h| h == replica) {
+            return Ok(());
+        }
+        Err(match held_by {
+            Some(holder) => holder.clone(),
+            None => format!(
+                "another replica, which left it {}",
+                self.promotion.phase.as_str()
+            ),
+        })
+    }
 }
 
 fn resource_version(r: &crd::Promotion) -> Option<u64> {
@@ -390,14 +408,34 @@ impl ResourceStore {
     /// read. Any other conflict (metadata changed, or this replica's own earlier write)
     /// is retried on the fresh object.
     pub async fn put(&self, promotion: &Promotion) -> Result<(), StoreError> {
-        let id = &promotion.id;
-        let (mut resource, base) = {
+        let resource = {
             let cache = self.cache.lock().unwrap();
             let entry = cache
-                .get(id)
-                .ok_or_else(|| StoreError::NotFound(id.clone()))?;
-            (entry.resource.clone(), entry.resource.status.clone())
+                .get(&promotion.id)
+                .ok_or_else(|| StoreError::NotFound(promotion.id.clone()))?;
+            // The worker decided to claim it from an earlier read; the watch may have
+            // brought another replica's claim, or its outcome, since. Written onto that,
+            // the claim would succeed and the promotion run twice. Likewise an outcome
+            // is this replica's to write only while the claim is.
+            entry
+                .writable(&self.replica, promotion.phase, now_ms())
+                .map_err(|by| StoreError::Claimed {
+                    id: promotion.id.clone(),
+                    by,
+                })?;
+            entry.resource.clone()
         };
+        self.write(promotion, resource).await
+    }
+
+    /// Writes the promotion's state onto `resource` (as read): see [`Self::put`].
+    async fn write(
+        &self,
+        promotion: &Promotion,
+        mut resource: crd::Promotion,
+    ) -> Result<(), StoreError> {
+        let id = &promotion.id;
+        let base = resource.status.clone();
         let api = self.api(&promotion.pipeline.namespace);
         for _ in 0..CONFLICT_RETRIES {
             resource.status = Some(self.status(promotion));
@@ -457,6 +495,7 @@ impl ResourceStore {
             if p.phase != Phase::Running {
                 return;
             }
+            // Refused (Claimed) once another replica has taken the claim over.
             match self.put(&p).await {
                 Ok(()) => {}
                 Err(e @ StoreError::Claimed { .. }) => {
@@ -511,9 +550,15 @@ impl ResourceStore {
     /// Moves a promotion waiting for approval to pending.
     pub async fn approve(&self, id: &str) -> Result<Promotion, StoreError> {
         for _ in 0..CONFLICT_RETRIES {
-            let mut p = self
-                .get(id)
-                .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+            // Written onto the very object found waiting: one that was approved and
+            // claimed meanwhile is not set back to pending (and run again).
+            let (mut p, resource) = {
+                let cache = self.cache.lock().unwrap();
+                let entry = cache
+                    .get(id)
+                    .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+                (entry.current(now_ms()), entry.resource.clone())
+            };
             if p.phase != Phase::WaitingApproval {
                 return Err(StoreError::NotWaiting {
                     id: p.id.clone(),
@@ -522,7 +567,7 @@ impl ResourceStore {
             }
             p.phase = Phase::Pending;
             p.updated_at = now_ms();
-            match self.put(&p).await {
+            match self.write(&p, resource).await {
                 Ok(()) => return Ok(p),
                 // Changed since it was read (its first status written by the replica that
                 // recorded it, say, or approved there): look again at the fresh one.
@@ -697,6 +742,64 @@ mod tests {
             taken.claim_seen_at,
             seen + 9000,
             "another holder is a new claim"
+        );
+    }
+
+    #[test]
+    fn a_promotion_claimed_or_finished_elsewhere_is_neither_claimed_nor_given_an_outcome_here() {
+        let seen = 1_800_000_000_000;
+        let unclaimed = |phase| {
+            let mut r = running("promoter-1", "2027-01-14T08:00:00Z");
+            let status = r.status.as_mut().unwrap();
+            (status.phase, status.holder, status.held_until) = (phase, None, None);
+            Entry::new(r, None, seen)
+        };
+        let claim = |e: &Entry, replica: &str, at: u64| e.writable(replica, Phase::Running, at);
+        let outcome = |e: &Entry, replica: &str| e.writable(replica, Phase::Succeeded, seen);
+        assert_eq!(
+            claim(&unclaimed(Phase::Pending), "promoter-0", seen),
+            Ok(())
+        );
+        assert_eq!(
+            outcome(&unclaimed(Phase::Pending), "promoter-0"),
+            Err("another replica, which left it pending".to_string()),
+            "an outcome without the claim"
+        );
+
+        let elsewhere = Entry::new(running("promoter-1", "2027-01-14T08:00:00Z"), None, seen);
+        assert_eq!(
+            claim(&elsewhere, "promoter-0", seen + 1000),
+            Err("promoter-1".to_string())
+        );
+        assert_eq!(
+            outcome(&elsewhere, "promoter-0"),
+            Err("promoter-1".to_string())
+        );
+        let ttl = CLAIM_TTL.as_millis() as u64;
+        assert_eq!(
+            claim(&elsewhere, "promoter-0", seen + ttl),
+            Ok(()),
+            "a lapsed hold may be taken over"
+        );
+        assert_eq!(
+            claim(&elsewhere, "promoter-1", seen + 1000),
+            Ok(()),
+            "the holder renews"
+        );
+        assert_eq!(
+            outcome(&elsewhere, "promoter-1"),
+            Ok(()),
+            "the holder writes the outcome"
+        );
+
+        let finished = unclaimed(Phase::Succeeded);
+        assert_eq!(
+            claim(&finished, "promoter-0", seen),
+            Err("another replica, which left it succeeded".to_string())
+        );
+        assert_eq!(
+            outcome(&finished, "promoter-0"),
+            Err("another replica, which left it succeeded".to_string())
         );
     }
 }
