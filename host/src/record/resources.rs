@@ -142,8 +142,8 @@ impl Entry {
     /// outcome). If not, who or what has it.
     fn writable(&self, replica: &str, phase: Phase, now: u64) -> Result<(), String> {
         let held_by = claim(&self.resource).and_then(|(holder, _)| holder);
-        let claim = phase == Phase::Running && self.current(now).phase == Phase::Pending;
-        if claim || held_by.is_some_and(|h| h == replica) {
+        let claiming = phase == Phase::Running && self.current(now).phase == Phase::Pending;
+        if claiming || held_by.is_some_and(|h| h == replica) {
             return Ok(());
         }
         Err(match held_by {
