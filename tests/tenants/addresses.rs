@@ -1,0 +1,1 @@
+//! Hostile tenants: addresses (see main.rs).

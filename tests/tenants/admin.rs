@@ -1,0 +1,1 @@
+//! Hostile tenants: admin (see main.rs).

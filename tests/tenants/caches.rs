@@ -1,0 +1,1 @@
+//! Hostile tenants: caches (see main.rs).

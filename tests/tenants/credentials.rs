@@ -1,0 +1,1 @@
+//! Hostile tenants: credentials (see main.rs).

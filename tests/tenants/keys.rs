@@ -1,0 +1,1 @@
+//! Hostile tenants: keys (see main.rs).

@@ -1,0 +1,1 @@
+//! Hostile tenants: names (see main.rs).

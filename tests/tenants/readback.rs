@@ -1,0 +1,1 @@
+//! Hostile tenants: readback (see main.rs).

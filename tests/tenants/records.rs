@@ -1,0 +1,1 @@
+//! Hostile tenants: records (see main.rs).

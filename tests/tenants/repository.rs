@@ -1,0 +1,1 @@
+//! Hostile tenants: repository (see main.rs).

@@ -1,0 +1,1 @@
+//! Hostile tenants: requests (see main.rs).
