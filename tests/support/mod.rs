@@ -290,6 +290,19 @@ impl Server {
         Server::launch(data, &args, &[])
     }
 
+    /// Like `start`, with environment variables for the server (they override the
+    /// tests' defaults, e.g. [`PRIVATE_NETWORKS_OFF`]).
+    pub fn start_with_env(
+        manifests: &std::path::Path,
+        data: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        let mut args = vec!["--manifests", manifests.to_str().unwrap()];
+        args.extend(extra);
+        Server::launch(data, &args, env)
+    }
+
     /// Kubernetes mode: no --manifests; the API server is the kubeconfig's.
     pub fn start_in_cluster(
         kubeconfig: &std::path::Path,
@@ -371,9 +384,13 @@ impl Server {
             .unwrap();
         std::process::Command::new(env!("CARGO_BIN_EXE_promoter"))
             .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
             .env_remove("POD_NAMESPACE")
             .env("PROMOTER_LOG", "info")
+            // The peers of these tests listen on 127.0.0.1: the operator's switch for private
+            // networks is on unless a test turns it off (`PRIVATE_NETWORKS_OFF`) to see the
+            // refusal.
+            .env("PROMOTER_BUILTIN_PRIVATE_NETWORKS", "true")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
@@ -481,6 +498,9 @@ impl Drop for Server {
 
 use promoter::client::{FluxEventBody, post_signed};
 use std::path::Path;
+
+/// The server as an operator installs it: built-in plugins may not reach private networks.
+pub const PRIVATE_NETWORKS_OFF: (&str, &str) = ("PROMOTER_BUILTIN_PRIVATE_NETWORKS", "false");
 
 pub const EVENTS_KEY: &[u8] = b"events-key-for-tests";
 pub const CI_KEY: &[u8] = b"ci-key-for-tests";
