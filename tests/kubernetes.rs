@@ -1259,3 +1259,153 @@ async fn without_the_promotion_crd_kubernetes_mode_stops_at_start_and_says_how_t
         "{err}"
     );
 }
+
+/// A Promotion as `kubectl create` would make it in `ns`: the request fields, plus whatever
+/// else its author wrote (the fake keeps unknown fields, as a CRD that preserves them
+/// would).
+fn requested(ns: &str, name: &str, spec: Value, annotations: Value) -> Value {
+    json!({
+        "apiVersion": "promoter.dev/v1alpha1", "kind": "Promotion",
+        "metadata": {"name": name, "namespace": ns,
+                     "labels": {"app.kubernetes.io/managed-by": "promoter"},
+                     "annotations": annotations,
+                     "creationTimestamp": jiff::Timestamp::now().to_string()},
+        "spec": spec,
+    })
+}
+
+fn promotion_named(api: &Api, name: &str) -> Option<Value> {
+    api.find("Promotion", "flux-system", name)
+}
+
+/// Item 2 of the tenant rules: a Promotion resource is a request checked against its
+/// Pipeline, never a command. Its author's strategy, config and targets are never run;
+/// one the Pipeline does not allow (skipping an environment, created already approved,
+/// named after another promotion) is refused with a condition and an Event, and kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_created_with_its_own_strategy_runs_the_pipelines_and_one_it_does_not_allow_is_refused()
+ {
+    use promoter::decide::promotion_id;
+    let dir = scratch("kubernetes-requests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ci = Receiver::start(202, "queued").await;
+    let evil = Receiver::start(200, "ok").await;
+    let cluster = cluster(&dir, objects(&dir, &ci.url("/job/promote"))).await;
+    let api = cluster.api.clone();
+    let server = Server::start_in_cluster(
+        &cluster.kubeconfig,
+        &dir.join("data"),
+        &["--watch-interval", "200ms"],
+    );
+    let own_strategy = json!({"plugin": "webhook", "config": {"url": evil.url("/steal")}});
+    let create = |name: &str, spec: Value, annotations: Value| {
+        let object = requested("flux-system", name, spec, annotations);
+        let response = super_create(&api, object);
+        assert_eq!(response, StatusCode::CREATED);
+    };
+    // Allowed: into test (after dev, the first), with a strategy of its author's own.
+    let into_test = promotion_id("flux-system", "podinfo", "test", "9.9.0");
+    create(
+        &into_test,
+        // Everything the spec carried before it became a request, so the same object
+        // would have been obeyed as it stood.
+        json!({"pipeline": "podinfo", "targetEnvironment": "test", "version": "9.9.0",
+               "sourceEnvironment": "dev", "reason": "hotfix", "strategy": own_strategy,
+               "targets": [{"namespace": "kube-system"}], "event": {},
+               "app": {"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease", "name": "podinfo"}}),
+        json!({}),
+    );
+    // Refused: prod for a version never promoted into test (skips an environment).
+    let skip = promotion_id("flux-system", "podinfo", "prod", "9.8.0");
+    create(
+        &skip,
+        json!({"pipeline": "podinfo", "targetEnvironment": "prod", "version": "9.8.0"}),
+        json!({}),
+    );
+    // Refused: a name that is not its request's (another promotion's id, say).
+    create(
+        "podinfo-prod-anything",
+        json!({"pipeline": "podinfo", "targetEnvironment": "test", "version": "9.7.0"}),
+        json!({}),
+    );
+    wait_until(
+        "the allowed request to run with the Pipeline's strategy",
+        &server,
+        || promotion_named(&api, &into_test).is_some_and(|p| p["status"]["phase"] == "succeeded"),
+    )
+    .await;
+    let done = promotion_named(&api, &into_test).unwrap();
+    assert_eq!(done["status"]["plugin"], "webhook");
+    assert_eq!(done["status"]["conditions"][0]["type"], "Accepted");
+    assert_eq!(done["status"]["conditions"][0]["status"], "True");
+    let received = ci.received();
+    assert_eq!(received.len(), 1, "the Pipeline's receiver got it");
+    let body: Value = serde_json::from_slice(&received[0].body).unwrap();
+    assert_eq!(body["version"], "9.9.0");
+    assert_eq!(
+        body["targets"][0]["namespace"], "podinfo-test",
+        "the Pipeline's targets: {body}"
+    );
+
+    // Prod waits for approval even on request; created pre-approved it is refused.
+    let approved_at_birth = promotion_id("flux-system", "podinfo", "prod", "9.9.0");
+    create(
+        &approved_at_birth,
+        json!({"pipeline": "podinfo", "targetEnvironment": "prod", "version": "9.9.0"}),
+        json!({"promoter.dev/approved": "true"}),
+    );
+    for (name, why) in [
+        (skip.as_str(), "cannot skip an environment"),
+        ("podinfo-prod-anything", "must be named"),
+        (
+            approved_at_birth.as_str(),
+            "approval is given to a promotion waiting for it",
+        ),
+    ] {
+        wait_until("the request to be refused", &server, || {
+            promotion_named(&api, name).is_some_and(|p| p["status"]["phase"] == "refused")
+        })
+        .await;
+        let refused = promotion_named(&api, name).unwrap();
+        let condition = &refused["status"]["conditions"][0];
+        assert_eq!(condition["status"], "False", "{refused}");
+        assert!(
+            condition["message"].as_str().unwrap().contains(why),
+            "{refused}"
+        );
+    }
+    wait_until("an Event for each refusal", &server, || {
+        api.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["reason"] == "PromotionRefused")
+            .count()
+            >= 3
+    })
+    .await;
+    assert!(
+        evil.received().is_empty(),
+        "the author's own strategy never ran"
+    );
+    assert_eq!(
+        ci.received().len(),
+        1,
+        "nothing refused reached the receiver"
+    );
+    let listed = server.promotions().await;
+    assert_eq!(
+        listed.iter().filter(|p| p["phase"] == "refused").count(),
+        3,
+        "refused requests are kept, not dropped: {listed:#?}"
+    );
+    api.assert_only_granted();
+}
+
+fn super_create(api: &Api, object: Value) -> StatusCode {
+    let ns = object["metadata"]["namespace"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    create(api, object, &ns, "promotions").status()
+}

@@ -348,6 +348,120 @@ fn check_history(
     }
 }
 
+/// Why a Promotion resource — a request that did not come through the webhook's checks,
+/// or whose first status was never written — is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no Pipeline {pipeline} is in force")]
+    NoPipeline { pipeline: String },
+    #[error("pipeline {pipeline}: environment {env:?} not found; have {}", have.join(", "))]
+    UnknownEnvironment {
+        pipeline: String,
+        env: String,
+        have: Vec<String>,
+    },
+    #[error("pipeline {pipeline}: {env} is the first environment; nothing is promoted into it")]
+    FirstEnvironment { pipeline: String, env: String },
+    #[error(
+        "pipeline {pipeline}: sourceEnvironment {given:?} is not {expected}, the environment before {env}"
+    )]
+    WrongSource {
+        pipeline: String,
+        env: String,
+        given: String,
+        expected: String,
+    },
+    #[error(
+        "pipeline {pipeline}: version {version} was never promoted into {source_env}, the \
+         environment before {env}; a request cannot skip an environment"
+    )]
+    NotInSource {
+        pipeline: String,
+        env: String,
+        source_env: String,
+        version: String,
+    },
+    #[error("{0}")]
+    Reject(RejectReason),
+    #[error("{0}")]
+    History(IgnoreReason),
+}
+
+/// A request the Pipeline allows: where it comes from, and whether it waits for approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    pub source_env: String,
+    pub manual: bool,
+}
+
+/// Whether `pipeline` allows promoting `version` into `target_env` on request (a
+/// `Promotion` resource): the environment exists, is not the first, has targets and a
+/// promotion configured; the version was recorded into the environment before it (no
+/// environment is skipped); and the rules of [`decide`] for history hold (not promoted
+/// there already, not older than what was). `history` holds what was recorded, not this
+/// request.
+pub fn admit(
+    pipeline: &Pipeline,
+    target_env: &str,
+    version: &str,
+    source_env: Option<&str>,
+    history: &(impl History + ?Sized),
+) -> Result<Admitted, Refusal> {
+    let name = format!("{}/{}", pipeline.namespace, pipeline.name);
+    let Some(position) = pipeline.position(target_env) else {
+        return Err(Refusal::UnknownEnvironment {
+            pipeline: name,
+            env: target_env.to_string(),
+            have: pipeline
+                .environment_names()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        });
+    };
+    if position == 0 {
+        return Err(Refusal::FirstEnvironment {
+            pipeline: name,
+            env: target_env.to_string(),
+        });
+    }
+    let source = &pipeline.environments[position - 1].name;
+    if let Some(given) = source_env.filter(|given| given != source) {
+        return Err(Refusal::WrongSource {
+            pipeline: name,
+            env: target_env.to_string(),
+            given: given.to_string(),
+            expected: source.clone(),
+        });
+    }
+    let target = &pipeline.environments[position];
+    if target.targets.is_empty() {
+        return Err(Refusal::Reject(RejectReason::NoTargets {
+            pipeline: name,
+            env: target_env.to_string(),
+        }));
+    }
+    let Some(promotion) = &target.promotion else {
+        return Err(Refusal::Reject(RejectReason::NoPromotion {
+            pipeline: name,
+            env: target_env.to_string(),
+        }));
+    };
+    if position > 1 && !history.has(source, version) {
+        return Err(Refusal::NotInSource {
+            pipeline: name,
+            env: target_env.to_string(),
+            source_env: source.clone(),
+            version: version.to_string(),
+        });
+    }
+    check_history(version, target_env, history).map_err(Refusal::History)?;
+    Ok(Admitted {
+        source_env: source.clone(),
+        manual: promotion.manual,
+    })
+}
+
 /// A revision as semver, allowing a leading `v`.
 fn semver(revision: &str) -> Option<semver::Version> {
     let text = revision.strip_prefix(['v', 'V']).unwrap_or(revision);
@@ -356,11 +470,19 @@ fn semver(revision: &str) -> Option<semver::Version> {
 
 /// The idempotency key of a promotion: a valid Kubernetes object name (at most 63 of
 /// `[a-z0-9-]`, starting and ending with a letter or digit), readable and deterministic:
-/// `<name>-<env>-<first 10 hex of sha256("ns/name/env/version")>`.
+/// `<name>-<env>-<128 bits of sha256>` over the four parts, each prefixed with its length
+/// so no two tuples hash the same input. 128 bits: finding another (namespace, pipeline,
+/// environment, version) with the same id takes about 2^64 hashes for any two, 2^128 for a
+/// given one; at 40 bits a tenant could search for a version of their own pipeline whose id
+/// is another namespace's promotion in minutes.
 pub fn promotion_id(namespace: &str, name: &str, target_env: &str, version: &str) -> String {
-    const HASH_LEN: usize = 10;
-    let digest = Sha256::digest(format!("{namespace}/{name}/{target_env}/{version}"));
-    let hash = &hex::encode(digest)[..HASH_LEN];
+    const HASH_LEN: usize = 32;
+    let mut hasher = Sha256::new();
+    for part in [namespace, name, target_env, version] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let hash = &hex::encode(hasher.finalize())[..HASH_LEN];
     let mut prefix = String::new();
     for c in format!("{name}-{target_env}").chars() {
         let c = c.to_ascii_lowercase();

@@ -7,6 +7,7 @@
 //! find-or-create, so no promotion takes effect twice.
 
 use crate::metrics::Metrics;
+use crate::pipeline::StrategyRef;
 use crate::promotion::{Outcome, PromotionRequest};
 use crate::record::{Phase, Promotion, Store, StoreError, now_ms};
 use crate::runtime::Plugin;
@@ -16,9 +17,19 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-/// Finds the plugin, with the grant it gets for this promotion.
+/// What one attempt runs: the plugin with its grant, the request handed to it, and the
+/// strategy they come from.
+pub struct Prepared {
+    pub plugin: Plugin,
+    pub request: PromotionRequest,
+    pub strategy: StrategyRef,
+}
+
+/// Prepares an attempt from the Pipeline in force: a record (or a Promotion resource) is a
+/// request to be checked against it, never a command. Strategy, configuration, targets
+/// and grant are the Pipeline's as it is now, whatever was recorded.
 pub trait PluginResolver: Send + Sync + 'static {
-    fn plugin_for(&self, promotion: &Promotion) -> Result<Plugin, String>;
+    fn prepare(&self, promotion: &Promotion) -> Result<Prepared, String>;
 }
 
 /// Retry policy for retryable failures.
@@ -182,25 +193,18 @@ impl Executor {
                 return;
             }
         }
-        let plugin = match self.plugins.plugin_for(&p) {
-            Ok(plugin) => plugin,
+        let (plugin, request) = match self.plugins.prepare(&p) {
+            Ok(prepared) => {
+                p.strategy = prepared.strategy;
+                p.targets = prepared.request.targets.clone();
+                p.app = prepared.request.app.clone();
+                (prepared.plugin, prepared.request)
+            }
             Err(reason) => {
                 tracing::error!("promotion failed: {reason}");
                 self.finish(p, Phase::Failed, Some(reason), None).await;
                 return;
             }
-        };
-        let request = PromotionRequest {
-            id: p.id.clone(),
-            attempt: p.attempts,
-            pipeline: p.pipeline.clone(),
-            source_environment: p.source_environment.clone(),
-            target_environment: p.target_environment.clone(),
-            targets: p.targets.clone(),
-            app: p.app.clone(),
-            version: p.version.clone(),
-            config: p.strategy.config.clone(),
-            event: p.event.clone(),
         };
         let started = std::time::Instant::now();
         // Other replicas see the claim renewed while the plugin works.

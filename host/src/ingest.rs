@@ -13,7 +13,8 @@
 
 use crate::decide::{Decision, promotion_id};
 use crate::event::FluxEvent;
-use crate::record::{Phase, Promotion, StoreError, now_ms};
+use crate::promotion::PipelineRef;
+use crate::record::{Approval, Phase, Promotion, StoreError, now_ms};
 use crate::serve::Shared;
 use crate::signature::verify;
 use axum::Router;
@@ -262,14 +263,18 @@ async fn handle_promotion(
                 updated_at: now,
                 next_attempt_at: None,
                 finished_at: None,
+                approved_by: None,
             }
         })
         .collect();
-    let accepted = shared
-        .store
-        .accept(body, records.clone())
-        .await
-        .map_err(unavailable)?;
+    let accepted = match shared.store.accept(body, records.clone()).await {
+        Ok(accepted) => accepted,
+        Err(e @ StoreError::Mismatch { .. }) => {
+            tracing::error!("{e}");
+            return Err(Answer::new(StatusCode::CONFLICT, "conflict", e.to_string()));
+        }
+        Err(e) => return Err(unavailable(e)),
+    };
     if accepted.replay {
         return Err(replayed());
     }
@@ -412,7 +417,16 @@ async fn handle_approval(
     })?;
     check_age(shared, timestamp)?;
     let id = promotion_id(namespace, name, env, revision);
-    match shared.store.approve(&id).await {
+    let approval = Approval {
+        pipeline: PipelineRef {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        },
+        environment: env.to_string(),
+        version: revision.to_string(),
+        by: format!("key of events from {source}"),
+    };
+    match shared.store.approve(&id, &approval).await {
         Ok(p) => {
             tracing::info!(promotion = %p.id, "promotion approved");
             shared.executor.wake();
@@ -432,7 +446,7 @@ async fn handle_approval(
             "not-found",
             format!("no promotion of {revision} into {env} for pipeline {namespace}/{name}"),
         )),
-        Err(e @ StoreError::NotWaiting { .. }) => Err(Answer::new(
+        Err(e @ (StoreError::NotWaiting { .. } | StoreError::Mismatch { .. })) => Err(Answer::new(
             StatusCode::CONFLICT,
             "not-waiting",
             e.to_string(),

@@ -3,12 +3,13 @@
 //! mode) or as Promotion resources (Kubernetes mode); the webhook and admin listeners;
 //! the worker.
 
-use crate::execute::{Executor, PluginResolver, RetryPolicy};
+use crate::execute::{Executor, PluginResolver, Prepared, RetryPolicy};
 use crate::metrics::Metrics;
 use crate::pipeline::Manifests;
 use crate::plugins::Registry;
+use crate::promotion::PromotionRequest;
 use crate::record::{LocalStore, Promotion, Store};
-use crate::runtime::{Plugin, Runtime, RuntimeConfig};
+use crate::runtime::{Runtime, RuntimeConfig};
 use anyhow::{Context, bail};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -192,16 +193,50 @@ struct Resolver {
 }
 
 impl PluginResolver for Resolver {
-    fn plugin_for(&self, promotion: &Promotion) -> Result<Plugin, String> {
+    fn prepare(&self, p: &Promotion) -> Result<Prepared, String> {
         let shared = self
             .shared
             .get()
             .and_then(std::sync::Weak::upgrade)
             .ok_or("the server is shutting down")?;
         let catalog = shared.catalog();
-        shared
+        let (namespace, name) = (&p.pipeline.namespace, &p.pipeline.name);
+        let pipeline = catalog
+            .pipeline(namespace, name)
+            .ok_or_else(|| format!("pipeline {namespace}/{name} is no longer in force"))?;
+        let env = pipeline.environment(&p.target_environment).ok_or_else(|| {
+            format!(
+                "pipeline {namespace}/{name}: environment {:?} not found; have {}",
+                p.target_environment,
+                pipeline.environment_names().join(", ")
+            )
+        })?;
+        let promotion = env.promotion.as_ref().ok_or_else(|| {
+            format!(
+                "pipeline {namespace}/{name}: no promotion is configured into environment {}",
+                env.name
+            )
+        })?;
+        let plugin = shared
             .registry
-            .granted(&promotion.pipeline.namespace, &promotion.strategy, &catalog)
+            .granted(namespace, &promotion.strategy, &catalog)?;
+        let request = PromotionRequest {
+            id: p.id.clone(),
+            attempt: p.attempts,
+            pipeline: p.pipeline.clone(),
+            source_environment: p.source_environment.clone(),
+            target_environment: env.name.clone(),
+            targets: env.targets.clone(),
+            app: pipeline.app_ref.clone(),
+            version: p.version.clone(),
+            config: promotion.strategy.config.clone(),
+            event: p.event.clone(),
+        };
+        Ok(Prepared {
+            plugin,
+            request,
+            strategy: promotion.strategy.clone(),
+        })
     }
 }
 
@@ -401,6 +436,11 @@ async fn cluster_sync(shared: Arc<Shared>) {
                 false
             }
         };
+        // Promotions created as requests (kubectl), checked against the Pipelines in force.
+        let catalog = shared.catalog();
+        store
+            .admit_requests(|ns, name| catalog.pipeline(ns, name).cloned())
+            .await;
         if lead {
             cluster.report(&store.list()).await;
             store.prune(shared.settings.keep_finished).await;

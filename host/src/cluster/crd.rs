@@ -17,7 +17,6 @@
 // Each `printcolumn(...)` repeats `type_ = …`; clippy reads them as duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
-use crate::pipeline::StrategyRef;
 use crate::promotion::{AppRef, EventInfo, Target};
 use crate::record::Phase;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -121,9 +120,14 @@ pub struct LatestPromotion {
     pub phase: Phase,
 }
 
-/// One promotion of one version into one environment of one pipeline. The spec is what
-/// was decided when the event was accepted; the status is what became of it. Annotate
-/// one waiting for approval with `promoter.dev/approved: "true"` to approve it.
+/// A request to promote one version into one environment of one pipeline. The spec is
+/// the request only — what, and why — and cannot be changed once made; which strategy
+/// runs, with which configuration and targets, is the Pipeline's in force when it runs.
+/// Promoter creates one per promotion a Flux event asks for; anyone allowed to create
+/// Promotions in a namespace may ask for one too (named
+/// `promoter::decide::promotion_id`'s way), and Promoter checks it against the Pipeline
+/// before anything runs. Annotate one waiting for approval with
+/// `promoter.dev/approved: "true"` to approve it.
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "promoter.dev",
@@ -156,23 +160,27 @@ pub struct LatestPromotion {
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self == oldSelf",
+    "message": "a Promotion's spec cannot be changed: it is a request; create another Promotion"
+}]))]
 pub struct PromotionSpec {
     /// The Pipeline's name (in the Promotion's namespace).
     pub pipeline: String,
-    pub source_environment: String,
     pub target_environment: String,
     pub version: String,
-    pub targets: Vec<Target>,
-    pub app: AppRef,
-    pub strategy: StrategyRef,
-    pub event: EventInfo,
-    /// Waits for approval before it runs (the environment's `manual: true`); the phase
-    /// until the first status is written.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub manual: bool,
+    /// The environment the version was deployed in, when a Flux event asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_environment: Option<String>,
+    /// Why it was asked for, in a person's words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The Flux event that asked for it, when one did (handed to the strategy as is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<EventInfo>,
 }
 
-/// No status yet means pending (or waiting-approval when the spec says `manual`).
+/// No status yet means requested: no replica has checked it against its Pipeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PromotionStatus {
@@ -197,6 +205,16 @@ pub struct PromotionStatus {
     /// resumes the promotion (same idempotency key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_until: Option<String>,
+    /// The strategy plugin that runs it: the Pipeline's in force when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    /// How the approval was authorised (`annotation`, `key <ns>/<Secret>`, `user <name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+    /// `Accepted`: True once the request was checked against its Pipeline, False with the
+    /// reason when the Pipeline does not allow it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
 }
 
 /// Both CRDs as YAML documents, as `promoter crds` prints them and the chart ships them.

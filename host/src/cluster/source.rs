@@ -318,11 +318,22 @@ impl Cluster {
             }
         }
         for (p, new) in fresh {
-            let Some(pipeline) = pipelines
+            let promotion = ObjectReference {
+                api_version: Some("promoter.dev/v1alpha1".into()),
+                kind: Some("Promotion".into()),
+                namespace: Some(p.pipeline.namespace.clone()),
+                name: Some(p.id.clone()),
+                ..Default::default()
+            };
+            // About the Pipeline; a refused request (whose Pipeline may not exist) about
+            // itself.
+            let regarding = match pipelines
                 .iter()
                 .find(|o| o.namespace == p.pipeline.namespace && o.name == p.pipeline.name)
-            else {
-                continue;
+            {
+                Some(pipeline) => pipeline.reference(),
+                None if p.phase == Phase::Refused => promotion.clone(),
+                None => continue,
             };
             let what = format!("{} into {}", p.version, p.target_environment);
             let (type_, reason, note) = match p.phase {
@@ -353,7 +364,16 @@ impl Cluster {
                         p.last_error.as_deref().unwrap_or("no error recorded")
                     ),
                 ),
-                Phase::Pending | Phase::Running => continue,
+                Phase::Refused => (
+                    EventType::Warning,
+                    "PromotionRefused",
+                    format!(
+                        "Promotion {} of {what} refused: {}",
+                        p.id,
+                        p.last_error.as_deref().unwrap_or("no reason recorded")
+                    ),
+                ),
+                Phase::Requested | Phase::Pending | Phase::Running => continue,
             };
             let event = Event {
                 type_,
@@ -363,15 +383,9 @@ impl Cluster {
                 action: "Promote".into(),
                 // The Promotion it is about: also what keeps one promotion's Events
                 // apart from another's (the recorder counts repeats per related object).
-                secondary: Some(ObjectReference {
-                    api_version: Some("promoter.dev/v1alpha1".into()),
-                    kind: Some("Promotion".into()),
-                    namespace: Some(p.pipeline.namespace.clone()),
-                    name: Some(p.id.clone()),
-                    ..Default::default()
-                }),
+                secondary: Some(promotion),
             };
-            if let Err(e) = self.recorder.publish(&event, &pipeline.reference()).await {
+            if let Err(e) = self.recorder.publish(&event, &regarding).await {
                 tracing::warn!(promotion = %p.id, "cannot publish a Kubernetes Event: {e}");
             }
         }

@@ -406,7 +406,7 @@ fn is_kubernetes_name(id: &str) -> bool {
 fn promotion_id_is_a_deterministic_kubernetes_name() {
     let id = promotion_id("search", "search", "prod", "1.2.0");
     assert!(id.starts_with("search-prod-"), "{id}");
-    assert_eq!(id.len(), "search-prod-".len() + 10);
+    assert_eq!(id.len(), "search-prod-".len() + 32, "128 bits of hash");
     assert_eq!(id, promotion_id("search", "search", "prod", "1.2.0"));
     assert_ne!(id, promotion_id("search", "search", "prod", "1.2.1"));
     assert_ne!(id, promotion_id("other", "search", "prod", "1.2.0"));
@@ -425,7 +425,12 @@ fn promotion_id_is_a_deterministic_kubernetes_name() {
         let id = promotion_id(ns, name, env, version);
         assert!(is_kubernetes_name(&id), "{id:?}");
     }
-    assert_eq!(promotion_id("ns", "--", "__", "1").len(), 10);
+    assert_eq!(promotion_id("ns", "--", "__", "1").len(), 32);
+    // The parts cannot be shifted into each other.
+    assert_ne!(
+        promotion_id("ns", "app", "prod", "1.0/x"),
+        promotion_id("ns", "app", "prod/1.0", "x")
+    );
 }
 
 #[test]
@@ -440,4 +445,51 @@ fn an_intent_becomes_the_request_handed_to_the_plugin() {
     assert_eq!(request.config["baseBranch"], "main");
     assert_eq!(request.event.reason, "UpgradeSucceeded");
     assert_eq!(request.event.metadata["revision"], "1.2.0");
+}
+
+#[test]
+fn a_request_into_the_next_environment_is_admitted_with_its_approval_rule() {
+    let admitted = admit(&multi(), "test", "1.2.0", None, &no_history()).unwrap();
+    assert_eq!(
+        admitted,
+        Admitted {
+            source_env: "dev".into(),
+            manual: false
+        }
+    );
+    let waits = admit(&manual(), "test", "1.2.0", Some("dev"), &no_history()).unwrap();
+    assert!(
+        waits.manual,
+        "a manual environment still waits for approval"
+    );
+}
+
+#[test]
+fn a_request_cannot_skip_an_environment_or_name_another_source() {
+    let skip = admit(&multi(), "prod", "1.2.0", None, &no_history()).unwrap_err();
+    assert!(
+        matches!(&skip, Refusal::NotInSource { source_env, .. } if source_env == "test"),
+        "{skip}"
+    );
+    assert!(skip.to_string().contains("cannot skip"), "{skip}");
+    let history = vec![promoted("test", "1.2.0")];
+    assert!(admit(&multi(), "prod", "1.2.0", None, history.as_slice()).is_ok());
+    let wrong = admit(&multi(), "prod", "1.2.0", Some("dev"), history.as_slice()).unwrap_err();
+    assert!(matches!(wrong, Refusal::WrongSource { .. }), "{wrong}");
+}
+
+#[test]
+fn a_request_into_the_first_or_an_unknown_environment_or_an_old_version_is_refused() {
+    let first = admit(&multi(), "dev", "1.2.0", None, &no_history()).unwrap_err();
+    assert!(matches!(first, Refusal::FirstEnvironment { .. }), "{first}");
+    let unknown = admit(&multi(), "staging", "1.2.0", None, &no_history()).unwrap_err();
+    assert!(
+        unknown.to_string().contains("have dev, test, prod"),
+        "{unknown}"
+    );
+    let history = vec![promoted("test", "1.3.0")];
+    let old = admit(&multi(), "test", "1.2.0", None, history.as_slice()).unwrap_err();
+    assert!(old.to_string().contains("older than 1.3.0"), "{old}");
+    let again = admit(&multi(), "test", "1.3.0", None, history.as_slice()).unwrap_err();
+    assert!(again.to_string().contains("already promoted"), "{again}");
 }

@@ -2,8 +2,8 @@
 //! applies it to the database, answers, and checkpoints the database now and then.
 
 use super::{
-    Accepted, Change, EVENTS, Op, PROMOTIONS, Phase, Promotion, Record, Reply, SharedIndex, Slot,
-    StoreError, now_ms,
+    Accepted, Approval, Change, EVENTS, Op, PROMOTIONS, Promotion, Record, Reply, SharedIndex,
+    Slot, StoreError, now_ms,
 };
 use redb::{Database, ReadableTable};
 use std::path::{Path, PathBuf};
@@ -211,11 +211,14 @@ pub(super) enum Done {
     Accepted(Accepted),
     Put,
     Approved(Result<Promotion, StoreError>),
+    /// An accept refused as a whole (nothing of it written).
+    Refused(StoreError),
 }
 
 fn reply(reply: Reply, result: Result<Done, StoreError>) {
     match (reply, result) {
         (Reply::Accept(r), Ok(Done::Accepted(a))) => drop(r.send(Ok(a))),
+        (Reply::Accept(r), Ok(Done::Refused(e))) => drop(r.send(Err(e))),
         (Reply::Put(r), Ok(_)) => drop(r.send(Ok(()))),
         (Reply::Approve(r), Ok(Done::Approved(a))) => drop(r.send(a)),
         (Reply::Accept(r), Err(e)) => drop(r.send(Err(e))),
@@ -250,6 +253,29 @@ pub(super) fn apply(
                             created: Vec::new(),
                             existing: wanted.iter().map(|r| r.promotion.id.clone()).collect(),
                         }));
+                        continue;
+                    }
+                    // The same id must be the same promotion: a record of another is never
+                    // taken for this one, nor this one dropped as a duplicate of it. Checked
+                    // before anything of the event is written.
+                    let mut mismatch = None;
+                    for Record { promotion: p, .. } in wanted {
+                        let Some(found) = promotions.get(p.id.as_str()).map_err(|x| e(&x))? else {
+                            continue;
+                        };
+                        let found: Promotion =
+                            serde_json::from_slice(found.value()).map_err(|x| e(&x))?;
+                        if !found.is(&p.pipeline, &p.target_environment, &p.version) {
+                            mismatch = Some(StoreError::Mismatch {
+                                id: p.id.clone(),
+                                recorded: found.describe(),
+                                requested: p.describe(),
+                            });
+                            break;
+                        }
+                    }
+                    if let Some(refused) = mismatch {
+                        results.push(Done::Refused(refused));
                         continue;
                     }
                     events
@@ -294,31 +320,31 @@ pub(super) fn apply(
                     }
                     results.push(Done::Put);
                 }
-                Change::Approve { id } => {
+                Change::Approve { id, approval } => {
                     let current: Option<Promotion> = promotions
                         .get(id.as_str())
                         .map_err(|x| e(&x))?
                         .map(|v| serde_json::from_slice(v.value()))
                         .transpose()
                         .map_err(|x| e(&x))?;
-                    let result = match current {
-                        None => Err(StoreError::NotFound(id.clone())),
-                        Some(p) if p.phase != Phase::WaitingApproval => {
-                            Err(StoreError::NotWaiting {
-                                id: id.clone(),
-                                phase: p.phase.as_str(),
-                            })
+                    let result = match (current, approval) {
+                        (None, _) => Err(StoreError::NotFound(id.clone())),
+                        (Some(p), Some(approval)) => approval.apply(p, now_ms()),
+                        // An older version's journal: it checked before journaling.
+                        (Some(p), None) => Approval {
+                            pipeline: p.pipeline.clone(),
+                            environment: p.target_environment.clone(),
+                            version: p.version.clone(),
+                            by: "unrecorded".into(),
                         }
-                        Some(mut p) => {
-                            p.phase = Phase::Pending;
-                            p.updated_at = now_ms();
-                            let bytes = serde_json::to_vec(&p).map_err(|x| e(&x))?;
-                            promotions
-                                .insert(id.as_str(), bytes.as_slice())
-                                .map_err(|x| e(&x))?;
-                            Ok(p)
-                        }
+                        .apply(p, now_ms()),
                     };
+                    if let Ok(p) = &result {
+                        let bytes = serde_json::to_vec(p).map_err(|x| e(&x))?;
+                        promotions
+                            .insert(id.as_str(), bytes.as_slice())
+                            .map_err(|x| e(&x))?;
+                    }
                     results.push(Done::Approved(result));
                 }
             }

@@ -35,26 +35,33 @@ const EVENTS: TableDefinition<&[u8], u64> = TableDefinition::new("events");
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
+    /// Kubernetes mode: a Promotion resource no replica has checked against its Pipeline
+    /// yet (one created with kubectl, or one whose first status was never written).
+    Requested,
     Pending,
     WaitingApproval,
     Running,
     Succeeded,
     Failed,
+    /// Its Pipeline does not allow it (the reason is in `lastError`); never runs.
+    Refused,
 }
 
 impl Phase {
     pub fn as_str(self) -> &'static str {
         match self {
+            Phase::Requested => "requested",
             Phase::Pending => "pending",
             Phase::WaitingApproval => "waiting-approval",
             Phase::Running => "running",
             Phase::Succeeded => "succeeded",
             Phase::Failed => "failed",
+            Phase::Refused => "refused",
         }
     }
 
     pub fn is_finished(self) -> bool {
-        matches!(self, Phase::Succeeded | Phase::Failed)
+        matches!(self, Phase::Succeeded | Phase::Failed | Phase::Refused)
     }
 }
 
@@ -88,6 +95,70 @@ pub struct Promotion {
     pub next_attempt_at: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<u64>,
+    /// How the approval that let it run was authorised (`key <ns>/<Secret>`, `annotation`,
+    /// `user <name>`), when it waited for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+}
+
+impl Promotion {
+    /// `ns/pipeline: version into env`, as errors name a promotion.
+    pub fn describe(&self) -> String {
+        describe(&self.pipeline, &self.target_environment, &self.version)
+    }
+
+    /// Whether this record is the promotion of `version` into `environment` of `pipeline`.
+    pub fn is(&self, pipeline: &PipelineRef, environment: &str, version: &str) -> bool {
+        self.pipeline == *pipeline
+            && self.target_environment == environment
+            && self.version == version
+    }
+}
+
+fn describe(pipeline: &PipelineRef, environment: &str, version: &str) -> String {
+    format!(
+        "{}/{}: {version} into {environment}",
+        pipeline.namespace, pipeline.name
+    )
+}
+
+/// An authenticated request to approve one promotion. The store approves the record only
+/// if it is the promotion this names: an id alone is never trusted to say what it approves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    pub pipeline: PipelineRef,
+    pub environment: String,
+    pub version: String,
+    /// How the caller was authorised, recorded on the promotion.
+    pub by: String,
+}
+
+impl Approval {
+    fn describe(&self) -> String {
+        describe(&self.pipeline, &self.environment, &self.version)
+    }
+
+    /// Approves `p` if it is the promotion this names and it waits for approval.
+    fn apply(&self, mut p: Promotion, now: u64) -> Result<Promotion, StoreError> {
+        if !p.is(&self.pipeline, &self.environment, &self.version) {
+            return Err(StoreError::Mismatch {
+                id: p.id.clone(),
+                recorded: p.describe(),
+                requested: self.describe(),
+            });
+        }
+        if p.phase != Phase::WaitingApproval {
+            return Err(StoreError::NotWaiting {
+                id: p.id,
+                phase: p.phase.as_str(),
+            });
+        }
+        p.phase = Phase::Pending;
+        p.approved_by = Some(self.by.clone());
+        p.updated_at = now;
+        Ok(p)
+    }
 }
 
 pub fn now_ms() -> u64 {
@@ -122,6 +193,14 @@ pub enum StoreError {
     NotWaiting { id: String, phase: &'static str },
     #[error("promotion {id} was claimed by {by}")]
     Claimed { id: String, by: String },
+    /// The record under an id is another promotion than the one asked for: refused, never
+    /// taken for it.
+    #[error("promotion {id} records {recorded}, not {requested}; refused")]
+    Mismatch {
+        id: String,
+        recorded: String,
+        requested: String,
+    },
 }
 
 /// What recording an accepted event did.
@@ -148,6 +227,10 @@ enum Change {
     },
     Approve {
         id: String,
+        /// What the authenticated caller approves. (Absent in journals of older versions,
+        /// which checked before journaling.)
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approval: Option<Approval>,
     },
     /// Drops the digests of events accepted before this time (ms): their timestamps are
     /// outside the event window, so a replay is refused as stale anyway.
@@ -457,11 +540,15 @@ impl LocalStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Moves a promotion waiting for approval to pending.
-    pub async fn approve(&self, id: &str) -> Result<Promotion, StoreError> {
+    /// Moves a promotion waiting for approval to pending, if it is the one `approval`
+    /// names.
+    pub async fn approve(&self, id: &str, approval: &Approval) -> Result<Promotion, StoreError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.send(Op {
-            change: Change::Approve { id: id.to_string() },
+            change: Change::Approve {
+                id: id.to_string(),
+                approval: Some(approval.clone()),
+            },
             reply: Reply::Approve(reply),
         })?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -585,11 +672,12 @@ impl Store {
         }
     }
 
-    /// Moves a promotion waiting for approval to pending.
-    pub async fn approve(&self, id: &str) -> Result<Promotion, StoreError> {
+    /// Moves the promotion `id` from waiting for approval to pending, if it is the one
+    /// `approval` names (else [`StoreError::Mismatch`]), recording who approved it.
+    pub async fn approve(&self, id: &str, approval: &Approval) -> Result<Promotion, StoreError> {
         match self {
-            Store::Local(s) => s.approve(id).await,
-            Store::Resources(s) => s.approve(id).await,
+            Store::Local(s) => s.approve(id, approval).await,
+            Store::Resources(s) => s.approve(id, approval).await,
         }
     }
 
@@ -643,6 +731,7 @@ mod tests {
             updated_at: now_ms(),
             next_attempt_at: None,
             finished_at: None,
+            approved_by: None,
         }
     }
 
@@ -763,8 +852,20 @@ mod tests {
         assert!(store.get("p1").unwrap().is_some());
     }
 
+    fn approval(env: &str, version: &str) -> Approval {
+        Approval {
+            pipeline: PipelineRef {
+                namespace: "ns".into(),
+                name: "app".into(),
+            },
+            environment: env.into(),
+            version: version.into(),
+            by: "key ns/approvals".into(),
+        }
+    }
+
     #[tokio::test]
-    async fn only_a_waiting_promotion_can_be_approved() {
+    async fn only_a_waiting_promotion_can_be_approved_and_the_approver_is_recorded() {
         let dir = temp_dir("approve");
         let store = LocalStore::open(&dir).unwrap();
         let mut waiting = promotion("w", "prod", "1.0.0");
@@ -773,15 +874,64 @@ mod tests {
             .accept(b"e", vec![waiting, promotion("p", "test", "1.0.0")])
             .await
             .unwrap();
-        assert_eq!(store.approve("w").await.unwrap().phase, Phase::Pending);
+        let approved = store
+            .approve("w", &approval("prod", "1.0.0"))
+            .await
+            .unwrap();
+        assert_eq!(approved.phase, Phase::Pending);
+        let kept = store.get("w").unwrap().unwrap();
+        assert_eq!(kept.approved_by.as_deref(), Some("key ns/approvals"));
         assert!(matches!(
-            store.approve("p").await,
+            store.approve("p", &approval("test", "1.0.0")).await,
             Err(StoreError::NotWaiting { .. })
         ));
         assert!(matches!(
-            store.approve("nope").await,
+            store.approve("nope", &approval("prod", "1.0.0")).await,
             Err(StoreError::NotFound(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn an_approval_for_another_promotion_never_approves_the_record_under_its_id() {
+        let dir = temp_dir("approve-other");
+        let store = LocalStore::open(&dir).unwrap();
+        let mut waiting = promotion("w", "prod", "1.0.0");
+        waiting.phase = Phase::WaitingApproval;
+        store.accept(b"e", vec![waiting]).await.unwrap();
+        let mut other_tenant = approval("prod", "1.0.0");
+        other_tenant.pipeline.namespace = "other".into();
+        for wrong in [
+            other_tenant,
+            approval("prod", "6.6.6"),
+            approval("test", "1.0.0"),
+        ] {
+            let err = store.approve("w", &wrong).await.unwrap_err();
+            assert!(matches!(err, StoreError::Mismatch { .. }), "{err}");
+            assert!(err.to_string().contains("ns/app: 1.0.0 into prod"), "{err}");
+        }
+        assert_eq!(
+            store.get("w").unwrap().unwrap().phase,
+            Phase::WaitingApproval
+        );
+    }
+
+    #[tokio::test]
+    async fn a_colliding_id_from_another_promotion_is_refused_and_nothing_of_its_event_is_kept() {
+        let dir = temp_dir("collide");
+        let store = LocalStore::open(&dir).unwrap();
+        store
+            .accept(b"e1", vec![promotion("same", "prod", "1.0.0")])
+            .await
+            .unwrap();
+        let mut other = promotion("same", "prod", "2.0.0");
+        other.pipeline.namespace = "other".into();
+        let err = store.accept(b"e2", vec![other]).await.unwrap_err();
+        assert!(matches!(err, StoreError::Mismatch { .. }), "{err}");
+        assert!(
+            !store.seen(b"e2").unwrap(),
+            "the refused event is not recorded as seen"
+        );
+        assert_eq!(store.get("same").unwrap().unwrap().version, "1.0.0");
     }
 
     #[tokio::test]

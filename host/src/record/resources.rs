@@ -13,14 +13,28 @@
 //!   (by its own clock) it claims the promotion again and runs it with the same
 //!   idempotency key, so it takes effect once.
 //!
+//! - **Requests**: a Promotion's spec is a request (pipeline, target environment,
+//!   version, why) and never changes (the CRD says `self == oldSelf`). What runs — the
+//!   strategy, its configuration, the targets — is the Pipeline's in force when it runs,
+//!   never anything the resource says. A Promotion without a status (created with
+//!   kubectl, or whose first status was never written) is checked against its Pipeline
+//!   ([`crate::decide::admit`]) by whichever replica gets there first, and then waits,
+//!   runs or is refused with an `Accepted: False` condition and an Event.
+//! - **Keys**: resources are keyed by (namespace, name) everywhere. A promotion's id is
+//!   its name, which must be [`crate::decide::promotion_id`] of its request (128 bits of
+//!   hash over namespace, pipeline, environment and version): ids cannot be made to
+//!   collide across namespaces, and a Promotion named otherwise is refused.
+//!
 //! Each replica keeps what it read and wrote in memory, following the API server's watch
 //! of Promotions (relisted when the watch breaks); that is what `decide`, the worker and
 //! `GET /promotions` read.
 
-use super::{Accepted, Due, Phase, Promotion, StoreError, now_ms, rfc3339};
+use super::{Accepted, Approval, Due, Phase, Promotion, StoreError, now_ms, rfc3339};
 use crate::cluster::crd;
-use crate::decide::VersionIndex;
-use crate::promotion::PipelineRef;
+use crate::decide::{VersionIndex, promotion_id};
+use crate::pipeline::{Pipeline, StrategyRef};
+use crate::promotion::{AppRef, PipelineRef};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use std::collections::{HashMap, HashSet};
@@ -45,9 +59,53 @@ pub const CLAIM_TTL: Duration = Duration::from_secs(15);
 /// Conflicts retried on one write before giving up.
 const CONFLICT_RETRIES: usize = 5;
 
+/// How long a Promotion without a status is left to the replica that created it (which
+/// writes the first status at once) before any replica checks it as a request.
+const REQUEST_GRACE: Duration = Duration::from_secs(2);
+
+/// (namespace, name) of a Promotion resource.
+type Key = (String, String);
+
+fn key_of(r: &crd::Promotion) -> Key {
+    (r.namespace().unwrap_or_default(), r.name_any())
+}
+
+/// The Promotions as this replica last saw them, by (namespace, name); the ids of those
+/// named by their id, for lookups by id (those are unique across namespaces).
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<Key, Entry>,
+    ids: HashMap<String, Key>,
+}
+
+impl Cache {
+    fn insert(&mut self, key: Key, entry: Entry) {
+        if entry.canonical {
+            self.ids.insert(entry.promotion.id.clone(), key.clone());
+        }
+        self.entries.insert(key, entry);
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if let Some(e) = self.entries.remove(key)
+            && self.ids.get(&e.promotion.id) == Some(key)
+        {
+            self.ids.remove(&e.promotion.id);
+        }
+    }
+
+    fn by_id(&self, id: &str) -> Option<&Entry> {
+        self.ids.get(id).and_then(|k| self.entries.get(k))
+    }
+}
+
 struct Entry {
     resource: crd::Promotion,
     promotion: Promotion,
+    /// Named [`promotion_id`] of its request: the only ones that can be admitted and run.
+    canonical: bool,
+    /// When this replica first saw it (ms, own clock).
+    first_seen: u64,
     /// When this replica first saw the current claim (holder and heldUntil), by its own
     /// clock (ms): the claim lapses [`CLAIM_TTL`] after that unless renewed.
     claim_seen_at: u64,
@@ -79,27 +137,41 @@ impl Entry {
             })
             .map_or(0, |ms| ms.max(0) as u64);
         let spec = &resource.spec;
-        let phase = status.as_ref().map_or(
-            if spec.manual {
-                Phase::WaitingApproval
-            } else {
-                Phase::Pending
-            },
-            |s| s.phase,
-        );
+        let namespace = resource.namespace().unwrap_or_default();
+        let name = resource.name_any();
+        let canonical = name
+            == promotion_id(
+                &namespace,
+                &spec.pipeline,
+                &spec.target_environment,
+                &spec.version,
+            );
+        let phase = status.as_ref().map_or(Phase::Requested, |s| s.phase);
+        // What runs is the Pipeline's in force when it runs (the worker fills strategy,
+        // targets and app in from it); the status names the plugin that ran.
         let promotion = Promotion {
-            id: resource.name_any(),
+            id: name,
             pipeline: PipelineRef {
-                namespace: resource.namespace().unwrap_or_default(),
+                namespace,
                 name: spec.pipeline.clone(),
             },
-            source_environment: spec.source_environment.clone(),
+            source_environment: spec.source_environment.clone().unwrap_or_default(),
             target_environment: spec.target_environment.clone(),
             version: spec.version.clone(),
-            targets: spec.targets.clone(),
-            app: spec.app.clone(),
-            strategy: spec.strategy.clone(),
-            event: spec.event.clone(),
+            targets: Vec::new(),
+            app: AppRef {
+                api_version: String::new(),
+                kind: String::new(),
+                name: String::new(),
+            },
+            strategy: StrategyRef {
+                plugin: status
+                    .as_ref()
+                    .and_then(|s| s.plugin.clone())
+                    .unwrap_or_default(),
+                config: serde_json::Value::Null,
+            },
+            event: spec.event.clone().unwrap_or_default(),
             phase,
             attempts: status.as_ref().map_or(0, |s| s.attempts),
             last_error: status.as_ref().and_then(|s| s.last_error.clone()),
@@ -109,6 +181,7 @@ impl Entry {
             updated_at: now_ms(),
             next_attempt_at: status.as_ref().and_then(|s| parse(&s.next_attempt_at)),
             finished_at: status.as_ref().and_then(|s| parse(&s.finished_at)),
+            approved_by: status.as_ref().and_then(|s| s.approved_by.clone()),
         };
         let claim_seen_at = match known {
             Some(k) if claim(&k.resource) == claim(&resource) => k.claim_seen_at,
@@ -117,6 +190,8 @@ impl Entry {
         Entry {
             resource,
             promotion,
+            canonical,
+            first_seen: known.map_or(now, |k| k.first_seen),
             claim_seen_at,
         }
     }
@@ -165,7 +240,7 @@ pub struct ResourceStore {
     client: Client,
     /// This replica's name in `status.holder` (the pod's name).
     replica: String,
-    cache: Mutex<HashMap<String, Entry>>,
+    cache: Mutex<Cache>,
 }
 
 impl ResourceStore {
@@ -198,8 +273,8 @@ impl ResourceStore {
     /// Keeps `resource` unless the cache already holds a newer version of it.
     fn remember(&self, resource: crd::Promotion) {
         let mut cache = self.cache.lock().unwrap();
-        let name = resource.name_any();
-        let known = cache.get(&name);
+        let key = key_of(&resource);
+        let known = cache.entries.get(&key);
         if let Some(known) = known
             && let (Some(have), Some(new)) = (
                 resource_version(&known.resource),
@@ -210,7 +285,7 @@ impl ResourceStore {
             return;
         }
         let entry = Entry::new(resource, known, now_ms());
-        cache.insert(name, entry);
+        cache.insert(key, entry);
     }
 
     /// Follows the managed Promotions of every namespace (list, then watch; again after
@@ -224,25 +299,25 @@ impl ResourceStore {
         let mut events = watcher(all, watcher::Config::default().labels(&selector))
             .default_backoff()
             .boxed();
-        // The names a relist found, until it is complete.
-        let mut relisted: Option<HashSet<String>> = None;
+        // The resources a relist found, until it is complete.
+        let mut relisted: Option<HashSet<Key>> = None;
         while let Some(event) = events.next().await {
             match event {
                 Ok(watcher::Event::Init) => relisted = Some(HashSet::new()),
                 Ok(watcher::Event::InitApply(p)) => {
-                    if let Some(names) = relisted.as_mut() {
-                        names.insert(p.name_any());
+                    if let Some(keys) = relisted.as_mut() {
+                        keys.insert(key_of(&p));
                     }
                     self.observe(p).await;
                 }
                 Ok(watcher::Event::InitDone) => {
-                    if let Some(names) = relisted.take() {
-                        self.forget_unlisted(&names);
+                    if let Some(keys) = relisted.take() {
+                        self.forget_unlisted(&keys);
                     }
                 }
                 Ok(watcher::Event::Apply(p)) => self.observe(p).await,
                 Ok(watcher::Event::Delete(p)) => {
-                    self.cache.lock().unwrap().remove(&p.name_any());
+                    self.cache.lock().unwrap().remove(&key_of(&p));
                 }
                 Err(e) => tracing::warn!("watching Promotion resources: {e}"),
             }
@@ -250,38 +325,58 @@ impl ResourceStore {
         }
     }
 
-    /// Keeps a Promotion seen on the watch; approves it when it waits for approval and is
-    /// annotated so.
+    /// Keeps a Promotion seen on the watch; approves it when it waits for approval (as
+    /// Promoter's own status says) and is annotated so.
     async fn observe(&self, resource: crd::Promotion) {
-        let waiting = resource.status.as_ref().map(|s| s.phase) == Some(Phase::WaitingApproval)
-            || (resource.status.is_none() && resource.spec.manual);
+        let waiting = resource.status.as_ref().map(|s| s.phase) == Some(Phase::WaitingApproval);
         let approved = resource
             .annotations()
             .get(APPROVED_ANNOTATION)
             .map(String::as_str)
             == Some("true");
-        let id = resource.name_any();
+        let spec = resource.spec.clone();
+        let key = key_of(&resource);
         self.remember(resource);
         if waiting && approved {
-            match self.approve(&id).await {
-                Ok(_) => tracing::info!(promotion = %id, "promotion approved by annotation"),
-                Err(e) => tracing::warn!(promotion = %id, "cannot approve: {e}"),
+            let approval = Approval {
+                pipeline: PipelineRef {
+                    namespace: key.0.clone(),
+                    name: spec.pipeline,
+                },
+                environment: spec.target_environment,
+                version: spec.version,
+                by: format!("annotation {APPROVED_ANNOTATION}"),
+            };
+            match self.approve(&key.1, &approval).await {
+                Ok(_) => tracing::info!(promotion = %key.1, "promotion approved by annotation"),
+                Err(e) => tracing::warn!(promotion = %key.1, "cannot approve: {e}"),
             }
         }
     }
 
     /// After a relist: drops what is gone from the API (deleted by someone), but not what
     /// was written after the list was taken.
-    fn forget_unlisted(&self, names: &HashSet<String>) {
+    fn forget_unlisted(&self, keys: &HashSet<Key>) {
         let mut cache = self.cache.lock().unwrap();
-        let listed_at = names
+        let listed_at = keys
             .iter()
-            .filter_map(|n| cache.get(n).and_then(|e| resource_version(&e.resource)))
+            .filter_map(|k| {
+                let e = cache.entries.get(k)?;
+                resource_version(&e.resource)
+            })
             .max();
-        cache.retain(|name, e| {
-            names.contains(name)
-                || matches!((resource_version(&e.resource), listed_at), (Some(v), Some(at)) if v > at)
-        });
+        let gone: Vec<Key> = cache
+            .entries
+            .iter()
+            .filter(|(key, e)| {
+                !keys.contains(*key)
+                    && !matches!((resource_version(&e.resource), listed_at), (Some(v), Some(at)) if v > at)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in gone {
+            cache.remove(&key);
+        }
     }
 
     /// Lists the managed Promotions of every namespace into the cache (before serving, so
@@ -311,9 +406,10 @@ impl ResourceStore {
     pub fn with_history<R>(&self, pipeline: &PipelineRef, f: impl FnOnce(&VersionIndex) -> R) -> R {
         let cache = self.cache.lock().unwrap();
         let mut history = VersionIndex::default();
-        for e in cache.values() {
+        for e in cache.entries.values() {
             let p = &e.promotion;
-            if p.pipeline == *pipeline {
+            // Requests not yet checked, and refused ones, were never promoted.
+            if p.pipeline == *pipeline && !matches!(p.phase, Phase::Requested | Phase::Refused) {
                 history.record(&p.target_environment, &p.version);
             }
         }
@@ -325,7 +421,9 @@ impl ResourceStore {
         let now = now_ms();
         let cache = self.cache.lock().unwrap();
         cache
+            .entries
             .values()
+            .filter(|e| e.canonical)
             .map(|e| e.current(now))
             .filter(|p| p.phase == Phase::Pending)
             .map(|p| {
@@ -341,7 +439,7 @@ impl ResourceStore {
     pub fn seen(&self, body: &[u8]) -> bool {
         let digest = digest(body);
         let cache = self.cache.lock().unwrap();
-        cache.values().any(|e| e.digest() == Some(&digest))
+        cache.entries.values().any(|e| e.digest() == Some(&digest))
     }
 
     /// Creates a Promotion resource per promotion. One that exists already is left as it
@@ -370,7 +468,16 @@ impl ResourceStore {
                     // is written onto the object as created, and only there: if another
                     // replica changed it meanwhile (approved or claimed it), that stands.
                     let mut first = made;
-                    first.status = Some(self.status(&p));
+                    let mut status = self.status(&p);
+                    status.conditions = vec![accepted_condition(
+                        true,
+                        "Event",
+                        &format!(
+                            "a signed Flux event from {} asked for it",
+                            p.source_environment
+                        ),
+                    )];
+                    first.status = Some(status);
                     match api
                         .replace_status(&p.id, &PostParams::default(), &first)
                         .await
@@ -387,6 +494,28 @@ impl ResourceStore {
                     let found = api.get(&p.id).await.map_err(|e| {
                         StoreError::Read(format!("cannot read Promotion {}: {e}", p.id))
                     })?;
+                    let spec = &found.spec;
+                    if (
+                        spec.pipeline.as_str(),
+                        spec.target_environment.as_str(),
+                        spec.version.as_str(),
+                    ) != (
+                        p.pipeline.name.as_str(),
+                        p.target_environment.as_str(),
+                        p.version.as_str(),
+                    ) {
+                        return Err(StoreError::Mismatch {
+                            id: p.id.clone(),
+                            recorded: format!(
+                                "{}/{}: {} into {}",
+                                p.pipeline.namespace,
+                                spec.pipeline,
+                                spec.version,
+                                spec.target_environment
+                            ),
+                            requested: p.describe(),
+                        });
+                    }
                     same_event &= found.annotations().get(EVENT_DIGEST) == Some(&digest);
                     self.remember(found);
                     accepted.existing.push(p.id);
@@ -411,7 +540,8 @@ impl ResourceStore {
         let resource = {
             let cache = self.cache.lock().unwrap();
             let entry = cache
-                .get(&promotion.id)
+                .entries
+                .get(&(promotion.pipeline.namespace.clone(), promotion.id.clone()))
                 .ok_or_else(|| StoreError::NotFound(promotion.id.clone()))?;
             // The worker decided to claim it from an earlier read; the watch may have
             // brought another replica's claim, or its outcome, since. Written onto that,
@@ -438,7 +568,10 @@ impl ResourceStore {
         let base = resource.status.clone();
         let api = self.api(&promotion.pipeline.namespace);
         for _ in 0..CONFLICT_RETRIES {
-            resource.status = Some(self.status(promotion));
+            let conditions = resource.status.as_ref().map(|s| s.conditions.clone());
+            let mut status = self.status(promotion);
+            status.conditions = conditions.unwrap_or_default();
+            resource.status = Some(status);
             match api
                 .replace_status(id, &PostParams::default(), &resource)
                 .await
@@ -464,7 +597,8 @@ impl ResourceStore {
                     resource = fresh;
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 => {
-                    self.cache.lock().unwrap().remove(id);
+                    let key = (promotion.pipeline.namespace.clone(), id.clone());
+                    self.cache.lock().unwrap().remove(&key);
                     return Err(StoreError::NotFound(id.clone()));
                 }
                 Err(e) => {
@@ -489,7 +623,7 @@ impl ResourceStore {
                 .cache
                 .lock()
                 .unwrap()
-                .get(id)
+                .by_id(id)
                 .map(|e| e.promotion.clone());
             let Some(p) = recorded else { return };
             if p.phase != Phase::Running {
@@ -518,12 +652,13 @@ impl ResourceStore {
                 (ns, name, p.target_environment.clone())
             };
             let mut newest: HashMap<(String, String, String), u64> = HashMap::new();
-            for e in cache.values() {
+            for e in cache.entries.values() {
                 let p = &e.promotion;
                 let at = newest.entry(key(p)).or_default();
                 *at = (*at).max(p.created_at);
             }
             cache
+                .entries
                 .values()
                 .map(|e| &e.promotion)
                 .filter(|p| p.phase.is_finished() && p.finished_at.is_some_and(|t| t < before))
@@ -535,10 +670,10 @@ impl ResourceStore {
             match self.api(&namespace).delete(&id, &Default::default()).await {
                 Ok(_) => {
                     tracing::info!(promotion = %id, "finished promotion deleted after {}", humantime::format_duration(keep));
-                    self.cache.lock().unwrap().remove(&id);
+                    self.cache.lock().unwrap().remove(&(namespace, id));
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 => {
-                    self.cache.lock().unwrap().remove(&id);
+                    self.cache.lock().unwrap().remove(&(namespace, id));
                 }
                 Err(e) => {
                     tracing::warn!(promotion = %id, "cannot delete the finished promotion: {e}")
@@ -547,26 +682,21 @@ impl ResourceStore {
         }
     }
 
-    /// Moves a promotion waiting for approval to pending.
-    pub async fn approve(&self, id: &str) -> Result<Promotion, StoreError> {
+    /// Moves the promotion `id` waiting for approval to pending, if it is the one
+    /// `approval` names.
+    pub async fn approve(&self, id: &str, approval: &Approval) -> Result<Promotion, StoreError> {
         for _ in 0..CONFLICT_RETRIES {
             // Written onto the very object found waiting: one that was approved and
             // claimed meanwhile is not set back to pending (and run again).
-            let (mut p, resource) = {
+            let (p, resource) = {
                 let cache = self.cache.lock().unwrap();
                 let entry = cache
-                    .get(id)
+                    .by_id(id)
+                    .filter(|e| e.promotion.pipeline.namespace == approval.pipeline.namespace)
                     .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
                 (entry.current(now_ms()), entry.resource.clone())
             };
-            if p.phase != Phase::WaitingApproval {
-                return Err(StoreError::NotWaiting {
-                    id: p.id.clone(),
-                    phase: p.phase.as_str(),
-                });
-            }
-            p.phase = Phase::Pending;
-            p.updated_at = now_ms();
+            let p = approval.apply(p, now_ms())?;
             match self.write(&p, resource).await {
                 Ok(()) => return Ok(p),
                 // Changed since it was read (its first status written by the replica that
@@ -580,16 +710,131 @@ impl ResourceStore {
         )))
     }
 
+    /// Checks each Promotion no replica has given a status yet (past [`REQUEST_GRACE`])
+    /// against the Pipeline in force: a request it allows waits for approval or is
+    /// pending; any other is refused, with the reason in its status. `pipeline` finds a
+    /// Pipeline in force by namespace and name.
+    pub async fn admit_requests(&self, pipeline: impl Fn(&str, &str) -> Option<Pipeline>) {
+        let now = now_ms();
+        let requests: Vec<(Promotion, crd::Promotion)> = {
+            let cache = self.cache.lock().unwrap();
+            cache
+                .entries
+                .values()
+                .filter(|e| e.promotion.phase == Phase::Requested)
+                .filter(|e| e.first_seen + REQUEST_GRACE.as_millis() as u64 <= now)
+                .map(|e| (e.promotion.clone(), e.resource.clone()))
+                .collect()
+        };
+        for (mut p, resource) in requests {
+            let verdict = self.check_request(&p, &resource, &pipeline);
+            let (phase, condition) = match &verdict {
+                Ok(admitted) => {
+                    p.source_environment = admitted.source_env.clone();
+                    let phase = if admitted.manual {
+                        Phase::WaitingApproval
+                    } else {
+                        Phase::Pending
+                    };
+                    (
+                        phase,
+                        accepted_condition(true, "Allowed", "the Pipeline allows it"),
+                    )
+                }
+                Err(why) => {
+                    p.last_error = Some(why.clone());
+                    p.finished_at = Some(now);
+                    (Phase::Refused, accepted_condition(false, "Refused", why))
+                }
+            };
+            p.phase = phase;
+            p.updated_at = now;
+            let mut resource = resource;
+            let mut status = self.status(&p);
+            status.conditions = vec![condition];
+            resource.status = Some(status);
+            let api = self.api(&p.pipeline.namespace);
+            match api
+                .replace_status(&p.id, &PostParams::default(), &resource)
+                .await
+            {
+                Ok(written) => {
+                    match &verdict {
+                        Ok(_) => {
+                            tracing::info!(promotion = %p.id, phase = phase.as_str(), "requested promotion admitted")
+                        }
+                        Err(why) => {
+                            tracing::warn!(promotion = %p.id, "requested promotion refused: {why}")
+                        }
+                    }
+                    self.remember(written);
+                }
+                // Another replica checked it first.
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => {
+                    tracing::warn!(promotion = %p.id, "cannot write the request's verdict: {e}")
+                }
+            }
+        }
+    }
+
+    /// Whether the Pipeline in force allows the request `p` (read from `resource`).
+    fn check_request(
+        &self,
+        p: &Promotion,
+        resource: &crd::Promotion,
+        pipeline: &impl Fn(&str, &str) -> Option<Pipeline>,
+    ) -> Result<crate::decide::Admitted, String> {
+        let (namespace, name) = (&p.pipeline.namespace, &p.pipeline.name);
+        let spec = &resource.spec;
+        let expected = promotion_id(namespace, name, &spec.target_environment, &spec.version);
+        if p.id != expected {
+            return Err(format!(
+                "Promotion {namespace}/{} must be named {expected}: a Promotion is named after \
+                 what it requests (pipeline, environment, version)",
+                p.id
+            ));
+        }
+        if resource.annotations().contains_key(APPROVED_ANNOTATION) {
+            return Err(format!(
+                "Promotion {namespace}/{} was created carrying {APPROVED_ANNOTATION}: approval is \
+                 given to a promotion waiting for it, by annotating it then",
+                p.id
+            ));
+        }
+        let Some(pipeline) = pipeline(namespace, name) else {
+            return Err(crate::decide::Refusal::NoPipeline {
+                pipeline: format!("{namespace}/{name}"),
+            }
+            .to_string());
+        };
+        self.with_history(&p.pipeline, |history| {
+            crate::decide::admit(
+                &pipeline,
+                &spec.target_environment,
+                &spec.version,
+                spec.source_environment.as_deref(),
+                history,
+            )
+        })
+        .map_err(|e| e.to_string())
+    }
+
     pub fn get(&self, id: &str) -> Option<Promotion> {
         let cache = self.cache.lock().unwrap();
-        cache.get(id).map(|e| e.current(now_ms()))
+        cache.by_id(id).map(|e| e.current(now_ms()))
     }
 
     pub fn list(&self) -> Vec<Promotion> {
         let now = now_ms();
         let cache = self.cache.lock().unwrap();
-        let mut all: Vec<Promotion> = cache.values().map(|e| e.current(now)).collect();
-        all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        let mut all: Vec<Promotion> = cache.entries.values().map(|e| e.current(now)).collect();
+        all.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then(a.id.cmp(&b.id))
+                .then(a.pipeline.namespace.cmp(&b.pipeline.namespace))
+        });
         all
     }
 
@@ -605,7 +850,21 @@ impl ResourceStore {
             finished_at: p.finished_at.map(rfc3339),
             holder: running.then(|| self.replica.clone()),
             held_until: running.then(|| rfc3339(now_ms() + CLAIM_TTL.as_millis() as u64)),
+            plugin: Some(p.strategy.plugin.clone()).filter(|s| !s.is_empty()),
+            approved_by: p.approved_by.clone(),
+            conditions: Vec::new(),
         }
+    }
+}
+
+fn accepted_condition(accepted: bool, reason: &str, message: &str) -> Condition {
+    Condition {
+        type_: "Accepted".into(),
+        status: if accepted { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message: crate::runtime::clip(message.to_string(), 1000),
+        last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+        observed_generation: None,
     }
 }
 
@@ -619,14 +878,11 @@ fn new_resource(p: &Promotion, digest: &str) -> crd::Promotion {
         &p.id,
         crd::PromotionSpec {
             pipeline: p.pipeline.name.clone(),
-            source_environment: p.source_environment.clone(),
             target_environment: p.target_environment.clone(),
             version: p.version.clone(),
-            targets: p.targets.clone(),
-            app: p.app.clone(),
-            strategy: p.strategy.clone(),
-            event: p.event.clone(),
-            manual: p.phase == Phase::WaitingApproval,
+            source_environment: Some(p.source_environment.clone()),
+            reason: None,
+            event: Some(p.event.clone()),
         },
     );
     object.metadata.namespace = Some(p.pipeline.namespace.clone());
@@ -667,25 +923,39 @@ mod tests {
     }
 
     #[test]
-    fn a_new_resource_reads_back_as_the_promotion_it_records() {
+    fn a_new_resource_reads_back_as_the_request_it_records() {
         let p = promotion();
-        let back = Entry::new(new_resource(&p, "d1"), None, now_ms()).promotion;
+        let back = Entry::new(new_resource(&p, "d1"), None, now_ms());
         assert_eq!(
-            back.phase,
-            Phase::WaitingApproval,
-            "manual: waiting until a status says otherwise"
+            back.promotion.phase,
+            Phase::Requested,
+            "no status: a request no replica has checked"
         );
+        assert!(!back.canonical, "the fixture's id is not its request's");
+        let p = back.promotion;
         assert_eq!(
-            back.created_at, p.created_at,
+            p.created_at,
+            promotion().created_at,
             "accepted-at keeps milliseconds"
         );
         assert_eq!(
-            Promotion {
-                updated_at: p.updated_at,
-                ..back
-            },
-            p
+            (
+                p.pipeline,
+                p.target_environment.as_str(),
+                p.version.as_str(),
+                p.source_environment.as_str()
+            ),
+            (promotion().pipeline, "test", "6.0.1", "dev")
         );
+        assert_eq!(p.event, promotion().event);
+        assert!(
+            p.strategy.plugin.is_empty() && p.targets.is_empty(),
+            "what runs is never read from the resource"
+        );
+
+        let mut named = promotion();
+        named.id = promotion_id("flux-system", "podinfo", "test", "6.0.1");
+        assert!(Entry::new(new_resource(&named, "d1"), None, now_ms()).canonical);
     }
 
     fn running(holder: &str, until: &str) -> crd::Promotion {
@@ -700,6 +970,9 @@ mod tests {
             finished_at: None,
             holder: Some(holder.into()),
             held_until: Some(until.into()),
+            plugin: None,
+            approved_by: None,
+            conditions: Vec::new(),
         });
         r
     }
