@@ -1334,6 +1334,11 @@ async fn a_promotion_created_with_its_own_strategy_runs_the_pipelines_and_one_it
         || promotion_named(&api, &into_test).is_some_and(|p| p["status"]["phase"] == "succeeded"),
     )
     .await;
+    assert!(
+        evil.received().is_empty(),
+        "the author's own strategy never ran: {:?}",
+        evil.received()
+    );
     let done = promotion_named(&api, &into_test).unwrap();
     assert_eq!(done["status"]["plugin"], "webhook");
     assert_eq!(done["status"]["conditions"][0]["type"], "Accepted");
