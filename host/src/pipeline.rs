@@ -18,6 +18,7 @@
 //!   secretRef counts.
 //! - A target's `clusterRef.namespace` defaults to the Pipeline's namespace.
 
+pub mod consent;
 mod manifests;
 mod strategy;
 #[cfg(test)]

@@ -34,6 +34,8 @@ pub struct Secret {
     pub name: String,
     pub type_: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// Among them [`super::consent::ALLOWED_HOSTS`]: where its values may be sent.
+    pub annotations: BTreeMap<String, String>,
     pub data: BTreeMap<String, Vec<u8>>,
 }
 
@@ -353,11 +355,13 @@ impl Loader {
             .and_then(Value::as_str)
             .map(str::to_string);
         let labels = labels(object, &mut problems);
+        let annotations = annotations(object, &mut problems);
         let secret = Secret {
             namespace,
             name,
             type_,
             labels,
+            annotations,
             data,
         };
         if self.accept(file, &label, problems) {
@@ -380,11 +384,7 @@ impl Loader {
             ));
         }
         let labels = labels(object, &mut problems);
-        let annotations = string_map(
-            object.get("metadata").and_then(|m| m.get("annotations")),
-            "metadata.annotations",
-            &mut problems,
-        );
+        let annotations = annotations(object, &mut problems);
         let config_map = ConfigMap {
             namespace,
             name,
@@ -422,6 +422,11 @@ impl Loader {
 fn labels(object: &Value, problems: &mut Vec<String>) -> BTreeMap<String, String> {
     let value = object.get("metadata").and_then(|m| m.get("labels"));
     string_map(value, "metadata.labels", problems)
+}
+
+fn annotations(object: &Value, problems: &mut Vec<String>) -> BTreeMap<String, String> {
+    let value = object.get("metadata").and_then(|m| m.get("annotations"));
+    string_map(value, "metadata.annotations", problems)
 }
 
 fn string_map(
