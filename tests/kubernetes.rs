@@ -944,7 +944,7 @@ async fn plugin_configmaps_of_the_controllers_namespace_run_and_a_broken_one_is_
             "data": {
                 "sha256": digest,
                 "grant": format!(
-                    "allow: [{origin}]\ncredentials:\n  - origin: {origin}\n    header: Authorization\n    prefix: \"Bearer \"\n    secretRef: {{name: ci-token, key: token}}\n",
+                    "namespaces: [flux-system]\nallow: [{origin}]\ncredentials:\n  - origin: {origin}\n    header: Authorization\n    prefix: \"Bearer \"\n    secretRef: {{name: ci-token, key: token}}\n",
                     origin = ci.origin()
                 ),
             },
