@@ -963,6 +963,14 @@ async fn plugin_configmaps_of_the_controllers_namespace_run_and_a_broken_one_is_
     uses_tampered["spec"]["promotion"] =
         json!({"strategy": {"plugin": {"name": "tampered", "config": {}}}});
     applied.push(uses_tampered);
+    // A Pipeline of team-b, a namespace fetcher's grant does not name, borrowing the
+    // operator's token: left out, and its Ready condition says how the operator opens it.
+    let mut borrower = broken_pipeline();
+    borrower["metadata"]["namespace"] = json!("team-b");
+    borrower["metadata"]["name"] = json!("borrower");
+    borrower["spec"]["promotion"] = json!({"strategy": {"plugin": {
+        "name": "fetcher", "config": {"url": ci.url("/team-b")}}}});
+    applied.push(borrower);
     let cluster = cluster(&dir, applied).await;
     let server = Server::start_in_cluster(
         &cluster.kubeconfig,
@@ -973,8 +981,19 @@ async fn plugin_configmaps_of_the_controllers_namespace_run_and_a_broken_one_is_
     wait_until("both Pipelines' status", &server, || {
         api.ready("flux-system/podinfo").is_some()
             && api.ready("flux-system/uses-tampered").is_some()
+            && api.ready("team-b/borrower").is_some()
     })
     .await;
+    let borrower = api.ready("team-b/borrower").unwrap();
+    assert_eq!(borrower["status"], "False", "{borrower}");
+    let message = borrower["message"].as_str().unwrap();
+    assert!(
+        message.contains("plugin \"fetcher\" (ConfigMap promoter-system/fetcher) is not granted to namespace team-b")
+            && message.contains("grant.namespaces"),
+        "{borrower}"
+    );
+    let (code, _) = broken_dev_deployed(&server, "team-b/borrower").await;
+    assert_ne!(code, 202, "a Pipeline left out takes no events");
     assert_eq!(api.ready("flux-system/podinfo").unwrap()["status"], "True");
     let bad = api.ready("flux-system/uses-tampered").unwrap();
     assert_eq!(bad["status"], "False", "{bad}");
