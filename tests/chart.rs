@@ -547,6 +547,7 @@ fn rbac_grants_the_least_privilege_the_controller_needs() {
         ),
         rule("promoter.dev", "promotions/status", &["update"]),
         rule("events.k8s.io", "events", &["create", "patch"]),
+        rule("", "namespaces", &["list"]),
     ]
     .into();
     assert_eq!(got, want, "ClusterRole {RELEASE}");

@@ -462,6 +462,12 @@ async fn handle(
             }))
             .into_response()
         }
+        // ClusterRole: namespaces list (the labels plugin grants' namespaceSelector matches).
+        ("GET", "v1", ["namespaces"]) => list(
+            "Namespace",
+            api.of_kind("Namespace", None),
+            api.list_version(),
+        ),
         // Role in the controller's namespace: configmaps list.
         ("GET", "v1", ["namespaces", ns, "configmaps"]) if *ns == CONTROLLER_NS => {
             let selector = query.unwrap_or_default();
@@ -944,7 +950,7 @@ async fn plugin_configmaps_of_the_controllers_namespace_run_and_a_broken_one_is_
             "data": {
                 "sha256": digest,
                 "grant": format!(
-                    "namespaces: [flux-system]\nallow: [{origin}]\ncredentials:\n  - origin: {origin}\n    header: Authorization\n    prefix: \"Bearer \"\n    secretRef: {{name: ci-token, key: token}}\n",
+                    "namespaces: [flux-system]\nnamespaceSelector: {{matchLabels: {{promoter.dev/ci: \"true\"}}}}\nallow: [{origin}]\ncredentials:\n  - origin: {origin}\n    header: Authorization\n    prefix: \"Bearer \"\n    secretRef: {{name: ci-token, key: token}}\n",
                     origin = ci.origin()
                 ),
             },
@@ -971,6 +977,23 @@ async fn plugin_configmaps_of_the_controllers_namespace_run_and_a_broken_one_is_
     borrower["spec"]["promotion"] = json!({"strategy": {"plugin": {
         "name": "fetcher", "config": {"url": ci.url("/team-b")}}}});
     applied.push(borrower);
+    // team-c is selected by its label: its Pipeline is in force.
+    let mut selected = broken_pipeline();
+    selected["metadata"]["namespace"] = json!("team-c");
+    selected["metadata"]["name"] = json!("selected");
+    selected["spec"]["promotion"] = json!({"strategy": {"plugin": {
+        "name": "fetcher", "config": {"url": ci.url("/team-c")}}}});
+    applied.push(selected);
+    for (name, labels) in [
+        ("team-b", json!({"kubernetes.io/metadata.name": "team-b"})),
+        (
+            "team-c",
+            json!({"kubernetes.io/metadata.name": "team-c", "promoter.dev/ci": "true"}),
+        ),
+    ] {
+        applied.push(json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": labels}}));
+    }
     let cluster = cluster(&dir, applied).await;
     let server = Server::start_in_cluster(
         &cluster.kubeconfig,
@@ -982,14 +1005,18 @@ async fn plugin_configmaps_of_the_controllers_namespace_run_and_a_broken_one_is_
         api.ready("flux-system/podinfo").is_some()
             && api.ready("flux-system/uses-tampered").is_some()
             && api.ready("team-b/borrower").is_some()
+            && api.ready("team-c/selected").is_some()
     })
     .await;
+    let selected = api.ready("team-c/selected").unwrap();
+    assert_eq!(selected["status"], "True", "{selected}");
     let borrower = api.ready("team-b/borrower").unwrap();
     assert_eq!(borrower["status"], "False", "{borrower}");
     let message = borrower["message"].as_str().unwrap();
     assert!(
         message.contains("plugin \"fetcher\" (ConfigMap promoter-system/fetcher) is not granted to namespace team-b")
-            && message.contains("grant.namespaces"),
+            && message.contains("grant.namespaces")
+            && message.contains("namespace team-b's labels do not match"),
         "{borrower}"
     );
     let (code, _) = broken_dev_deployed(&server, "team-b/borrower").await;

@@ -24,7 +24,7 @@ mod strategy;
 #[cfg(test)]
 mod tests;
 
-pub use manifests::{ConfigMap, LoadError, Manifests, PLUGIN_LABEL, Problem, Secret};
+pub use manifests::{ConfigMap, LoadError, Manifests, Namespace, PLUGIN_LABEL, Problem, Secret};
 
 use crate::promotion::{AppRef, PipelineRef, Target};
 use serde::{Deserialize, Serialize};

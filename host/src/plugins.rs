@@ -13,7 +13,9 @@
 //!
 //! Credentials are used only as their owners opted in (see [`crate::pipeline::consent`]):
 //! a custom plugin serves the Pipelines of its ConfigMap's namespace and of the namespaces
-//! its grant lists (`namespaces`; `"*"` for every namespace), and a Secret a pull-request
+//! its grant lists (`namespaces`; `"*"` for every namespace) or selects by label
+//! (`namespaceSelector.matchLabels`, against the Namespace objects: a folder's, or the
+//! cluster's, listed when a grant has a selector), and a Secret a pull-request
 //! strategy names is sent only to the hosts its annotation `promoter.dev/allowed-hosts`
 //! lists. Both are checked at load (the Pipeline is refused) and for each promotion.
 //!
@@ -24,6 +26,8 @@
 //!   sha256: <hex digest of the component>     # required
 //!   grant: |                                   # optional; nothing is granted by default
 //!     namespaces: [team-a, team-b]   # who may use it besides this namespace; "*": all
+//!     namespaceSelector:             # and/or namespaces by their labels
+//!       matchLabels: {promoter.dev/ci: "true"}
 //!     allow: [https://ci.example.com]
 //!     privateNetworks: false
 //!     credentials:
@@ -82,6 +86,9 @@ pub struct GrantSpec {
     /// Namespaces whose Pipelines may use the plugin, besides the ConfigMap's own.
     #[serde(default)]
     pub namespaces: Vec<String>,
+    /// Namespaces selected by their labels, besides those listed.
+    #[serde(default)]
+    pub namespace_selector: Option<NamespaceSelector>,
     #[serde(default)]
     pub allow: Vec<String>,
     #[serde(default)]
@@ -92,6 +99,14 @@ pub struct GrantSpec {
     pub keys: Vec<KeySpec>,
     #[serde(default)]
     pub limits: LimitsSpec,
+}
+
+/// A label selector of Namespaces; only `matchLabels` (every label must match).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamespaceSelector {
+    #[serde(default)]
+    pub match_labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -160,7 +175,7 @@ enum Source {
 
 impl Source {
     /// Refuses a Pipeline of `namespace` that this plugin's grant does not serve.
-    fn serves(&self, plugin: &str, namespace: &str) -> Result<(), String> {
+    fn serves(&self, plugin: &str, namespace: &str, manifests: &Manifests) -> Result<(), String> {
         match self {
             Source::Builtin => Ok(()),
             Source::ConfigMap {
@@ -171,8 +186,17 @@ impl Source {
             } => Audience {
                 home: home.clone(),
                 namespaces: grant.namespaces.clone(),
+                selector: grant
+                    .namespace_selector
+                    .as_ref()
+                    .map(|s| s.match_labels.clone()),
             }
-            .check(plugin, config_map, namespace),
+            .check(
+                plugin,
+                config_map,
+                namespace,
+                manifests.namespace_labels(namespace),
+            ),
         }
     }
 }
@@ -457,7 +481,9 @@ impl Registry {
         manifests: &Manifests,
     ) -> Result<(), String> {
         if let Some(entry) = self.entries.read().unwrap().get(&strategy.plugin) {
-            entry.source.serves(&strategy.plugin, namespace)?;
+            entry
+                .source
+                .serves(&strategy.plugin, namespace, manifests)?;
         }
         if strategy.plugin == "pull-request"
             && let Some(name) = secret_name(&strategy.config)
@@ -485,7 +511,9 @@ impl Registry {
             .get(&strategy.plugin)
             .cloned()
             .ok_or_else(|| format!("strategy plugin {:?} is not installed", strategy.plugin))?;
-        entry.source.serves(&strategy.plugin, namespace)?;
+        entry
+            .source
+            .serves(&strategy.plugin, namespace, manifests)?;
         let grant = match &entry.source {
             Source::Builtin => self.builtin_grant(namespace, strategy, manifests)?,
             Source::ConfigMap {

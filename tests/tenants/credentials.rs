@@ -263,3 +263,62 @@ async fn a_secret_whose_annotation_names_another_host_is_not_sent_to_this_one() 
         "the refusal names the Secret, the host and the annotation to add:\n{refused}"
     );
 }
+
+#[tokio::test]
+async fn a_namespace_selector_lends_the_operator_credential_only_to_namespaces_with_its_labels() {
+    let ci = Receiver::start(200, "ok").await;
+    let dir = scratch("tenants-credentials-selector");
+    let manifests = dir.join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let strategy = format!(
+        "    strategy:\n      plugin:\n        name: fetcher\n        config: {{url: \"{}\"}}",
+        ci.url("/team-b")
+    );
+    std::fs::write(manifests.join("team-b.yaml"), pipeline("team-b", &strategy)).unwrap();
+    std::fs::write(
+        manifests.join("plugin.yaml"),
+        operator_plugin(
+            &ci,
+            "namespaceSelector: {matchLabels: {promoter.dev/ci: \"true\"}}",
+        ),
+    )
+    .unwrap();
+    let namespace = |labels: &str| {
+        format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: team-b, labels: {{{labels}}}}}\n"
+        )
+    };
+    // team-b labels itself otherwise: not selected.
+    std::fs::write(
+        manifests.join("namespace.yaml"),
+        namespace("promoter.dev/ci: \"false\""),
+    )
+    .unwrap();
+    let refused = serve_and_promote(&dir, "team-b", &ci).await;
+    assert_never_received(&ci, OPERATOR_TOKEN);
+    let refused = refused.err().expect("team-b is not selected");
+    assert!(
+        refused.contains("namespaces labelled promoter.dev/ci=true by grant.namespaceSelector")
+            && refused.contains("namespace team-b's labels do not match"),
+        "{refused}"
+    );
+
+    // With the label the operator selects, team-b's promotion runs with the credential.
+    std::fs::write(
+        manifests.join("namespace.yaml"),
+        namespace("promoter.dev/ci: \"true\""),
+    )
+    .unwrap();
+    let server = serve_and_promote(&dir, "team-b", &ci)
+        .await
+        .unwrap_or_else(|e| panic!("team-b is selected: {e}"));
+    server
+        .wait_for("the promotion into test", |all| {
+            all.iter().any(|p| p["phase"] == "succeeded")
+        })
+        .await;
+    assert_eq!(
+        ci.received()[0].header("authorization"),
+        Some(format!("Bearer {OPERATOR_TOKEN}").as_str())
+    );
+}

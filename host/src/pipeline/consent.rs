@@ -7,8 +7,9 @@
 //! strategy's `secretRef` and have its token sent to a `url` they pick.
 //!
 //! 1. A plugin grant is for the namespaces it names ([`Audience`]): `grant.namespaces`
-//!    lists them; without it, only Pipelines in the plugin ConfigMap's own namespace (the
-//!    controller's, in Kubernetes mode) may use the plugin.
+//!    lists them (`"*"`: all), `grant.namespaceSelector.matchLabels` selects them by
+//!    their Namespace's labels; without either, only Pipelines in the plugin ConfigMap's
+//!    own namespace (the controller's, in Kubernetes mode) may use the plugin.
 //! 2. A Secret is sent only to the hosts its annotation [`ALLOWED_HOSTS`] names
 //!    (comma-separated `host` or `host:port`). Each host a value goes to must be listed
 //!    itself: `github.com` does not cover `api.github.com`. An entry without a port covers
@@ -18,6 +19,7 @@
 //! again when a promotion's grant is built.
 
 use super::Secret;
+use std::collections::BTreeMap;
 
 /// The annotation by which a Secret opts in to be sent, as forge/git credentials, to the
 /// hosts it names.
@@ -192,39 +194,61 @@ pub fn may_send(secret: &Secret, role: &str, to: &[Endpoint]) -> Result<(), Stri
     ))
 }
 
-/// The namespaces whose Pipelines may use a custom plugin (its grant's `namespaces`).
+/// The namespaces whose Pipelines may use a custom plugin (its grant's `namespaces` and
+/// `namespaceSelector`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Audience {
     /// The plugin ConfigMap's namespace: always allowed.
     pub home: String,
     /// `grant.namespaces`.
     pub namespaces: Vec<String>,
+    /// `grant.namespaceSelector.matchLabels`: every label must match (an empty one
+    /// selects every namespace, as in Kubernetes).
+    pub selector: Option<BTreeMap<String, String>>,
 }
 
 impl Audience {
-    pub fn admits(&self, namespace: &str) -> bool {
-        namespace == self.home || self.namespaces.iter().any(|n| n == namespace || n == "*")
+    /// `labels`: those of the namespace's Namespace object, when known.
+    pub fn admits(&self, namespace: &str, labels: Option<&BTreeMap<String, String>>) -> bool {
+        namespace == self.home
+            || self.namespaces.iter().any(|n| n == namespace || n == "*")
+            || self.selector.as_ref().is_some_and(|wanted| {
+                labels.is_some_and(|have| wanted.iter().all(|(k, v)| have.get(k) == Some(v)))
+            })
     }
 
     /// Refuses a Pipeline of `namespace` that the grant does not name, saying how the
     /// operator opens it.
-    pub fn check(&self, plugin: &str, config_map: &str, namespace: &str) -> Result<(), String> {
-        if self.admits(namespace) {
+    pub fn check(
+        &self,
+        plugin: &str,
+        config_map: &str,
+        namespace: &str,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> Result<(), String> {
+        if self.admits(namespace, labels) {
             return Ok(());
         }
-        let granted = if self.namespaces.is_empty() {
-            format!("its grant names no namespaces, so only {}", self.home)
-        } else {
-            format!(
-                "its grant.namespaces is [{}] (and {} itself)",
-                self.namespaces.join(", "),
-                self.home
-            )
-        };
+        let mut granted = vec![self.home.clone()];
+        if !self.namespaces.is_empty() {
+            granted.push(format!("grant.namespaces [{}]", self.namespaces.join(", ")));
+        }
+        if let Some(selector) = &self.selector {
+            let wanted: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let have = match labels {
+                Some(_) => format!("namespace {namespace}'s labels do not match"),
+                None => format!("the labels of namespace {namespace} are not known"),
+            };
+            granted.push(format!(
+                "namespaces labelled {} by grant.namespaceSelector ({have})",
+                wanted.join(",")
+            ));
+        }
         Err(format!(
             "plugin {plugin:?} (ConfigMap {config_map}) is not granted to namespace \
-             {namespace}: {granted} may use it; the operator opens it by adding {namespace} \
-             to grant.namespaces in that ConfigMap's data.grant (e.g. `namespaces: [{namespace}]`)"
+             {namespace}: only {} may use it; the operator opens it by adding {namespace} \
+             to grant.namespaces in that ConfigMap's data.grant (e.g. `namespaces: [{namespace}]`)",
+            granted.join(" and ")
         ))
     }
 }
@@ -336,24 +360,58 @@ mod tests {
     fn a_plugin_grant_admits_its_own_namespace_and_those_it_names() {
         let home = Audience {
             home: "promoter-system".into(),
-            namespaces: vec![],
+            ..Audience::default()
         };
+        let cm = "promoter-system/fetcher";
+        assert!(home.check("fetcher", cm, "promoter-system", None).is_ok());
+        let e = home.check("fetcher", cm, "team-b", None).unwrap_err();
         assert!(
-            home.check("fetcher", "promoter-system/fetcher", "promoter-system")
-                .is_ok()
-        );
-        let e = home
-            .check("fetcher", "promoter-system/fetcher", "team-b")
-            .unwrap_err();
-        assert!(
-            e.contains("namespace team-b") && e.contains("grant.namespaces"),
+            e.contains("namespace team-b: only promoter-system may use it"),
             "{e}"
         );
+        assert!(e.contains("grant.namespaces"), "{e}");
         let opened = Audience {
             home: "promoter-system".into(),
             namespaces: vec!["team-a".into()],
+            selector: None,
         };
-        assert!(opened.admits("team-a"));
-        assert!(!opened.admits("team-b"));
+        assert!(opened.admits("team-a", None));
+        assert!(!opened.admits("team-b", None));
+        let everyone = Audience {
+            namespaces: vec!["*".into()],
+            ..opened
+        };
+        assert!(everyone.admits("team-b", None));
+    }
+
+    #[test]
+    fn a_namespace_selector_admits_namespaces_whose_labels_all_match() {
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let audience = Audience {
+            home: "promoter-system".into(),
+            namespaces: vec![],
+            selector: Some(labels(&[("promoter.dev/ci", "true"), ("tier", "apps")])),
+        };
+        let both = labels(&[("promoter.dev/ci", "true"), ("tier", "apps"), ("x", "y")]);
+        assert!(audience.admits("team-a", Some(&both)));
+        let one = labels(&[("promoter.dev/ci", "true")]);
+        assert!(!audience.admits("team-b", Some(&one)));
+        assert!(
+            !audience.admits("team-c", None),
+            "unknown labels match nothing"
+        );
+        let e = audience
+            .check("p", "promoter-system/p", "team-c", None)
+            .unwrap_err();
+        assert!(e.contains("promoter.dev/ci=true,tier=apps"), "{e}");
+        assert!(
+            e.contains("the labels of namespace team-c are not known"),
+            "{e}"
+        );
     }
 }
