@@ -547,6 +547,7 @@ fn rbac_grants_the_least_privilege_the_controller_needs() {
         ),
         rule("promoter.dev", "promotions/status", &["update"]),
         rule("events.k8s.io", "events", &["create", "patch"]),
+        rule("", "namespaces", &["list"]),
     ]
     .into();
     assert_eq!(got, want, "ClusterRole {RELEASE}");
@@ -1096,6 +1097,7 @@ async fn a_plugin_config_map_rendered_by_the_chart_loads_into_the_real_registry(
             "name": "noop-strategy",
             "wasm": engine.encode(&wasm),
             "grant": {
+                "namespaces": ["apps"],
                 "allow": ["https://ci.example.com"],
                 "keys": [{"name": "ci", "secretRef": {"name": "ci-hmac", "key": "hmac-key"}}],
                 "limits": {"timeout": "5s", "memory": "32MiB"}
@@ -1134,6 +1136,12 @@ async fn a_plugin_config_map_rendered_by_the_chart_loads_into_the_real_registry(
         .granted("apps", &strategy, &manifests)
         .expect("the grant's Secret is found in the release namespace");
     assert_eq!(plugin.limits().timeout, std::time::Duration::from_secs(5));
+    // grant.namespaces names who may use it: a namespace it does not name is refused.
+    let refused = registry
+        .granted("other", &strategy, &manifests)
+        .err()
+        .expect("a namespace the grant does not name is refused");
+    assert!(refused.contains("grant.namespaces"), "{refused}");
 
     // And the chart lets the controller read that Secret, and nothing else.
     let role = one(&docs, "Role", &format!("{RELEASE}-plugin-secrets"));
@@ -1434,6 +1442,13 @@ fn the_kubernetes_examples_load_with_the_real_pipeline_loader() {
                     });
                 let grant: GrantSpec = serde_yaml_ng::from_str(&cm.data["grant"])
                     .unwrap_or_else(|e| panic!("ConfigMap {}: grant: {e}", cm.name));
+                assert!(
+                    cm.namespace == pipeline.namespace
+                        || grant.namespaces.contains(&pipeline.namespace),
+                    "{at}: ConfigMap {}'s grant.namespaces does not name {}",
+                    cm.name,
+                    pipeline.namespace
+                );
                 for secret in grant
                     .credentials
                     .iter()

@@ -462,6 +462,12 @@ async fn handle(
             }))
             .into_response()
         }
+        // ClusterRole: namespaces list (the labels plugin grants' namespaceSelector matches).
+        ("GET", "v1", ["namespaces"]) => list(
+            "Namespace",
+            api.of_kind("Namespace", None),
+            api.list_version(),
+        ),
         // Role in the controller's namespace: configmaps list.
         ("GET", "v1", ["namespaces", ns, "configmaps"]) if *ns == CONTROLLER_NS => {
             let selector = query.unwrap_or_default();
@@ -944,7 +950,7 @@ async fn plugin_configmaps_of_the_controllers_namespace_run_and_a_broken_one_is_
             "data": {
                 "sha256": digest,
                 "grant": format!(
-                    "allow: [{origin}]\ncredentials:\n  - origin: {origin}\n    header: Authorization\n    prefix: \"Bearer \"\n    secretRef: {{name: ci-token, key: token}}\n",
+                    "namespaces: [flux-system]\nnamespaceSelector: {{matchLabels: {{promoter.dev/ci: \"true\"}}}}\nallow: [{origin}]\ncredentials:\n  - origin: {origin}\n    header: Authorization\n    prefix: \"Bearer \"\n    secretRef: {{name: ci-token, key: token}}\n",
                     origin = ci.origin()
                 ),
             },
@@ -963,6 +969,31 @@ async fn plugin_configmaps_of_the_controllers_namespace_run_and_a_broken_one_is_
     uses_tampered["spec"]["promotion"] =
         json!({"strategy": {"plugin": {"name": "tampered", "config": {}}}});
     applied.push(uses_tampered);
+    // A Pipeline of team-b, a namespace fetcher's grant does not name, borrowing the
+    // operator's token: left out, and its Ready condition says how the operator opens it.
+    let mut borrower = broken_pipeline();
+    borrower["metadata"]["namespace"] = json!("team-b");
+    borrower["metadata"]["name"] = json!("borrower");
+    borrower["spec"]["promotion"] = json!({"strategy": {"plugin": {
+        "name": "fetcher", "config": {"url": ci.url("/team-b")}}}});
+    applied.push(borrower);
+    // team-c is selected by its label: its Pipeline is in force.
+    let mut selected = broken_pipeline();
+    selected["metadata"]["namespace"] = json!("team-c");
+    selected["metadata"]["name"] = json!("selected");
+    selected["spec"]["promotion"] = json!({"strategy": {"plugin": {
+        "name": "fetcher", "config": {"url": ci.url("/team-c")}}}});
+    applied.push(selected);
+    for (name, labels) in [
+        ("team-b", json!({"kubernetes.io/metadata.name": "team-b"})),
+        (
+            "team-c",
+            json!({"kubernetes.io/metadata.name": "team-c", "promoter.dev/ci": "true"}),
+        ),
+    ] {
+        applied.push(json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": labels}}));
+    }
     let cluster = cluster(&dir, applied).await;
     let server = Server::start_in_cluster(
         &cluster.kubeconfig,
@@ -973,8 +1004,23 @@ async fn plugin_configmaps_of_the_controllers_namespace_run_and_a_broken_one_is_
     wait_until("both Pipelines' status", &server, || {
         api.ready("flux-system/podinfo").is_some()
             && api.ready("flux-system/uses-tampered").is_some()
+            && api.ready("team-b/borrower").is_some()
+            && api.ready("team-c/selected").is_some()
     })
     .await;
+    let selected = api.ready("team-c/selected").unwrap();
+    assert_eq!(selected["status"], "True", "{selected}");
+    let borrower = api.ready("team-b/borrower").unwrap();
+    assert_eq!(borrower["status"], "False", "{borrower}");
+    let message = borrower["message"].as_str().unwrap();
+    assert!(
+        message.contains("plugin \"fetcher\" (ConfigMap promoter-system/fetcher) is not granted to namespace team-b")
+            && message.contains("grant.namespaces")
+            && message.contains("namespace team-b's labels do not match"),
+        "{borrower}"
+    );
+    let (code, _) = broken_dev_deployed(&server, "team-b/borrower").await;
+    assert_ne!(code, 202, "a Pipeline left out takes no events");
     assert_eq!(api.ready("flux-system/podinfo").unwrap()["status"], "True");
     let bad = api.ready("flux-system/uses-tampered").unwrap();
     assert_eq!(bad["status"], "False", "{bad}");

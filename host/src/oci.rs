@@ -797,6 +797,7 @@ mod tests {
             name: "regcred".into(),
             type_: None,
             labels: Default::default(),
+            annotations: Default::default(),
             data: data
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))

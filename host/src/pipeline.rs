@@ -18,12 +18,13 @@
 //!   secretRef counts.
 //! - A target's `clusterRef.namespace` defaults to the Pipeline's namespace.
 
+pub mod consent;
 mod manifests;
 mod strategy;
 #[cfg(test)]
 mod tests;
 
-pub use manifests::{ConfigMap, LoadError, Manifests, PLUGIN_LABEL, Problem, Secret};
+pub use manifests::{ConfigMap, LoadError, Manifests, Namespace, PLUGIN_LABEL, Problem, Secret};
 
 use crate::promotion::{AppRef, PipelineRef, Target};
 use serde::{Deserialize, Serialize};

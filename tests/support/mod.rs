@@ -326,7 +326,27 @@ impl Server {
         Server::launch(data, extra, &env)
     }
 
+    /// Like `start`, for a server that may refuse its manifests: `Err` with its output
+    /// when it exits instead of listening.
+    pub fn try_start(
+        manifests: &std::path::Path,
+        data: &std::path::Path,
+        extra: &[&str],
+    ) -> Result<Server, String> {
+        let mut args = vec!["--manifests", manifests.to_str().unwrap()];
+        args.extend(extra);
+        Server::try_launch(data, &args, &[])
+    }
+
     fn launch(data: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::try_launch(data, extra, env).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_launch(
+        data: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Server, String> {
         promoter::install_crypto_provider();
         let log = data.with_extension("log");
         let env: Vec<(String, String)> = env
@@ -359,11 +379,11 @@ impl Server {
                 env: env.clone(),
             };
             match server.ready() {
-                Ok(()) => return server,
+                Ok(()) => return Ok(server),
                 Err(_) if server.logs()[logged_before..].contains("Address already in use") => {
                     continue;
                 }
-                Err(e) => panic!("{e}"),
+                Err(e) => return Err(e),
             }
         }
         panic!(
@@ -555,6 +575,22 @@ data: {{hmac-key: {ci}}}
         ),
     )
     .unwrap();
+}
+
+/// The annotation by which a Secret opts in to be sent to the hosts of `urls`
+/// (`promoter.dev/allowed-hosts`), as `key: "value"` for a YAML or JSON mapping.
+pub fn allowed_hosts(urls: &[&str]) -> String {
+    use promoter::pipeline::consent::{ALLOWED_HOSTS, Endpoint};
+    let mut hosts: Vec<String> = Vec::new();
+    for url in urls {
+        let entry = Endpoint::of_url(url)
+            .unwrap_or_else(|| panic!("{url} names no host"))
+            .entry();
+        if !hosts.contains(&entry) {
+            hosts.push(entry);
+        }
+    }
+    format!("\"{ALLOWED_HOSTS}\": \"{}\"", hosts.join(", "))
 }
 
 /// Rewrites the pipeline so promotions into test use the plugin `name` with `{url}`.
