@@ -5,9 +5,9 @@
 //! webhook plugin may reach the origin of its `url` and sign with the `hmac-key` of the
 //! Secret its `secretRef` names (in the Pipeline's namespace). Those origins are tenant
 //! input ([`GrantedBy::Pipeline`]): loopback, private, link-local and metadata addresses,
-//! literal or resolved, are refused unless the operator passes `--builtin-private-networks`. The notification plugin
-//! gets the origin of the server's `--events-addr` (Flux notification-controller's event
-//! receiver), plain http and private addresses allowed for it, and nothing else; the
+//! literal or resolved, are refused unless the operator passes
+//! `--builtin-private-networks`. The notification plugin gets the origin of the server's
+//! `--events-addr` (Flux notification-controller's event receiver), plain http and private addresses allowed for it, and nothing else; the
 //! address reaches the plugin as its configuration's `address`, written by the host over
 //! whatever the Pipeline said (see [`Registry::bind_host_settings`]). Custom plugins get what
 //! the operator wrote into their ConfigMap's `grant`, with Secrets from the
