@@ -21,8 +21,14 @@ cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$data"; }
 trap cleanup EXIT
 
 python3 "$here/receiver.py" 9090 & pids+=($!)
+# The stand-in CI server listens on 127.0.0.1, a loopback address. A Pipeline's URLs are
+# tenant input, and by default Promoter refuses to let them reach loopback, private or
+# cloud-metadata addresses (a sidecar's admin port, an internal service). This demo's
+# operator runs the receiver on this machine, so it allows that explicitly:
+echo "== serving with --builtin-private-networks: the demo's CI receiver is on 127.0.0.1"
 "$bin" serve --manifests "$here" --data-dir "$data/db" \
   --webhook-addr "127.0.0.1:$webhook_port" --admin-addr "127.0.0.1:$admin_port" \
+  --builtin-private-networks \
   2> "$data/server.log" & pids+=($!)
 
 admin="http://127.0.0.1:$admin_port"

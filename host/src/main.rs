@@ -105,8 +105,9 @@ struct ServeArgs {
     /// Promotions run at once.
     #[arg(long, env = "PROMOTER_WORKERS", default_value_t = 4)]
     workers: usize,
-    /// Let built-in plugins reach host names that resolve to private addresses (an
-    /// in-cluster Jenkins, say). Literal IP URLs in a Pipeline never need this.
+    /// Let built-in strategies reach loopback, private and link-local addresses (an
+    /// in-cluster Jenkins, say): the URLs a Pipeline names, literal IPs included, and host
+    /// names that resolve there. Off: such a promotion fails, naming the URL and this flag.
     #[arg(long, env = "PROMOTER_BUILTIN_PRIVATE_NETWORKS")]
     builtin_private_networks: bool,
     /// How often the manifests folder is checked for changes (Kubernetes mode: how often

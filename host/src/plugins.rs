@@ -3,9 +3,11 @@
 //!
 //! Built-in plugins get exactly what the Pipeline's strategy configuration names: the
 //! webhook plugin may reach the origin of its `url` and sign with the `hmac-key` of the
-//! Secret its `secretRef` names (in the Pipeline's namespace). The notification plugin
-//! gets the origin of the server's `--events-addr` (Flux notification-controller's event
-//! receiver), plain http and private addresses allowed for it, and nothing else; the
+//! Secret its `secretRef` names (in the Pipeline's namespace). Those origins are tenant
+//! input ([`GrantedBy::Pipeline`]): loopback, private, link-local and metadata addresses,
+//! literal or resolved, are refused unless the operator passes
+//! `--builtin-private-networks`. The notification plugin gets the origin of the server's
+//! `--events-addr` (Flux notification-controller's event receiver), plain http and private addresses allowed for it, and nothing else; the
 //! address reaches the plugin as its configuration's `address`, written by the host over
 //! whatever the Pipeline said (see [`Registry::bind_host_settings`]). Custom plugins get what
 //! the operator wrote into their ConfigMap's `grant`, with Secrets from the
@@ -56,7 +58,7 @@
 use crate::oci::{Credentials, OciRef, Puller};
 use crate::pipeline::consent::{Audience, Endpoint, may_send};
 use crate::pipeline::{ConfigMap, Manifests, StrategyRef};
-use crate::runtime::egress::{Credential, Grant, Origin};
+use crate::runtime::egress::{Credential, Grant, GrantedBy, Origin, is_internal};
 use crate::runtime::limits::{Limits, parse_duration, parse_size};
 use crate::runtime::secret::Secret;
 use crate::runtime::{Plugin, Runtime};
@@ -523,6 +525,11 @@ impl Registry {
         Ok(entry.plugin.with_grant(grant))
     }
 
+    /// The grant of a built-in strategy. Its origins come from the Pipeline (tenant input),
+    /// except the notification strategy's, which is the server's `--events-addr`: a URL
+    /// naming a literal internal address is refused here, with the field and the flag, unless
+    /// the operator allowed private networks for built-in strategies (the egress policy
+    /// refuses it again at request time, and names that resolve there).
     fn builtin_grant(
         &self,
         namespace: &str,
@@ -532,19 +539,45 @@ impl Registry {
         if strategy.plugin == NOTIFICATION {
             return notification_grant(self.events_addr.as_deref());
         }
-        if strategy.plugin == "pull-request" {
-            let mut grant = pull_request_grant(namespace, &strategy.config, manifests)?;
-            grant.private_networks = self.builtin_private_networks;
-            return Ok(grant);
-        }
-        let mut grant = Grant {
-            private_networks: self.builtin_private_networks,
-            ..Grant::default()
+        let (mut grant, urls) = if strategy.plugin == "pull-request" {
+            let grant = pull_request_grant(namespace, &strategy.config, manifests)?;
+            let field = |k: &str| {
+                let url = strategy.config.get(k).and_then(|u| u.as_str())?;
+                Some((format!("pull-request {k}"), url.trim().to_string()))
+            };
+            // The forge API's origin comes from apiBase, or else from the repository url.
+            (
+                grant,
+                field("apiBase")
+                    .or_else(|| field("url"))
+                    .into_iter()
+                    .collect(),
+            )
+        } else {
+            self.webhook_grant(namespace, strategy, manifests)?
         };
+        grant.granted_by = GrantedBy::Pipeline;
+        grant.private_networks = self.builtin_private_networks;
+        if !self.builtin_private_networks {
+            refuse_internal_literals(&grant, &urls)?;
+        }
+        Ok(grant)
+    }
+
+    /// The webhook strategy's grant, with the URL its origin came from.
+    fn webhook_grant(
+        &self,
+        namespace: &str,
+        strategy: &StrategyRef,
+        manifests: &Manifests,
+    ) -> Result<(Grant, Vec<(String, String)>), String> {
+        let mut grant = Grant::default();
+        let mut urls = Vec::new();
         // The seed dialect nests the webhook config; accept both shapes.
         let config = strategy.config.get("webhook").unwrap_or(&strategy.config);
         if let Some(url) = config.get("url").and_then(|u| u.as_str()) {
             grant.origins.push(Origin::parse(url)?);
+            urls.push(("webhook url".to_string(), url.to_string()));
         }
         if let Some(secret) = config
             .get("secretRef")
@@ -561,8 +594,41 @@ impl Registry {
                 .ok_or_else(|| format!("Secret {namespace}/{secret} has no hmac-key"))?;
             grant.keys.insert(secret.to_string(), Secret::new(key));
         }
-        Ok(grant)
+        Ok((grant, urls))
     }
+}
+
+/// Refuses a Pipeline-derived grant whose origins name a literal loopback, private,
+/// link-local or metadata address; `urls` are the (field, URL) pairs they came from.
+fn refuse_internal_literals(grant: &Grant, urls: &[(String, String)]) -> Result<(), String> {
+    for origin in &grant.origins {
+        let Some(ip) = origin.ip().filter(|ip| is_internal(*ip)) else {
+            continue;
+        };
+        let (field, url) = urls
+            .iter()
+            .find(|(_, url)| {
+                url.parse::<http::Uri>()
+                    .ok()
+                    .and_then(|u| Origin::of(&u))
+                    .as_ref()
+                    == Some(origin)
+            })
+            .map(|(f, u)| (f.as_str(), u.as_str()))
+            .unwrap_or(("URL", ""));
+        let url = if url.is_empty() {
+            origin.to_string()
+        } else {
+            url.to_string()
+        };
+        return Err(format!(
+            "{field} {url} names the internal address {ip} (loopback, private, link-local or \
+             metadata), which a Pipeline may not reach; an operator who runs the receiver on \
+             a private network allows it with --builtin-private-networks \
+             (PROMOTER_BUILTIN_PRIVATE_NETWORKS=true)"
+        ));
+    }
+    Ok(())
 }
 
 /// [`Registry::bind_host_settings`] for the notification strategy's `address`.
@@ -616,6 +682,7 @@ fn notification_grant(events_addr: Option<&str>) -> Result<Grant, String> {
     })?;
     Ok(Grant {
         origins: vec![Origin::parse(address)?],
+        granted_by: GrantedBy::Operator,
         private_networks: true,
         ..Grant::default()
     })

@@ -219,7 +219,13 @@ impl PluginResolver for Resolver {
         })?;
         let plugin = shared
             .registry
-            .granted(namespace, &promotion.strategy, &catalog)?;
+            .granted(namespace, &promotion.strategy, &catalog)
+            .map_err(|e| {
+                format!(
+                    "Pipeline {namespace}/{name}: promotion into {}: {e}",
+                    env.name
+                )
+            })?;
         let request = PromotionRequest {
             id: p.id.clone(),
             attempt: p.attempts,
@@ -301,12 +307,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         cache_dir: Some(settings.data_dir.join("compiled")),
         git_dir: Some(settings.data_dir.join("git")),
     })?);
+    // Verified components are re-hashed on every load; the directory is private anyway.
+    let oci_cache = settings.data_dir.join("oci");
+    crate::runtime::cache_dir::ensure_private(&oci_cache)?;
     let registry = Arc::new(
         Registry::new(runtime, settings.builtin_private_networks)
             .await?
             .with_events_addr(settings.events_addr.clone())
             .with_oci(crate::oci::Puller::new(
-                Some(settings.data_dir.join("oci")),
+                Some(oci_cache),
                 settings.max_plugin_size,
             )),
     );
