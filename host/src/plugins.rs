@@ -169,7 +169,7 @@ enum Source {
         config_map: String,
         namespace: String,
         digest: String,
-        grant: GrantSpec,
+        grant: Box<GrantSpec>,
     },
 }
 
@@ -376,7 +376,7 @@ impl Registry {
                 config_map: format!("{}/{}", cm.namespace, cm.name),
                 namespace: cm.namespace.clone(),
                 digest: actual,
-                grant,
+                grant: Box::new(grant),
             },
         }))
     }
