@@ -171,7 +171,7 @@ enum Source {
         config_map: String,
         namespace: String,
         digest: String,
-        grant: GrantSpec,
+        grant: Box<GrantSpec>,
     },
 }
 
@@ -378,7 +378,7 @@ impl Registry {
                 config_map: format!("{}/{}", cm.namespace, cm.name),
                 namespace: cm.namespace.clone(),
                 digest: actual,
-                grant,
+                grant: Box::new(grant),
             },
         }))
     }
