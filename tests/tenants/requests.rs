@@ -57,7 +57,8 @@ async fn a_waiting_promotion_runs_the_strategy_in_force_not_the_one_it_was_recor
     let reloads = || server.logs().matches("manifests reloaded").count();
     let before_reload = reloads();
     write_manifests(&manifests, &new.url("/job/promote"));
-    for _ in 0..100 {
+    // Reloads are polled every 100 ms; a loaded machine may take seconds.
+    for _ in 0..600 {
         if reloads() > before_reload {
             break;
         }
