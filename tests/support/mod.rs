@@ -504,6 +504,9 @@ pub const PRIVATE_NETWORKS_OFF: (&str, &str) = ("PROMOTER_BUILTIN_PRIVATE_NETWOR
 
 pub const EVENTS_KEY: &[u8] = b"events-key-for-tests";
 pub const CI_KEY: &[u8] = b"ci-key-for-tests";
+/// Signs approvals of promotions into prod (`approvalSecretRef: podinfo-approvals`); no
+/// event key may equal it.
+pub const APPROVAL_KEY: &[u8] = b"approval-key-for-tests";
 
 pub fn write_manifests(dir: &Path, hook_url: &str) {
     std::fs::write(
@@ -534,6 +537,7 @@ spec:
         - namespace: podinfo-prod
       promotion:
         manual: true
+        approvalSecretRef: {{name: podinfo-approvals}}
   promotion:
     secretRef: {{name: podinfo-events}}
     webhook:
@@ -547,10 +551,16 @@ stringData: {{hmac-key: {events}}}
 ---
 apiVersion: v1
 kind: Secret
+metadata: {{name: podinfo-approvals, namespace: flux-system}}
+stringData: {{hmac-key: {approvals}}}
+---
+apiVersion: v1
+kind: Secret
 metadata: {{name: ci-hmac, namespace: flux-system}}
 data: {{hmac-key: {ci}}}
 "#,
             events = std::str::from_utf8(EVENTS_KEY).unwrap(),
+            approvals = std::str::from_utf8(APPROVAL_KEY).unwrap(),
             ci = base64_encode(CI_KEY),
         ),
     )
