@@ -162,8 +162,10 @@ fn authenticate(
             Signer::Approvals(_) => Err(refuse(format!(
                 "pipeline {namespace}/{name} has no approval key for promotions into {env} \
                  (approvalSecretRef in that environment's promotion or the pipeline's): its \
-                 promotions can be approved only with the promoter.dev/approved annotation \
-                 (Kubernetes mode) or the admin API, never over the public listener"
+                 promotions are approved only with the promoter.dev/approved annotation on \
+                 the Promotion (Kubernetes mode), never over the public listener; give the \
+                 environment an approvalSecretRef whose key no event key equals to approve \
+                 over it"
             ))),
         };
     };

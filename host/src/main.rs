@@ -471,8 +471,8 @@ async fn approve(args: ApproveArgs) -> anyhow::Result<std::process::ExitCode> {
             "the server did not accept this approval's signature. Sign it with the approval key \
              of {env}: the hmac-key of the Secret its promotion's approvalSecretRef names (an \
              event key never approves). An environment without approvalSecretRef is approved \
-             only with the promoter.dev/approved annotation or the admin API. The server's log \
-             says which check failed.",
+             only with the promoter.dev/approved annotation (Kubernetes mode). The server's \
+             log says which check failed.",
             env = args.environment
         );
     }

@@ -18,8 +18,8 @@
 //!   environment is the one its own `promotion` names (`approvalSecretRef`), else the
 //!   pipeline's. No event key may equal an approval key (see `keys.rs`): a leaf cluster's
 //!   key reports deployments and approves nothing. Without one, promotions into a
-//!   `manual: true` environment are approved only through the Kubernetes annotation or the
-//!   admin API, never over the public listener.
+//!   `manual: true` environment are approved only through the Kubernetes annotation,
+//!   never over the public listener.
 //! - Nothing is promoted into the first environment: of its own `promotion` only the
 //!   secretRef counts (an approvalSecretRef there is a problem: it would approve nothing).
 //! - A target's `clusterRef.namespace` defaults to the Pipeline's namespace.
