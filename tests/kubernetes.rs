@@ -779,6 +779,7 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
     assert!(
         secrets.iter().all(|r| r
             .starts_with("GET /api/v1/namespaces/flux-system/secrets/podinfo-events?")
+            || r.starts_with("GET /api/v1/namespaces/flux-system/secrets/podinfo-approvals?")
             || r.starts_with("GET /api/v1/namespaces/flux-system/secrets/ci-hmac?")
             || r.starts_with("GET /api/v1/namespaces/team-a/secrets/shop-events?")),
         "Secrets are read by the names Pipelines give: {secrets:#?}"
