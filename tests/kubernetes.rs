@@ -690,8 +690,9 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
     assert_eq!(reused["reason"], "Invalid", "{reused}");
     let message = reused["message"].as_str().unwrap();
     assert!(
-        message.contains("Secret flux-system/podinfo-events, the approval key of promotions into prod")
-            && message.contains("event key must never approve"),
+        message.contains(
+            "Secret flux-system/podinfo-events, the approval key of promotions into prod"
+        ) && message.contains("event key must never approve"),
         "the condition names the Secret and the rule: {reused}"
     );
     let (code, _) = broken_dev_deployed(&server, "flux-system/reused").await;
@@ -711,7 +712,10 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
     );
     let (code, body) = broken_dev_deployed(&server, "team-a/shop").await;
     assert_eq!(code, 401, "{body}");
-    assert!(!body.contains("shop-events"), "no Secret name to the caller: {body}");
+    assert!(
+        !body.contains("shop-events"),
+        "no Secret name to the caller: {body}"
+    );
     assert!(server.logs().contains("shop-events"), "the log says which");
 
     // The good one works end to end; the broken one is not in force.
@@ -753,7 +757,10 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
     })
     .await;
     let (code, body) = broken_dev_deployed(&server, "flux-system/broken").await;
-    assert_eq!(code, 401, "not in force: the same answer as no pipeline: {body}");
+    assert_eq!(
+        code, 401,
+        "not in force: the same answer as no pipeline: {body}"
+    );
 
     // Fixed in the cluster: in force at the next read, without a restart.
     {

@@ -6,7 +6,8 @@ mod support;
 use promoter::client::{deployment_event, post_signed, signature_header};
 use std::collections::{HashMap, HashSet};
 use support::{
-    APPROVAL_KEY, CI_KEY, EVENTS_KEY, Receiver, Server, event_url, scratch, send, start, write_manifests,
+    APPROVAL_KEY, CI_KEY, EVENTS_KEY, Receiver, Server, event_url, scratch, send, start,
+    write_manifests,
 };
 
 #[tokio::test]
@@ -136,7 +137,11 @@ async fn forged_unsigned_stale_and_replayed_events_are_refused_and_promote_nothi
     assert_eq!(status, 401, "flipped byte: {text}");
     // Every unauthenticated refusal is the same body; the reason is in the server's log.
     assert!(text.contains("not authenticated"), "{text}");
-    assert!(server.logs().contains("does not match"), "{}", server.logs());
+    assert!(
+        server.logs().contains("does not match"),
+        "{}",
+        server.logs()
+    );
 
     let (status, text) = post(body.clone(), Some(signature_header(b"wrong-key", &body))).await;
     assert_eq!(status, 401, "wrong key: {text}");

@@ -133,7 +133,9 @@ fn authenticate(
     };
     let catalog = shared.catalog();
     let Some(pipeline) = catalog.pipeline(namespace, name) else {
-        return Err(refuse(format!("no Pipeline {namespace}/{name} is in force")));
+        return Err(refuse(format!(
+            "no Pipeline {namespace}/{name} is in force"
+        )));
     };
     let (env, secret_name) = match signer {
         Signer::Events(env) => (env, pipeline.hmac_secret_for(env)),

@@ -8,9 +8,7 @@
 //! for every environment (`podinfo-events`), so dev's Flux holds the key test's events
 //! are signed with. Prod is manual, approved with `podinfo-approvals`.
 
-use crate::support::{
-    APPROVAL_KEY, EVENTS_KEY, Receiver, Server, scratch, send, serve_fails, write_manifests,
-};
+use crate::support::{APPROVAL_KEY, EVENTS_KEY, Receiver, Server, scratch, send, write_manifests};
 use promoter::client::{ApprovalBody, deployment_event, post_signed};
 
 async fn approve_prod(server: &Server, version: &str, key: &[u8]) -> (u16, String) {
@@ -82,6 +80,41 @@ async fn dev_s_event_key_cannot_approve_prod() {
     assert_eq!(ci.received().len(), 1);
 }
 
+/// Runs `promoter serve` on `manifests`, expecting it to refuse to start within 30 s;
+/// what it printed. (A server that starts is killed and the test fails, not hangs.)
+fn serve_fails(manifests: &std::path::Path, data: &std::path::Path) -> String {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_promoter"))
+        .args(["serve", "--manifests"])
+        .arg(manifests)
+        .arg("--data-dir")
+        .arg(data)
+        .args([
+            "--webhook-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "serve started: the Pipeline was not refused\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "serve must refuse to start");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn an_event_key_equal_to_the_approval_key_is_refused_at_load_naming_both_secrets() {
     let dir = scratch("tenants-keys-equal");
@@ -98,14 +131,17 @@ fn an_event_key_equal_to_the_approval_key_is_refused_at_load_naming_both_secrets
         text.replace(approvals, events),
     )
     .unwrap();
-    let err = serve_fails(&manifests, &dir.join("data"), &[]);
+    let err = serve_fails(&manifests, &dir.join("data"));
     assert!(
         err.contains("Pipeline flux-system/podinfo: Secret flux-system/podinfo-approvals, the approval key of promotions into prod")
             && err.contains("holds the same hmac-key as Secret flux-system/podinfo-events")
             && err.contains("event key must never approve"),
         "{err}"
     );
-    assert!(!err.contains(events), "the key itself is never printed: {err}");
+    assert!(
+        !err.contains(events),
+        "the key itself is never printed: {err}"
+    );
 
     // One Secret for both.
     std::fs::write(
@@ -116,7 +152,7 @@ fn an_event_key_equal_to_the_approval_key_is_refused_at_load_naming_both_secrets
         ),
     )
     .unwrap();
-    let err = serve_fails(&manifests, &dir.join("data"), &[]);
+    let err = serve_fails(&manifests, &dir.join("data"));
     assert!(
         err.contains("Secret flux-system/podinfo-events, the approval key of promotions into prod (approvalSecretRef), is the same Secret as the event key for events from dev, events from test, events from prod (secretRef)"),
         "{err}"

@@ -56,7 +56,11 @@ async fn post(url: &str, body: Vec<u8>, signature: Option<&str>) -> (u16, String
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default();
-    (status, content_type, response.bytes().await.unwrap().to_vec())
+    (
+        status,
+        content_type,
+        response.bytes().await.unwrap().to_vec(),
+    )
 }
 
 fn approval(ns: &str, name: &str, env: &str) -> Vec<u8> {
@@ -90,21 +94,96 @@ async fn an_unauthenticated_caller_gets_the_same_401_for_existing_and_missing_pi
     let w = &server.webhook;
     // (what is asked, path, body, signature)
     let asks: Vec<(&str, String, Vec<u8>, Option<&str>)> = vec![
-        ("existing pipeline and environment, unsigned", format!("{w}/promotion/flux-system/podinfo/dev"), event("podinfo-dev"), None),
-        ("existing pipeline and environment, bad signature", format!("{w}/promotion/flux-system/podinfo/dev"), event("podinfo-dev"), Some(bad)),
-        ("no such pipeline", format!("{w}/promotion/flux-system/nope/dev"), event("podinfo-dev"), Some(bad)),
-        ("no such namespace", format!("{w}/promotion/elsewhere/podinfo/dev"), event("podinfo-dev"), None),
-        ("no such environment", format!("{w}/promotion/flux-system/podinfo/staging"), event("podinfo-dev"), Some(bad)),
-        ("Secret missing", format!("{w}/promotion/flux-system/orphan/staging"), event("orphan-staging"), Some(bad)),
-        ("no key configured", format!("{w}/promotion/flux-system/keyless/qa"), event("keyless-qa"), None),
-        ("approval, bad signature", format!("{w}/approval/flux-system/podinfo/prod/1.0.0"), approval("flux-system", "podinfo", "prod"), Some(bad)),
-        ("approval, unsigned", format!("{w}/approval/flux-system/podinfo/prod/1.0.0"), approval("flux-system", "podinfo", "prod"), None),
-        ("approval, no such pipeline", format!("{w}/approval/flux-system/nope/prod/1.0.0"), approval("flux-system", "nope", "prod"), Some(bad)),
-        ("approval, no such environment", format!("{w}/approval/flux-system/podinfo/staging/1.0.0"), approval("flux-system", "podinfo", "staging"), Some(bad)),
-        ("approval, the first environment", format!("{w}/approval/flux-system/podinfo/dev/1.0.0"), approval("flux-system", "podinfo", "dev"), Some(bad)),
-        ("approval, no approval key", format!("{w}/approval/flux-system/podinfo/test/1.0.0"), approval("flux-system", "podinfo", "test"), Some(bad)),
-        ("approval, Secret missing", format!("{w}/approval/flux-system/orphan/live/1.0.0"), approval("flux-system", "orphan", "live"), Some(bad)),
-        ("approval, no key configured", format!("{w}/approval/flux-system/keyless/canary/1.0.0"), approval("flux-system", "keyless", "canary"), None),
+        (
+            "existing pipeline and environment, unsigned",
+            format!("{w}/promotion/flux-system/podinfo/dev"),
+            event("podinfo-dev"),
+            None,
+        ),
+        (
+            "existing pipeline and environment, bad signature",
+            format!("{w}/promotion/flux-system/podinfo/dev"),
+            event("podinfo-dev"),
+            Some(bad),
+        ),
+        (
+            "no such pipeline",
+            format!("{w}/promotion/flux-system/nope/dev"),
+            event("podinfo-dev"),
+            Some(bad),
+        ),
+        (
+            "no such namespace",
+            format!("{w}/promotion/elsewhere/podinfo/dev"),
+            event("podinfo-dev"),
+            None,
+        ),
+        (
+            "no such environment",
+            format!("{w}/promotion/flux-system/podinfo/staging"),
+            event("podinfo-dev"),
+            Some(bad),
+        ),
+        (
+            "Secret missing",
+            format!("{w}/promotion/flux-system/orphan/staging"),
+            event("orphan-staging"),
+            Some(bad),
+        ),
+        (
+            "no key configured",
+            format!("{w}/promotion/flux-system/keyless/qa"),
+            event("keyless-qa"),
+            None,
+        ),
+        (
+            "approval, bad signature",
+            format!("{w}/approval/flux-system/podinfo/prod/1.0.0"),
+            approval("flux-system", "podinfo", "prod"),
+            Some(bad),
+        ),
+        (
+            "approval, unsigned",
+            format!("{w}/approval/flux-system/podinfo/prod/1.0.0"),
+            approval("flux-system", "podinfo", "prod"),
+            None,
+        ),
+        (
+            "approval, no such pipeline",
+            format!("{w}/approval/flux-system/nope/prod/1.0.0"),
+            approval("flux-system", "nope", "prod"),
+            Some(bad),
+        ),
+        (
+            "approval, no such environment",
+            format!("{w}/approval/flux-system/podinfo/staging/1.0.0"),
+            approval("flux-system", "podinfo", "staging"),
+            Some(bad),
+        ),
+        (
+            "approval, the first environment",
+            format!("{w}/approval/flux-system/podinfo/dev/1.0.0"),
+            approval("flux-system", "podinfo", "dev"),
+            Some(bad),
+        ),
+        (
+            "approval, no approval key",
+            format!("{w}/approval/flux-system/podinfo/test/1.0.0"),
+            approval("flux-system", "podinfo", "test"),
+            Some(bad),
+        ),
+        (
+            "approval, Secret missing",
+            format!("{w}/approval/flux-system/orphan/live/1.0.0"),
+            approval("flux-system", "orphan", "live"),
+            Some(bad),
+        ),
+        (
+            "approval, no key configured",
+            format!("{w}/approval/flux-system/keyless/canary/1.0.0"),
+            approval("flux-system", "keyless", "canary"),
+            None,
+        ),
     ];
     let mut answers = Vec::new();
     for (what, url, body, signature) in asks {
@@ -124,8 +203,18 @@ async fn an_unauthenticated_caller_gets_the_same_401_for_existing_and_missing_pi
     }
     let body = String::from_utf8_lossy(first);
     for name in [
-        "podinfo", "events", "approvals", "orphan", "keyless", "dev", "test", "prod", "staging",
-        "canary", "flux-system", "Secret",
+        "podinfo",
+        "events",
+        "approvals",
+        "orphan",
+        "keyless",
+        "dev",
+        "test",
+        "prod",
+        "staging",
+        "canary",
+        "flux-system",
+        "Secret",
     ] {
         assert!(!body.contains(name), "the 401 names {name:?}: {body}");
     }

@@ -484,7 +484,11 @@ fn an_approval_secret_is_read_from_either_dialect_and_an_environment_s_own_wins(
     );
     assert_eq!(weave.approval_secret_for("prod"), Some("approvals"));
     assert_eq!(weave.hmac_secret_for("dev"), Some("events"));
-    assert_eq!(weave.approval_secret_for("dev"), None, "nothing goes into dev");
+    assert_eq!(
+        weave.approval_secret_for("dev"),
+        None,
+        "nothing goes into dev"
+    );
 
     let own = MINIMAL.replace(
         "    - {name: prod, targets: [{namespace: prod}]}\n",
@@ -492,7 +496,9 @@ fn an_approval_secret_is_read_from_either_dialect_and_an_environment_s_own_wins(
     );
     let seed = one(
         "seed.yaml",
-        &format!("{own}  promotion:\n    webhook: {{url: https://ci.example.com}}\n    approvalSecretRef: {{name: approvals}}\n"),
+        &format!(
+            "{own}  promotion:\n    webhook: {{url: https://ci.example.com}}\n    approvalSecretRef: {{name: approvals}}\n"
+        ),
     );
     assert_eq!(seed.approval_secret_for("prod"), Some("prod-approvals"));
     assert!(seed.promotion_into("prod").unwrap().manual);
