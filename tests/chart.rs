@@ -1419,6 +1419,16 @@ fn the_kubernetes_examples_load_with_the_real_pipeline_loader() {
                 secret.name
             );
         }
+        for env in &pipeline.environments {
+            if let Some(name) = pipeline.approval_secret_for(&env.name) {
+                let secret = manifests
+                    .secret(&pipeline.namespace, name)
+                    .unwrap_or_else(|| {
+                        panic!("{at}: approval Secret {name} is not in the examples")
+                    });
+                assert!(secret.hmac_key().is_some(), "{at}: {name} has no hmac-key");
+            }
+        }
         for (_, strategy) in pipeline.strategies() {
             let kind = match strategy.plugin.as_str() {
                 "pull-request" | "webhook" | "notification" => strategy.plugin.clone(),
@@ -1482,6 +1492,18 @@ fn the_kubernetes_examples_load_with_the_real_pipeline_loader() {
             ["pull-request", "webhook", "notification", "custom plugin"].map(String::from)
         ),
         "a Pipeline per strategy"
+    );
+    assert_eq!(
+        promoter::pipeline::key_problems(&manifests),
+        Vec::<String>::new(),
+        "no event key approves"
+    );
+    assert!(
+        manifests.pipelines.iter().any(|p| p
+            .environments
+            .iter()
+            .any(|e| p.approval_secret_for(&e.name).is_some())),
+        "the examples show an approval key"
     );
 }
 

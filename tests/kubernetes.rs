@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use promoter::client::deployment_event;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
-use support::{EVENTS_KEY, Receiver, Server, scratch, send, write_manifests};
+use support::{APPROVAL_KEY, EVENTS_KEY, Receiver, Server, scratch, send, write_manifests};
 
 const TOKEN: &str = "service-account-token-for-tests";
 const CONTROLLER_NS: &str = "promoter-system";
@@ -653,6 +653,16 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
         "webhook": {"url": ci.url("/job/shop")},
     });
     applied.push(team);
+    // A Pipeline whose approval key is one of its event keys: dev's Flux could approve.
+    let mut reused = broken_pipeline();
+    reused["metadata"] = json!({"name": "reused", "namespace": "flux-system", "generation": 2});
+    reused["spec"]["promotion"] = json!({
+        "secretRef": {"name": "podinfo-events"},
+        "approvalSecretRef": {"name": "podinfo-events"},
+        "manual": true,
+        "webhook": {"url": ci.url("/job/reused")},
+    });
+    applied.push(reused);
     let cluster = cluster(&dir, applied).await;
     let mut server = Server::start_in_cluster(
         &cluster.kubeconfig,
@@ -677,6 +687,22 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
         "the condition names the problem: {bad}"
     );
     assert_eq!(bad["observedGeneration"], 3);
+    wait_until("the reused key's Pipeline status", &server, || {
+        api.ready("flux-system/reused").is_some()
+    })
+    .await;
+    let reused = api.ready("flux-system/reused").unwrap();
+    assert_eq!(reused["status"], "False", "{reused}");
+    assert_eq!(reused["reason"], "Invalid", "{reused}");
+    let message = reused["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "Secret flux-system/podinfo-events, the approval key of promotions into prod"
+        ) && message.contains("event key must never approve"),
+        "the condition names the Secret and the rule: {reused}"
+    );
+    let (code, _) = broken_dev_deployed(&server, "flux-system/reused").await;
+    assert_eq!(code, 401, "a Pipeline left out takes no events");
     // In force, but its key cannot be read: the status says why, events say so too.
     wait_until("the team's Pipeline status", &server, || {
         api.ready("team-a/shop").is_some()
@@ -692,7 +718,11 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
     );
     let (code, body) = broken_dev_deployed(&server, "team-a/shop").await;
     assert_eq!(code, 401, "{body}");
-    assert!(body.contains("shop-events"), "{body}");
+    assert!(
+        !body.contains("shop-events"),
+        "no Secret name to the caller: {body}"
+    );
+    assert!(server.logs().contains("shop-events"), "the log says which");
 
     // The good one works end to end; the broken one is not in force.
     let event = deployment_event("HelmRelease", "podinfo-dev", "podinfo", "6.5.4");
@@ -733,7 +763,10 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
     })
     .await;
     let (code, body) = broken_dev_deployed(&server, "flux-system/broken").await;
-    assert_eq!(code, 404, "{body}");
+    assert_eq!(
+        code, 401,
+        "not in force: the same answer as no pipeline: {body}"
+    );
 
     // Fixed in the cluster: in force at the next read, without a restart.
     {
@@ -759,6 +792,7 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
     assert!(
         secrets.iter().all(|r| r
             .starts_with("GET /api/v1/namespaces/flux-system/secrets/podinfo-events?")
+            || r.starts_with("GET /api/v1/namespaces/flux-system/secrets/podinfo-approvals?")
             || r.starts_with("GET /api/v1/namespaces/flux-system/secrets/ci-hmac?")
             || r.starts_with("GET /api/v1/namespaces/team-a/secrets/shop-events?")),
         "Secrets are read by the names Pipelines give: {secrets:#?}"
@@ -1184,7 +1218,7 @@ async fn two_replicas_run_each_promotion_once_and_one_resumes_what_a_killed_one_
     let url = format!("{}/approval/flux-system/podinfo/prod/6.5.4", c.webhook);
     let mut approved = (0, String::new());
     for _ in 0..50 {
-        approved = promoter::client::post_signed(&url, approval.clone(), Some(EVENTS_KEY))
+        approved = promoter::client::post_signed(&url, approval.clone(), Some(APPROVAL_KEY))
             .await
             .unwrap();
         if approved.0 != 404 {

@@ -25,6 +25,9 @@ pub struct Settings {
     pub admin_addr: SocketAddr,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub allow_unsigned: bool,
+    /// Refuse an event from environment N (after the first) for a version no promotion
+    /// into N was recorded and allowed to run for (`--require-promoted-source`).
+    pub require_promoted_source: bool,
     pub max_event_age: Duration,
     pub body_limit: usize,
     /// Largest plugin component pulled from an OCI registry (checked against the size its
@@ -109,6 +112,7 @@ async fn load_cluster(
         problems.extend(registry.bind_host_settings(&mut manifests));
         problems.extend(registry.sync(&manifests).await);
         problems.extend(registry.validate(&manifests).await);
+        problems.extend(crate::pipeline::key_problems(&manifests));
         // The keys events are signed with, and the credentials strategies are granted,
         // are looked up per event and per promotion; looking for them now names them.
         let unavailable = unavailable_secrets(&manifests, registry, &snapshot.forbidden);
@@ -139,10 +143,17 @@ fn unavailable_secrets(
         let not_readable = |name: &str| forbidden.contains(&(ns.clone(), name.to_string()));
         let hint = "Promoter's service account may not read it (the chart grants get on Secrets \
                     only in the namespaces listed in rbac.secrets.namespaces)";
-        for env in &pipeline.environments {
-            let Some(name) = pipeline.hmac_secret_for(&env.name) else {
-                continue;
-            };
+        // (Secret, what its hmac-key signs)
+        let keys = pipeline.environments.iter().flat_map(|env| {
+            let events = pipeline
+                .hmac_secret_for(&env.name)
+                .map(|name| (name, format!("events from {}", env.name)));
+            let approvals = pipeline
+                .approval_secret_for(&env.name)
+                .map(|name| (name, format!("approvals into {}", env.name)));
+            events.into_iter().chain(approvals)
+        });
+        for (name, signs) in keys {
             let why = match manifests.secret(ns, name) {
                 Some(secret) if secret.hmac_key().is_some() => continue,
                 Some(_) => "has no hmac-key".to_string(),
@@ -150,8 +161,7 @@ fn unavailable_secrets(
                 None => "does not exist".to_string(),
             };
             out.push(format!(
-                "Pipeline {pipeline}: Secret {name}, the hmac-key for events from {}, {why}",
-                env.name
+                "Pipeline {pipeline}: Secret {name}, the hmac-key for {signs}, {why}"
             ));
         }
         for (env, strategy) in pipeline.strategies() {
@@ -261,6 +271,7 @@ async fn load(dir: &Path, registry: &Registry) -> anyhow::Result<(Manifests, Vec
     let plugin_problems = registry.sync(&manifests).await;
     let mut problems = host_problems;
     problems.extend(registry.validate(&manifests).await);
+    problems.extend(crate::pipeline::key_problems(&manifests));
     problems.extend(plugin_problems.iter().cloned());
     if !problems.is_empty() {
         bail!(

@@ -524,6 +524,9 @@ pub const PRIVATE_NETWORKS_OFF: (&str, &str) = ("PROMOTER_BUILTIN_PRIVATE_NETWOR
 
 pub const EVENTS_KEY: &[u8] = b"events-key-for-tests";
 pub const CI_KEY: &[u8] = b"ci-key-for-tests";
+/// Signs approvals of promotions into prod (`approvalSecretRef: podinfo-approvals`); no
+/// event key may equal it.
+pub const APPROVAL_KEY: &[u8] = b"approval-key-for-tests";
 
 pub fn write_manifests(dir: &Path, hook_url: &str) {
     std::fs::write(
@@ -554,6 +557,7 @@ spec:
         - namespace: podinfo-prod
       promotion:
         manual: true
+        approvalSecretRef: {{name: podinfo-approvals}}
   promotion:
     secretRef: {{name: podinfo-events}}
     webhook:
@@ -567,10 +571,16 @@ stringData: {{hmac-key: {events}}}
 ---
 apiVersion: v1
 kind: Secret
+metadata: {{name: podinfo-approvals, namespace: flux-system}}
+stringData: {{hmac-key: {approvals}}}
+---
+apiVersion: v1
+kind: Secret
 metadata: {{name: ci-hmac, namespace: flux-system}}
 data: {{hmac-key: {ci}}}
 "#,
             events = std::str::from_utf8(EVENTS_KEY).unwrap(),
+            approvals = std::str::from_utf8(APPROVAL_KEY).unwrap(),
             ci = base64_encode(CI_KEY),
         ),
     )
