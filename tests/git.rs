@@ -46,6 +46,7 @@ fn runtime(git_dir: &Path) -> Arc<Runtime> {
         Runtime::new(RuntimeConfig {
             cache_dir: None,
             git_dir: Some(git_dir.to_path_buf()),
+            ..Default::default()
         })
         .unwrap(),
     )

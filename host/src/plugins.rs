@@ -397,6 +397,10 @@ impl Registry {
                     ));
                     continue;
                 };
+                if let Some(problem) = self.remote_problem(strategy) {
+                    problems.push(format!("{at}: {problem}"));
+                    continue;
+                }
                 match plugin.validate_config(&strategy.config).await {
                     Ok(found) => problems.extend(
                         found
@@ -408,6 +412,25 @@ impl Registry {
             }
         }
         problems
+    }
+
+    /// What is wrong with the git remote of a built-in pull-request strategy, before any
+    /// promotion: credentials in the URL, a transport other than https/http/ssh, or a
+    /// literal internal address on a server without `--builtin-private-networks`.
+    fn remote_problem(&self, strategy: &StrategyRef) -> Option<String> {
+        let builtin = self
+            .entries
+            .read()
+            .unwrap()
+            .get(&strategy.plugin)
+            .is_some_and(|e| matches!(e.source, Source::Builtin));
+        if !builtin || strategy.plugin != "pull-request" {
+            return None;
+        }
+        let url = strategy.config.get("url")?.as_str()?.trim();
+        crate::runtime::git::check_remote(url, self.builtin_private_networks)
+            .err()
+            .map(|e| e.to_string())
     }
 
     /// The plugin for `strategy`, with the grant it gets for a promotion of a pipeline
@@ -661,8 +684,12 @@ fn pull_request_grant(
     let api = match text("apiBase") {
         Some(base) => Origin::parse(base)?,
         None => {
-            let host =
-                repo_host(url).ok_or_else(|| format!("pull-request url {url:?} names no host"))?;
+            let host = repo_host(url).ok_or_else(|| {
+                format!(
+                    "pull-request url {:?} names no host",
+                    crate::runtime::git::redact(url)
+                )
+            })?;
             let scheme = if url.starts_with("http://") {
                 "http"
             } else {

@@ -29,6 +29,8 @@ pub struct Settings {
     /// Largest plugin component pulled from an OCI registry (checked against the size its
     /// manifest declares, before download).
     pub max_plugin_size: usize,
+    /// Limits of git working copies and commands (their own directory under `data_dir`).
+    pub git: crate::runtime::git::GitLimits,
     pub retry: RetryPolicy,
     pub workers: usize,
     pub builtin_private_networks: bool,
@@ -257,6 +259,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
         cache_dir: Some(settings.data_dir.join("compiled")),
         git_dir: Some(settings.data_dir.join("git")),
+        git_limits: settings.git.clone(),
     })?);
     let registry = Arc::new(
         Registry::new(runtime, settings.builtin_private_networks)
