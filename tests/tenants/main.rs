@@ -5,8 +5,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
-mod admin;
 mod addresses;
+mod admin;
 mod caches;
 mod credentials;
 mod keys;

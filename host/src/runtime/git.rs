@@ -273,7 +273,15 @@ fn classify(stderr: &str, what: &str) -> GitFailure {
     let s = stderr.to_ascii_lowercase();
     let said = last_said(stderr);
     let message = format!("{what}: {said}");
-    if s.contains("authentication failed")
+    if ["301", "302", "303", "307", "308"]
+        .iter()
+        .any(|code| s.contains(&format!("returned error: {code}")))
+    {
+        GitFailure::Other(format!(
+            "{message}; the remote answered with a redirect, which the host never follows \
+             (it would carry the credentials elsewhere): name the repository's final URL"
+        ))
+    } else if s.contains("authentication failed")
         || s.contains("401")
         || s.contains("403")
         || s.contains("permission denied")
