@@ -23,6 +23,8 @@ fn grant(url: &str, password: &str) -> Grant {
             },
             ca: None,
         }],
+        // The test server listens on loopback.
+        private_networks: true,
         ..Grant::default()
     }
 }

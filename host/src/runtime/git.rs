@@ -1026,6 +1026,99 @@ mod tests {
         assert_eq!(normalized_key(b"k\n\n"), b"k\n");
     }
 
+    fn cache(name: &str, limits: GitLimits) -> (PathBuf, GitCache) {
+        let root =
+            std::env::temp_dir().join(format!("promoter-gitcache-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let cache = GitCache::new(root.clone(), limits).unwrap();
+        (root, cache)
+    }
+
+    #[test]
+    fn working_copies_live_in_a_private_directory_and_old_ones_are_evicted() {
+        use std::os::unix::fs::PermissionsExt;
+        let (root, cache) = cache(
+            "evict",
+            GitLimits {
+                max_copies: 2,
+                max_idle: Duration::from_secs(3600),
+                ..GitLimits::default()
+            },
+        );
+        let mode = std::fs::metadata(&root).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let now = SystemTime::now();
+        let copy = |key: &str, age_secs: u64| {
+            let dir = root.join("repos").join(key);
+            std::fs::create_dir_all(dir.join(".git")).unwrap();
+            std::fs::File::open(&dir)
+                .unwrap()
+                .set_modified(now - Duration::from_secs(age_secs))
+                .unwrap();
+        };
+        copy("newest", 0);
+        copy("recent", 60);
+        copy("third", 120);
+        copy("stale", 7200);
+        copy("busy", 7200);
+        let busy = cache.lock("busy");
+        let _held = busy.try_lock().unwrap();
+        cache.evict();
+        let mut left: Vec<String> = std::fs::read_dir(root.join("repos"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["busy", "newest", "recent"],
+            "one in use is never removed"
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[tokio::test]
+    async fn a_remote_that_never_answers_is_stopped_at_the_time_limit() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepts and keeps every connection open without a word.
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                held.push(sock);
+            }
+        });
+        let (root, cache) = cache(
+            "stall",
+            GitLimits {
+                timeout: Duration::from_secs(1),
+                ..GitLimits::default()
+            },
+        );
+        let url = format!("http://{addr}/org/config.git");
+        let remote = GitRemote {
+            url: url.clone(),
+            auth: GitAuth::None,
+            ca: None,
+        };
+        let started = std::time::Instant::now();
+        let Err(failure) = GitRepo::open(&cache, &[remote], &url, "main", true).await else {
+            panic!("a silent remote cannot be cloned")
+        };
+        assert!(matches!(failure, GitFailure::TimedOut { .. }), "{failure}");
+        assert!(failure.to_string().contains("--git-timeout"), "{failure}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(
+            !root.join("repos").exists()
+                || std::fs::read_dir(root.join("repos"))
+                    .unwrap()
+                    .next()
+                    .is_none(),
+            "nothing left behind"
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
     #[test]
     fn branch_names_that_git_options_could_hide_in_are_refused() {
         assert!(valid_branch("promotion-flux-system-podinfo-prod").is_ok());
