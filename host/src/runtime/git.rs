@@ -196,7 +196,7 @@ impl GitCache {
                 Some((used, e.file_name().to_string_lossy().into_owned(), e.path()))
             })
             .collect();
-        copies.sort_by(|a, b| b.0.cmp(&a.0));
+        copies.sort_by_key(|c| std::cmp::Reverse(c.0));
         let now = SystemTime::now();
         for (i, (used, key, path)) in copies.into_iter().enumerate() {
             let idle = now.duration_since(used).unwrap_or_default();
@@ -264,7 +264,7 @@ fn last_said(stderr: &str) -> String {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('@'))
         .filter(|l| !BOILERPLATE.contains(&l.to_ascii_lowercase().as_str()))
-        .last()
+        .next_back()
         .unwrap_or("")
         .to_string()
 }
