@@ -1080,6 +1080,7 @@ async fn registry() -> Registry {
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: None,
         git_dir: None,
+        ..Default::default()
     })
     .expect("a wasm runtime");
     Registry::new(Arc::new(runtime), false)

@@ -23,6 +23,8 @@ fn grant(url: &str, password: &str) -> Grant {
             },
             ca: None,
         }],
+        // The test server listens on loopback.
+        private_networks: true,
         ..Grant::default()
     }
 }
@@ -46,6 +48,7 @@ fn runtime(git_dir: &Path) -> Arc<Runtime> {
         Runtime::new(RuntimeConfig {
             cache_dir: None,
             git_dir: Some(git_dir.to_path_buf()),
+            ..Default::default()
         })
         .unwrap(),
     )

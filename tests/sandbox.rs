@@ -363,6 +363,7 @@ async fn compiled_components_are_cached_on_disk_by_digest() {
         Runtime::new(RuntimeConfig {
             cache_dir: Some(dir.clone()),
             git_dir: None,
+            ..Default::default()
         })
         .unwrap(),
     );
@@ -386,6 +387,7 @@ async fn compiled_components_are_cached_on_disk_by_digest() {
         Runtime::new(RuntimeConfig {
             cache_dir: Some(dir.clone()),
             git_dir: None,
+            ..Default::default()
         })
         .unwrap(),
     );
@@ -397,6 +399,7 @@ async fn compiled_components_are_cached_on_disk_by_digest() {
         Runtime::new(RuntimeConfig {
             cache_dir: Some(dir.clone()),
             git_dir: None,
+            ..Default::default()
         })
         .unwrap(),
     );

@@ -234,6 +234,7 @@ fn main() {
             max_event_age: Duration::from_secs(600),
             body_limit: 1 << 20,
             max_plugin_size: promoter::oci::DEFAULT_MAX_SIZE,
+            git: Default::default(),
             retry: Default::default(),
             workers: 4,
             builtin_private_networks: false,

@@ -103,6 +103,17 @@ struct ServeArgs {
     /// the size its manifest declares, before download.
     #[arg(long, env = "PROMOTER_MAX_PLUGIN_SIZE", default_value = "64MiB", value_parser = parse_size)]
     max_plugin_size: usize,
+    /// Largest git working copy a strategy may check out (files and history at depth
+    /// 1); a clone or fetch past it is stopped and removed.
+    #[arg(long, env = "PROMOTER_GIT_MAX_SIZE", default_value = "512MiB", value_parser = parse_size)]
+    git_max_size: usize,
+    /// Longest a single git command (clone, fetch, push) may run before it is killed.
+    #[arg(long, env = "PROMOTER_GIT_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
+    git_timeout: Duration,
+    /// Git working copies kept for reuse; the least recently used beyond this, and any
+    /// unused for a day, are removed.
+    #[arg(long, env = "PROMOTER_GIT_MAX_COPIES", default_value_t = 32)]
+    git_max_copies: usize,
     /// Attempts before a promotion with retryable errors is given up.
     #[arg(long, env = "PROMOTER_MAX_ATTEMPTS", default_value_t = 8)]
     max_attempts: u32,
@@ -385,6 +396,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         max_event_age: args.event_max_age,
         body_limit: args.max_body,
         max_plugin_size: args.max_plugin_size,
+        git: promoter::runtime::git::GitLimits {
+            max_bytes: args.git_max_size as u64,
+            timeout: args.git_timeout,
+            max_copies: args.git_max_copies,
+            ..Default::default()
+        },
         retry: promoter::execute::RetryPolicy {
             max_attempts: args.max_attempts.max(1),
             base: args.retry_base,

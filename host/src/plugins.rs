@@ -456,6 +456,10 @@ impl Registry {
                     ));
                     continue;
                 };
+                if let Some(problem) = self.remote_problem(strategy) {
+                    problems.push(format!("{at}: {problem}"));
+                    continue;
+                }
                 match plugin.validate_config(&strategy.config).await {
                     Ok(found) => problems.extend(
                         found
@@ -496,6 +500,25 @@ impl Registry {
             pull_request_consent(secret, url, &forge_api(&strategy.config, url)?)?;
         }
         Ok(())
+    }
+
+    /// What is wrong with the git remote of a built-in pull-request strategy, before any
+    /// promotion: credentials in the URL, a transport other than https/http/ssh, or a
+    /// literal internal address on a server without `--builtin-private-networks`.
+    fn remote_problem(&self, strategy: &StrategyRef) -> Option<String> {
+        let builtin = self
+            .entries
+            .read()
+            .unwrap()
+            .get(&strategy.plugin)
+            .is_some_and(|e| matches!(e.source, Source::Builtin));
+        if !builtin || strategy.plugin != "pull-request" {
+            return None;
+        }
+        let url = strategy.config.get("url")?.as_str()?.trim();
+        crate::runtime::git::check_remote(url, self.builtin_private_networks)
+            .err()
+            .map(|e| e.to_string())
     }
 
     /// The plugin for `strategy`, with the grant it gets for a promotion of a pipeline
@@ -856,7 +879,12 @@ fn forge_api(config: &serde_json::Value, url: &str) -> Result<Origin, String> {
     if let Some(base) = config_text(config, "apiBase") {
         return Origin::parse(base);
     }
-    let host = repo_host(url).ok_or_else(|| format!("pull-request url {url:?} names no host"))?;
+    let host = repo_host(url).ok_or_else(|| {
+        format!(
+            "pull-request url {:?} names no host",
+            crate::runtime::git::redact(url)
+        )
+    })?;
     let scheme = if url.starts_with("http://") {
         "http"
     } else {
@@ -877,7 +905,10 @@ fn pull_request_consent(
     api: &Origin,
 ) -> Result<(), String> {
     let repository = Endpoint::of_url(url).ok_or_else(|| {
-        format!("pull-request url {url:?} names no host its Secret could be sent to")
+        format!(
+            "pull-request url {:?} names no host its Secret could be sent to",
+            crate::runtime::git::redact(url)
+        )
     })?;
     let default_port = if api.scheme == "http" { 80 } else { 443 };
     let api = Endpoint::new(&api.host, Some(api.port), default_port);

@@ -33,6 +33,8 @@ pub struct Settings {
     /// Largest plugin component pulled from an OCI registry (checked against the size its
     /// manifest declares, before download).
     pub max_plugin_size: usize,
+    /// Limits of git working copies and commands (their own directory under `data_dir`).
+    pub git: crate::runtime::git::GitLimits,
     pub retry: RetryPolicy,
     pub workers: usize,
     pub builtin_private_networks: bool,
@@ -317,6 +319,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
         cache_dir: Some(settings.data_dir.join("compiled")),
         git_dir: Some(settings.data_dir.join("git")),
+        git_limits: settings.git.clone(),
     })?);
     // Verified components are re-hashed on every load; the directory is private anyway.
     let oci_cache = settings.data_dir.join("oci");

@@ -7,11 +7,34 @@
 //! plugin. A repository's working copy is kept under the data directory and reused:
 //! the next promotion fetches into it instead of cloning again. One call at a time
 //! uses a given repository.
+//!
+//! Repository content and the plugin are untrusted, so nothing in a working copy can
+//! reach outside it or make git run anything:
+//! - every git command runs with hooks off, fsmonitor off, links checked out as plain
+//!   files, no redirects, and only the https, http and ssh transports, set through
+//!   the command's own configuration (`GIT_CONFIG_COUNT`), which outranks the
+//!   repository's `.git/config`;
+//! - the plugin's file operations resolve beneath the working copy, following no link
+//!   and never into `.git` ([`files`]);
+//! - the remote passes the address policy of plugin HTTP, resolved and pinned by the
+//!   host, and a URL with credentials in it is refused ([`remote`]);
+//! - each git command has a time limit and the working copy a size limit; past either,
+//!   the command and everything it started are killed and the copy is removed
+//!   ([`GitLimits`]);
+//! - working copies live in their own 0700 directory (apart from the compiled-code and
+//!   OCI caches); ones unused for a day, or beyond the newest [`GitLimits::max_copies`],
+//!   are removed.
+
+mod files;
+mod remote;
+
+pub use remote::redact;
 
 use super::secret::Secret;
 use std::collections::HashMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 use tokio::process::Command;
 
 /// How the host authenticates to a remote.
@@ -58,31 +81,132 @@ pub fn same_repository(a: &str, b: &str) -> bool {
     norm(a) == norm(b)
 }
 
-/// What went wrong, in the contract's terms.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Checks a remote before any promotion uses it (when a Pipeline is loaded): an https,
+/// http or ssh URL without credentials in it, and not a literal internal address unless
+/// `private_networks`. Names behind the URL are checked when a promotion opens it.
+pub fn check_remote(url: &str, private_networks: bool) -> Result<(), GitFailure> {
+    let remote = remote::parse(url)?;
+    if let Ok(ip) = remote.host.parse() {
+        let addrs = [std::net::SocketAddr::new(ip, remote.port)];
+        remote.refuse_internal(url, &addrs, private_networks)?;
+    }
+    Ok(())
+}
+
+/// What went wrong, in the contract's terms (the last two are the host's limits).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GitFailure {
+    #[error("{0}")]
     Denied(String),
+    #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
     Unauthorized(String),
+    #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
     Invalid(String),
+    #[error("{0}")]
     Other(String),
+    /// The working copy grew past [`GitLimits::max_bytes`]; it was removed.
+    #[error(
+        "git remote {remote}: the working copy grew past the host's limit of {} MiB, so it \
+         was stopped and removed; the operator sets the limit with `promoter serve \
+         --git-max-size` (PROMOTER_GIT_MAX_SIZE)",
+        limit_bytes >> 20
+    )]
+    TooLarge { remote: String, limit_bytes: u64 },
+    /// A git command ran past [`GitLimits::timeout`]; it and its children were killed.
+    #[error(
+        "{what}: no result within {}, so it was stopped; the operator sets the limit \
+         with `promoter serve --git-timeout` (PROMOTER_GIT_TIMEOUT)",
+        humantime::format_duration(*limit)
+    )]
+    TimedOut { what: String, limit: Duration },
+}
+
+/// What the host allows git to take.
+#[derive(Debug, Clone)]
+pub struct GitLimits {
+    /// Largest working copy (checked-out files and `.git` together).
+    pub max_bytes: u64,
+    /// Longest a single git command (clone, fetch, push, …) may run.
+    pub timeout: Duration,
+    /// Working copies kept for reuse; the least recently used beyond this are removed.
+    pub max_copies: usize,
+    /// A working copy unused for this long is removed.
+    pub max_idle: Duration,
+}
+
+impl Default for GitLimits {
+    fn default() -> GitLimits {
+        GitLimits {
+            // A configuration repository is mostly YAML: far below this at depth 1.
+            max_bytes: 512 << 20,
+            timeout: Duration::from_secs(120),
+            max_copies: 32,
+            max_idle: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 /// Working copies by repository, and the lock that gives one call at a time each.
 #[derive(Default)]
 pub struct GitCache {
     root: PathBuf,
+    limits: GitLimits,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl GitCache {
-    pub fn new(root: PathBuf) -> GitCache {
+    /// Working copies under `root`, which is made 0700: repository content of one
+    /// tenant is no business of another local user.
+    pub fn new(root: PathBuf, limits: GitLimits) -> std::io::Result<GitCache> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(&root)?;
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))?;
         // Key files a killed process left behind: nothing uses them any more.
         let _ = std::fs::remove_dir_all(root.join("secrets"));
-        GitCache {
+        Ok(GitCache {
             root,
+            limits,
             locks: Mutex::default(),
+        })
+    }
+
+    fn lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap()
+            .entry(key.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Removes working copies unused for [`GitLimits::max_idle`] and, beyond the newest
+    /// [`GitLimits::max_copies`], the least recently used; never one in use.
+    fn evict(&self) {
+        let Ok(entries) = std::fs::read_dir(self.root.join("repos")) else {
+            return;
+        };
+        let mut copies: Vec<(SystemTime, String, PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let used = e.metadata().and_then(|m| m.modified()).ok()?;
+                Some((used, e.file_name().to_string_lossy().into_owned(), e.path()))
+            })
+            .collect();
+        copies.sort_by_key(|c| std::cmp::Reverse(c.0));
+        let now = SystemTime::now();
+        for (i, (used, key, path)) in copies.into_iter().enumerate() {
+            let idle = now.duration_since(used).unwrap_or_default();
+            if i < self.limits.max_copies && idle <= self.limits.max_idle {
+                continue;
+            }
+            if let Ok(_busy) = self.lock(&key).try_lock_owned() {
+                tracing::info!(repository = %key, ?idle, "removing a git working copy no longer used");
+                let _ = std::fs::remove_dir_all(&path);
+            }
         }
     }
 }
@@ -92,7 +216,39 @@ pub struct GitRepo {
     dir: PathBuf,
     remote: GitRemote,
     secrets_dir: PathBuf,
+    limits: GitLimits,
+    /// `http.curloptResolve`: the remote's host pinned to the addresses checked.
+    pin: Option<String>,
     _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+/// Bytes of the files below `dir` (links counted as links, never followed).
+fn size_of(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}
+
+/// Kills a git command's whole process group (git starts `git-remote-https`, `ssh`,
+/// `index-pack`…) unless disarmed after the command ended by itself.
+struct ProcessGroup(Option<rustix::process::Pid>);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
 }
 
 /// The last line of git's stderr that says something: not git's advice after an ssh
@@ -108,7 +264,7 @@ fn last_said(stderr: &str) -> String {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('@'))
         .filter(|l| !BOILERPLATE.contains(&l.to_ascii_lowercase().as_str()))
-        .last()
+        .next_back()
         .unwrap_or("")
         .to_string()
 }
@@ -117,7 +273,15 @@ fn classify(stderr: &str, what: &str) -> GitFailure {
     let s = stderr.to_ascii_lowercase();
     let said = last_said(stderr);
     let message = format!("{what}: {said}");
-    if s.contains("authentication failed")
+    if ["301", "302", "303", "307", "308"]
+        .iter()
+        .any(|code| s.contains(&format!("returned error: {code}")))
+    {
+        GitFailure::Other(format!(
+            "{message}; the remote answered with a redirect, which the host never follows \
+             (it would carry the credentials elsewhere): name the repository's final URL"
+        ))
+    } else if s.contains("authentication failed")
         || s.contains("401")
         || s.contains("403")
         || s.contains("permission denied")
@@ -248,24 +412,6 @@ fn normalized_key(key: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A relative path inside the working copy, never into `.git` or out of the tree.
-fn inside(root: &Path, path: &str) -> Result<PathBuf, GitFailure> {
-    let p = Path::new(path);
-    let mut out = root.to_path_buf();
-    for c in p.components() {
-        match c {
-            Component::Normal(part) if part != ".git" => out.push(part),
-            Component::CurDir => {}
-            _ => {
-                return Err(GitFailure::Invalid(format!(
-                    "path {path:?} must be relative, inside the repository and outside .git"
-                )));
-            }
-        }
-    }
-    Ok(out)
-}
-
 fn valid_branch(name: &str) -> Result<(), GitFailure> {
     let ok = !name.is_empty()
         && !name.starts_with('-')
@@ -292,43 +438,61 @@ impl Drop for GitRepo {
 }
 
 impl GitRepo {
-    /// Opens `url` at `branch` for a plugin whose grant lists `granted`.
+    /// Opens `url` at `branch` for a plugin whose grant lists `granted`; internal
+    /// addresses only when `private_networks`.
     pub async fn open(
         cache: &GitCache,
         granted: &[GitRemote],
         url: &str,
         branch: &str,
+        private_networks: bool,
     ) -> Result<GitRepo, GitFailure> {
         let remote = granted
             .iter()
             .find(|r| same_repository(&r.url, url))
             .cloned()
             .ok_or_else(|| {
-                GitFailure::Denied(format!("repository {url} is not granted to this plugin"))
+                GitFailure::Denied(format!(
+                    "repository {} is not granted to this plugin",
+                    redact(url)
+                ))
             })?;
         valid_branch(branch)?;
+        let parsed = remote::parse(&remote.url)?;
+        let addrs = parsed.resolve(&remote.url, private_networks).await?;
         use sha2::Digest;
         let key = hex::encode(&sha2::Sha256::digest(remote.url.as_bytes())[..12]);
-        let lock = cache
-            .locks
-            .lock()
-            .unwrap()
-            .entry(key.clone())
-            .or_default()
-            .clone();
-        let guard = lock.lock_owned().await;
-        let dir = cache.root.join("repos").join(&key);
-        let secrets_dir = cache.root.join("secrets").join(&key);
+        let guard = cache.lock(&key).lock_owned().await;
         let repo = GitRepo {
-            dir,
+            dir: cache.root.join("repos").join(&key),
             remote,
-            secrets_dir,
+            secrets_dir: cache.root.join("secrets").join(&key),
+            limits: cache.limits.clone(),
+            pin: parsed.pin(&addrs),
             _guard: guard,
         };
         repo.write_secrets()?;
-        if repo.dir.join(".git").exists() {
-            let fetched = repo
-                .git(
+        let ready = repo.check_out(branch).await;
+        if ready.is_err() && repo.dir.exists() {
+            // Half a clone, or one past a limit: nothing of it is kept.
+            let _ = std::fs::remove_dir_all(&repo.dir);
+        }
+        ready?;
+        // Marks the copy as just used, for eviction.
+        if let Ok(dir) = std::fs::File::open(&repo.dir) {
+            let _ = dir.set_modified(SystemTime::now());
+        }
+        cache.evict();
+        Ok(repo)
+    }
+
+    /// Brings the working copy to the remote's `branch`: fetched into the cached copy,
+    /// or cloned afresh.
+    async fn check_out(&self, branch: &str) -> Result<(), GitFailure> {
+        if self.dir.join(".git").exists() {
+            let fetched = self
+                .git_watched(
+                    Some(&self.dir),
                     &[
                         "fetch",
                         "--depth",
@@ -339,44 +503,67 @@ impl GitRepo {
                     "fetch",
                 )
                 .await;
-            if fetched.is_ok() {
-                repo.git(
-                    &[
+            match fetched {
+                Ok(_) => {
+                    self.git_watched(
+                        Some(&self.dir),
+                        &[
+                            "checkout",
+                            "--force",
+                            "-B",
+                            branch,
+                            &format!("refs/remotes/origin/{branch}"),
+                        ],
                         "checkout",
-                        "--force",
-                        "-B",
-                        branch,
-                        &format!("refs/remotes/origin/{branch}"),
-                    ],
-                    "checkout",
-                )
-                .await?;
-                repo.git(&["clean", "-ffdx"], "clean").await?;
-                return Ok(repo);
+                    )
+                    .await?;
+                    self.git(&["clean", "-ffdx"], "clean").await?;
+                    return self.within_size();
+                }
+                Err(e @ (GitFailure::TooLarge { .. } | GitFailure::TimedOut { .. })) => {
+                    return Err(e);
+                }
+                // A cached copy that cannot be brought up to date is cloned afresh.
+                Err(_) => {
+                    let _ = std::fs::remove_dir_all(&self.dir);
+                }
             }
-            // A cached copy that cannot be brought up to date is cloned afresh.
-            let _ = std::fs::remove_dir_all(&repo.dir);
         }
-        std::fs::create_dir_all(repo.dir.parent().unwrap())
+        std::fs::create_dir_all(self.dir.parent().unwrap())
             .map_err(|e| GitFailure::Other(format!("cannot create the working copy: {e}")))?;
-        let dir = repo.dir.display().to_string();
-        repo.git_in(
+        let dir = self.dir.display().to_string();
+        self.git_watched(
             None,
             &[
                 "clone",
                 "--depth",
                 "1",
                 "--single-branch",
+                "--no-recurse-submodules",
                 "--branch",
                 branch,
                 "--",
-                &repo.remote.url,
+                &self.remote.url,
                 &dir,
             ],
             "clone",
         )
         .await?;
-        Ok(repo)
+        self.within_size()
+    }
+
+    fn within_size(&self) -> Result<(), GitFailure> {
+        if size_of(&self.dir) > self.limits.max_bytes {
+            return Err(self.too_large());
+        }
+        Ok(())
+    }
+
+    fn too_large(&self) -> GitFailure {
+        GitFailure::TooLarge {
+            remote: redact(&self.remote.url),
+            limit_bytes: self.limits.max_bytes,
+        }
     }
 
     fn write_secrets(&self) -> Result<(), GitFailure> {
@@ -437,8 +624,34 @@ impl GitRepo {
         if let Some(cwd) = cwd {
             cmd.current_dir(cwd);
         }
-        let mut config: Vec<(String, String)> =
-            vec![("protocol.file.allow".into(), "never".into())];
+        // Command-line scope: outranks anything in the working copy's `.git/config`.
+        let mut config: Vec<(String, String)> = [
+            // Only the transports the remote check understands.
+            ("protocol.allow", "never"),
+            ("protocol.https.allow", "always"),
+            ("protocol.http.allow", "always"),
+            ("protocol.ssh.allow", "always"),
+            ("protocol.file.allow", "never"),
+            // Nothing a repository (or a write into it) can make git run.
+            ("core.hooksPath", "/dev/null"),
+            ("core.fsmonitor", "false"),
+            ("core.untrackedCache", "false"),
+            ("submodule.recurse", "false"),
+            ("fetch.recurseSubmodules", "false"),
+            // Links are checked out as plain files holding the target's name.
+            ("core.symlinks", "false"),
+            ("core.protectNTFS", "true"),
+            ("core.protectHFS", "true"),
+            // A redirect would take the Authorization header to whatever host it names.
+            ("http.followRedirects", "false"),
+            ("credential.helper", ""),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        if let Some(pin) = &self.pin {
+            config.push(("http.curloptResolve".into(), pin.clone()));
+        }
         match &self.remote.auth {
             GitAuth::None => {}
             GitAuth::Basic { username, password } => {
@@ -489,23 +702,63 @@ impl GitRepo {
         cmd
     }
 
-    async fn git_in(
+    /// Runs git for at most [`GitLimits::timeout`]; with `watch`, also stops it when the
+    /// working copy grows past [`GitLimits::max_bytes`].
+    async fn run(
         &self,
         cwd: Option<&Path>,
         args: &[&str],
         what: &str,
+        watch: bool,
     ) -> Result<String, GitFailure> {
-        let out = self
-            .command(cwd)
-            .args(args)
-            .output()
-            .await
+        let mut cmd = self.command(cwd);
+        cmd.args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0);
+        let child = cmd
+            .spawn()
             .map_err(|e| GitFailure::Other(format!("cannot run git: {e}")))?;
+        let mut group = ProcessGroup(
+            child
+                .id()
+                .and_then(|id| rustix::process::Pid::from_raw(id as i32)),
+        );
+        let grown = async {
+            if !watch {
+                return std::future::pending().await;
+            }
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let dir = self.dir.clone();
+                let size = tokio::task::spawn_blocking(move || size_of(&dir))
+                    .await
+                    .unwrap_or(0);
+                if size > self.limits.max_bytes {
+                    return;
+                }
+            }
+        };
+        let out = tokio::select! {
+            out = tokio::time::timeout(self.limits.timeout, child.wait_with_output()) => out,
+            () = grown => return Err(self.too_large()),
+        };
+        let shown = redact(&self.remote.url);
+        let out = match out {
+            Ok(out) => out.map_err(|e| GitFailure::Other(format!("cannot run git: {e}")))?,
+            Err(_) => {
+                return Err(GitFailure::TimedOut {
+                    what: format!("git {what} {shown}"),
+                    limit: self.limits.timeout,
+                });
+            }
+        };
+        group.0 = None;
         if out.status.success() {
             return Ok(String::from_utf8_lossy(&out.stdout).trim().to_string());
         }
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let what = format!("git {what} {}", self.remote.url);
+        let stderr = remote::redact_all(&String::from_utf8_lossy(&out.stderr), &self.remote.url);
+        let what = format!("git {what} {shown}");
         if let GitAuth::Ssh { known_hosts, .. } = &self.remote.auth {
             let fingerprint = if stderr
                 .to_ascii_lowercase()
@@ -525,6 +778,15 @@ impl GitRepo {
             }
         }
         Err(classify(&stderr, &what))
+    }
+
+    async fn git_watched(
+        &self,
+        cwd: Option<&Path>,
+        args: &[&str],
+        what: &str,
+    ) -> Result<String, GitFailure> {
+        self.run(cwd, args, what, true).await
     }
 
     /// `SHA256:…` of the Secret's key (public: what a forge lists for a deploy key).
@@ -550,7 +812,7 @@ impl GitRepo {
     }
 
     async fn git(&self, args: &[&str], what: &str) -> Result<String, GitFailure> {
-        self.git_in(Some(&self.dir), args, what).await
+        self.run(Some(&self.dir), args, what, false).await
     }
 
     pub async fn create_branch(&self, name: &str) -> Result<(), GitFailure> {
@@ -561,21 +823,11 @@ impl GitRepo {
     }
 
     pub fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, GitFailure> {
-        match std::fs::read(inside(&self.dir, path)?) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(GitFailure::Other(format!("cannot read {path}: {e}"))),
-        }
+        files::read(&self.dir, path)
     }
 
     pub fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), GitFailure> {
-        let target = inside(&self.dir, path)?;
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| GitFailure::Other(format!("cannot write {path}: {e}")))?;
-        }
-        std::fs::write(&target, contents)
-            .map_err(|e| GitFailure::Other(format!("cannot write {path}: {e}")))
+        files::write(&self.dir, path, contents)
     }
 
     pub async fn list_files(&self, dir: &str) -> Result<Vec<String>, GitFailure> {
@@ -587,7 +839,7 @@ impl GitRepo {
             "--exclude-standard",
         ];
         if !dir.is_empty() {
-            inside(&self.dir, dir)?;
+            files::inside(dir)?;
             args.push("--");
             args.push(dir);
         }
@@ -638,7 +890,8 @@ impl GitRepo {
         valid_branch(branch)?;
         let remote_ref = format!("refs/remotes/origin/{branch}");
         let fetched = self
-            .git(
+            .git_watched(
+                Some(&self.dir),
                 &[
                     "fetch",
                     "--depth",
@@ -649,6 +902,9 @@ impl GitRepo {
                 "fetch",
             )
             .await;
+        if let Err(e @ (GitFailure::TooLarge { .. } | GitFailure::TimedOut { .. })) = fetched {
+            return Err(e);
+        }
         if fetched.is_ok() {
             let ours = self.git(&["rev-parse", "HEAD^{tree}"], "rev-parse").await?;
             let theirs = self
@@ -693,21 +949,6 @@ mod tests {
             !same_repository("https://github.com/Org/repo", "https://github.com/org/repo"),
             "paths keep their case"
         );
-    }
-
-    #[test]
-    fn paths_stay_inside_the_working_copy_and_out_of_dot_git() {
-        let root = Path::new("/w");
-        assert_eq!(
-            inside(root, "apps/a.yaml").unwrap(),
-            Path::new("/w/apps/a.yaml")
-        );
-        for bad in ["../x", "/etc/passwd", ".git/config", "a/../../x"] {
-            assert!(
-                matches!(inside(root, bad), Err(GitFailure::Invalid(_))),
-                "{bad}"
-            );
-        }
     }
 
     const ADVICE: &str = "fatal: Could not read from remote repository.\n\nPlease make sure \
@@ -783,6 +1024,99 @@ mod tests {
             b"-----BEGIN\nx\n-----END\n"
         );
         assert_eq!(normalized_key(b"k\n\n"), b"k\n");
+    }
+
+    fn cache(name: &str, limits: GitLimits) -> (PathBuf, GitCache) {
+        let root =
+            std::env::temp_dir().join(format!("promoter-gitcache-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let cache = GitCache::new(root.clone(), limits).unwrap();
+        (root, cache)
+    }
+
+    #[test]
+    fn working_copies_live_in_a_private_directory_and_old_ones_are_evicted() {
+        use std::os::unix::fs::PermissionsExt;
+        let (root, cache) = cache(
+            "evict",
+            GitLimits {
+                max_copies: 2,
+                max_idle: Duration::from_secs(3600),
+                ..GitLimits::default()
+            },
+        );
+        let mode = std::fs::metadata(&root).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let now = SystemTime::now();
+        let copy = |key: &str, age_secs: u64| {
+            let dir = root.join("repos").join(key);
+            std::fs::create_dir_all(dir.join(".git")).unwrap();
+            std::fs::File::open(&dir)
+                .unwrap()
+                .set_modified(now - Duration::from_secs(age_secs))
+                .unwrap();
+        };
+        copy("newest", 0);
+        copy("recent", 60);
+        copy("third", 120);
+        copy("stale", 7200);
+        copy("busy", 7200);
+        let busy = cache.lock("busy");
+        let _held = busy.try_lock().unwrap();
+        cache.evict();
+        let mut left: Vec<String> = std::fs::read_dir(root.join("repos"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["busy", "newest", "recent"],
+            "one in use is never removed"
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[tokio::test]
+    async fn a_remote_that_never_answers_is_stopped_at_the_time_limit() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepts and keeps every connection open without a word.
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                held.push(sock);
+            }
+        });
+        let (root, cache) = cache(
+            "stall",
+            GitLimits {
+                timeout: Duration::from_secs(1),
+                ..GitLimits::default()
+            },
+        );
+        let url = format!("http://{addr}/org/config.git");
+        let remote = GitRemote {
+            url: url.clone(),
+            auth: GitAuth::None,
+            ca: None,
+        };
+        let started = std::time::Instant::now();
+        let Err(failure) = GitRepo::open(&cache, &[remote], &url, "main", true).await else {
+            panic!("a silent remote cannot be cloned")
+        };
+        assert!(matches!(failure, GitFailure::TimedOut { .. }), "{failure}");
+        assert!(failure.to_string().contains("--git-timeout"), "{failure}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(
+            !root.join("repos").exists()
+                || std::fs::read_dir(root.join("repos"))
+                    .unwrap()
+                    .next()
+                    .is_none(),
+            "nothing left behind"
+        );
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]

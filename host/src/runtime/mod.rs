@@ -183,6 +183,8 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Where git working copies are kept. `None`: a folder under the system temp dir.
     pub git_dir: Option<PathBuf>,
+    /// Size and time limits of git working copies and commands.
+    pub git_limits: git::GitLimits,
 }
 
 /// The engine, the linker and the compiled components. Cheap to share behind an `Arc`.
@@ -255,9 +257,7 @@ impl Runtime {
             compiled: Mutex::default(),
             ticking,
             pool_slots: Arc::new(tokio::sync::Semaphore::new(POOL_INSTANCES as usize)),
-            git: Arc::new(git::GitCache::new(config.git_dir.unwrap_or_else(|| {
-                std::env::temp_dir().join(format!("promoter-git-{}", std::process::id()))
-            }))),
+            git: Arc::new(git_cache(config.git_dir, config.git_limits)?),
         })
     }
 
@@ -440,6 +440,19 @@ impl Runtime {
             .insert(digest.to_string(), component.clone());
         Ok(component)
     }
+}
+
+/// The working copies' cache, in its own directory (0700).
+fn git_cache(dir: Option<PathBuf>, limits: git::GitLimits) -> anyhow::Result<git::GitCache> {
+    let dir = dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("promoter-git-{}", std::process::id()))
+    });
+    git::GitCache::new(dir.clone(), limits).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create the git working copy directory {}: {e}",
+            dir.display()
+        )
+    })
 }
 
 /// A core module starts with the same magic as a component but a different layer.

@@ -204,6 +204,8 @@ impl From<GitFailure> for wit_git::GitError {
             GitFailure::Unavailable(m) => wit_git::GitError::Unavailable(m),
             GitFailure::Invalid(m) => wit_git::GitError::Invalid(m),
             GitFailure::Other(m) => wit_git::GitError::Other(m),
+            e @ GitFailure::TooLarge { .. } => wit_git::GitError::Denied(e.to_string()),
+            e @ GitFailure::TimedOut { .. } => wit_git::GitError::Unavailable(e.to_string()),
         }
     }
 }
@@ -222,12 +224,13 @@ impl wit_git::HostRepository for Sandbox {
         url: String,
         branch: String,
     ) -> wasmtime::Result<Result<Resource<GitRepo>, wit_git::GitError>> {
+        let shown = super::git::redact(&url);
         let refused = |reason: String, this: &Self| {
             this.egress.refusals.lock().unwrap().push(Refusal {
-                origin: Some(url.clone()),
+                origin: Some(shown.clone()),
                 reason: reason.clone(),
             });
-            tracing::warn!(plugin = %this.egress.policy.plugin, repository = %url, "git refused: {reason}");
+            tracing::warn!(plugin = %this.egress.policy.plugin, repository = %shown, "git refused: {reason}");
             Ok(Err(wit_git::GitError::Denied(reason)))
         };
         if !self.git_enabled {
@@ -236,10 +239,15 @@ impl wit_git::HostRepository for Sandbox {
                 self,
             );
         }
-        let granted = self.egress.policy.grant.repos.clone();
-        match GitRepo::open(&self.git, &granted, &url, &branch).await {
+        let grant = &self.egress.policy.grant;
+        let (granted, private_networks) = (grant.repos.clone(), grant.private_networks);
+        match GitRepo::open(&self.git, &granted, &url, &branch, private_networks).await {
             Ok(repo) => Ok(Ok(self.table.push(repo)?)),
-            Err(GitFailure::Denied(reason)) => refused(reason, self),
+            // Refusals of the host's policy and limits are reported as such, whatever the
+            // plugin makes of them.
+            Err(e @ (GitFailure::Denied(_) | GitFailure::TooLarge { .. })) => {
+                refused(e.to_string(), self)
+            }
             Err(e) => Ok(Err(e.into())),
         }
     }
