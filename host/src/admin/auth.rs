@@ -148,9 +148,14 @@ impl IntoResponse for Refusal {
                 })),
             )
                 .into_response(),
+            // The detail (what the API server said) goes to the log only: it is about
+            // Promoter's own service account, not for an unauthenticated caller.
             Refusal::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(json!({"reason": reason})),
+                axum::Json(json!({
+                    "reason": "cannot check the caller with the Kubernetes API now; \
+                               the server's log says why"
+                })),
             )
                 .into_response(),
         }
@@ -384,7 +389,10 @@ pub async fn authenticate(State(auth): State<Auth>, mut request: Request, next: 
             response
         }
         Err(refusal) => {
-            span.in_scope(|| tracing::info!("refused: {refusal}"));
+            span.in_scope(|| match &refusal {
+                Refusal::Unavailable(_) => tracing::warn!("refused: {refusal}"),
+                _ => tracing::info!("refused: {refusal}"),
+            });
             refusal.into_response()
         }
     }
