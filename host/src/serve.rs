@@ -227,7 +227,15 @@ impl PluginResolver for Resolver {
             id: p.id.clone(),
             attempt: p.attempts,
             pipeline: p.pipeline.clone(),
-            source_environment: p.source_environment.clone(),
+            // A request made with kubectl may leave it out: the environment before.
+            source_environment: match p.source_environment.as_str() {
+                "" => pipeline
+                    .position(&env.name)
+                    .and_then(|i| i.checked_sub(1))
+                    .map(|i| pipeline.environments[i].name.clone())
+                    .unwrap_or_default(),
+                given => given.to_string(),
+            },
             target_environment: env.name.clone(),
             targets: env.targets.clone(),
             app: pipeline.app_ref.clone(),
