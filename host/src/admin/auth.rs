@@ -640,12 +640,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn without_a_token_file_a_remote_peer_is_refused_whatever_it_sends() {
+    async fn without_a_token_file_a_remote_peer_is_refused_whatever_headers_it_sends() {
         let auth = Auth::loopback_only();
         let remote: SocketAddr = "10.1.2.3:5555".parse().unwrap();
-        let got = auth
-            .authenticate(&with_bearer("anything"), Some(remote))
-            .await;
+        // Headers a proxy (or the caller) sets are not the connection's peer.
+        let mut spoofed = with_bearer("anything");
+        spoofed.insert("x-forwarded-for", "127.0.0.1".parse().unwrap());
+        spoofed.insert("x-real-ip", "127.0.0.1".parse().unwrap());
+        spoofed.insert("forwarded", "for=127.0.0.1".parse().unwrap());
+        spoofed.insert(header::HOST, "127.0.0.1:8080".parse().unwrap());
+        let got = auth.authenticate(&spoofed, Some(remote)).await;
         assert!(matches!(got, Err(Refusal::NotLoopback)), "{got:?}");
         // No peer known (not a TCP connection): not loopback either.
         let got = auth.authenticate(&HeaderMap::new(), None).await;
