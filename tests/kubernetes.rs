@@ -1733,7 +1733,7 @@ async fn a_tenant_token_cannot_read_another_namespaces_promotions() {
     // Alice (team-a) lists: team-a's promotion, nothing of team-b's.
     let (code, listing) = admin_get(&server, "/promotions", Some(ALICE_TOKEN)).await;
     assert_eq!(code, 200, "{listing}");
-    assert_eq!(ids(&listing), [a_id.clone()], "{listing}");
+    assert_eq!(ids(&listing), vec![a_id.clone()], "{listing}");
     let text = listing.to_string();
     assert!(
         !text.contains("team-b") && !text.contains("secret-job-2.0.0"),
