@@ -547,6 +547,7 @@ fn rbac_grants_the_least_privilege_the_controller_needs() {
         ),
         rule("promoter.dev", "promotions/status", &["update"]),
         rule("events.k8s.io", "events", &["create", "patch"]),
+        rule("", "namespaces", &["list"]),
         // The admin API's callers, checked as kube-rbac-proxy checks them.
         rule("authentication.k8s.io", "tokenreviews", &["create"]),
         rule("authorization.k8s.io", "subjectaccessreviews", &["create"]),
@@ -1099,6 +1100,7 @@ async fn a_plugin_config_map_rendered_by_the_chart_loads_into_the_real_registry(
             "name": "noop-strategy",
             "wasm": engine.encode(&wasm),
             "grant": {
+                "namespaces": ["apps"],
                 "allow": ["https://ci.example.com"],
                 "keys": [{"name": "ci", "secretRef": {"name": "ci-hmac", "key": "hmac-key"}}],
                 "limits": {"timeout": "5s", "memory": "32MiB"}
@@ -1137,6 +1139,12 @@ async fn a_plugin_config_map_rendered_by_the_chart_loads_into_the_real_registry(
         .granted("apps", &strategy, &manifests)
         .expect("the grant's Secret is found in the release namespace");
     assert_eq!(plugin.limits().timeout, std::time::Duration::from_secs(5));
+    // grant.namespaces names who may use it: a namespace it does not name is refused.
+    let refused = registry
+        .granted("other", &strategy, &manifests)
+        .err()
+        .expect("a namespace the grant does not name is refused");
+    assert!(refused.contains("grant.namespaces"), "{refused}");
 
     // And the chart lets the controller read that Secret, and nothing else.
     let role = one(&docs, "Role", &format!("{RELEASE}-plugin-secrets"));
@@ -1414,6 +1422,16 @@ fn the_kubernetes_examples_load_with_the_real_pipeline_loader() {
                 secret.name
             );
         }
+        for env in &pipeline.environments {
+            if let Some(name) = pipeline.approval_secret_for(&env.name) {
+                let secret = manifests
+                    .secret(&pipeline.namespace, name)
+                    .unwrap_or_else(|| {
+                        panic!("{at}: approval Secret {name} is not in the examples")
+                    });
+                assert!(secret.hmac_key().is_some(), "{at}: {name} has no hmac-key");
+            }
+        }
         for (_, strategy) in pipeline.strategies() {
             let kind = match strategy.plugin.as_str() {
                 "pull-request" | "webhook" | "notification" => strategy.plugin.clone(),
@@ -1437,6 +1455,13 @@ fn the_kubernetes_examples_load_with_the_real_pipeline_loader() {
                     });
                 let grant: GrantSpec = serde_yaml_ng::from_str(&cm.data["grant"])
                     .unwrap_or_else(|e| panic!("ConfigMap {}: grant: {e}", cm.name));
+                assert!(
+                    cm.namespace == pipeline.namespace
+                        || grant.namespaces.contains(&pipeline.namespace),
+                    "{at}: ConfigMap {}'s grant.namespaces does not name {}",
+                    cm.name,
+                    pipeline.namespace
+                );
                 for secret in grant
                     .credentials
                     .iter()
@@ -1470,6 +1495,18 @@ fn the_kubernetes_examples_load_with_the_real_pipeline_loader() {
             ["pull-request", "webhook", "notification", "custom plugin"].map(String::from)
         ),
         "a Pipeline per strategy"
+    );
+    assert_eq!(
+        promoter::pipeline::key_problems(&manifests),
+        Vec::<String>::new(),
+        "no event key approves"
+    );
+    assert!(
+        manifests.pipelines.iter().any(|p| p
+            .environments
+            .iter()
+            .any(|e| p.approval_secret_for(&e.name).is_some())),
+        "the examples show an approval key"
     );
 }
 

@@ -19,7 +19,9 @@ use axum::response::{IntoResponse, Response};
 use promoter::client::deployment_event;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
-use support::{CLUSTER_ADMIN_TOKEN, EVENTS_KEY, Receiver, Server, scratch, send, write_manifests};
+use support::{
+    APPROVAL_KEY, CLUSTER_ADMIN_TOKEN, EVENTS_KEY, Receiver, Server, scratch, send, write_manifests,
+};
 
 const TOKEN: &str = "service-account-token-for-tests";
 const CONTROLLER_NS: &str = "promoter-system";
@@ -674,6 +676,12 @@ async fn handle(
             }))
             .into_response()
         }
+        // ClusterRole: namespaces list (the labels plugin grants' namespaceSelector matches).
+        ("GET", "v1", ["namespaces"]) => list(
+            "Namespace",
+            api.of_kind("Namespace", None),
+            api.list_version(),
+        ),
         // Role in the controller's namespace: configmaps list.
         ("GET", "v1", ["namespaces", ns, "configmaps"]) if *ns == CONTROLLER_NS => {
             let selector = query.unwrap_or_default();
@@ -867,6 +875,16 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
         "webhook": {"url": ci.url("/job/shop")},
     });
     applied.push(team);
+    // A Pipeline whose approval key is one of its event keys: dev's Flux could approve.
+    let mut reused = broken_pipeline();
+    reused["metadata"] = json!({"name": "reused", "namespace": "flux-system", "generation": 2});
+    reused["spec"]["promotion"] = json!({
+        "secretRef": {"name": "podinfo-events"},
+        "approvalSecretRef": {"name": "podinfo-events"},
+        "manual": true,
+        "webhook": {"url": ci.url("/job/reused")},
+    });
+    applied.push(reused);
     let cluster = cluster(&dir, applied).await;
     let mut server = Server::start_in_cluster(
         &cluster.kubeconfig,
@@ -891,6 +909,22 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
         "the condition names the problem: {bad}"
     );
     assert_eq!(bad["observedGeneration"], 3);
+    wait_until("the reused key's Pipeline status", &server, || {
+        api.ready("flux-system/reused").is_some()
+    })
+    .await;
+    let reused = api.ready("flux-system/reused").unwrap();
+    assert_eq!(reused["status"], "False", "{reused}");
+    assert_eq!(reused["reason"], "Invalid", "{reused}");
+    let message = reused["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "Secret flux-system/podinfo-events, the approval key of promotions into prod"
+        ) && message.contains("event key must never approve"),
+        "the condition names the Secret and the rule: {reused}"
+    );
+    let (code, _) = broken_dev_deployed(&server, "flux-system/reused").await;
+    assert_eq!(code, 401, "a Pipeline left out takes no events");
     // In force, but its key cannot be read: the status says why, events say so too.
     wait_until("the team's Pipeline status", &server, || {
         api.ready("team-a/shop").is_some()
@@ -906,7 +940,11 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
     );
     let (code, body) = broken_dev_deployed(&server, "team-a/shop").await;
     assert_eq!(code, 401, "{body}");
-    assert!(body.contains("shop-events"), "{body}");
+    assert!(
+        !body.contains("shop-events"),
+        "no Secret name to the caller: {body}"
+    );
+    assert!(server.logs().contains("shop-events"), "the log says which");
 
     // The good one works end to end; the broken one is not in force.
     let event = deployment_event("HelmRelease", "podinfo-dev", "podinfo", "6.5.4");
@@ -947,7 +985,10 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
     })
     .await;
     let (code, body) = broken_dev_deployed(&server, "flux-system/broken").await;
-    assert_eq!(code, 404, "{body}");
+    assert_eq!(
+        code, 401,
+        "not in force: the same answer as no pipeline: {body}"
+    );
 
     // Fixed in the cluster: in force at the next read, without a restart.
     {
@@ -973,6 +1014,7 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
     assert!(
         secrets.iter().all(|r| r
             .starts_with("GET /api/v1/namespaces/flux-system/secrets/podinfo-events?")
+            || r.starts_with("GET /api/v1/namespaces/flux-system/secrets/podinfo-approvals?")
             || r.starts_with("GET /api/v1/namespaces/flux-system/secrets/ci-hmac?")
             || r.starts_with("GET /api/v1/namespaces/team-a/secrets/shop-events?")),
         "Secrets are read by the names Pipelines give: {secrets:#?}"
@@ -1164,7 +1206,7 @@ async fn plugin_configmaps_of_the_controllers_namespace_run_and_a_broken_one_is_
             "data": {
                 "sha256": digest,
                 "grant": format!(
-                    "allow: [{origin}]\ncredentials:\n  - origin: {origin}\n    header: Authorization\n    prefix: \"Bearer \"\n    secretRef: {{name: ci-token, key: token}}\n",
+                    "namespaces: [flux-system]\nnamespaceSelector: {{matchLabels: {{promoter.dev/ci: \"true\"}}}}\nallow: [{origin}]\ncredentials:\n  - origin: {origin}\n    header: Authorization\n    prefix: \"Bearer \"\n    secretRef: {{name: ci-token, key: token}}\n",
                     origin = ci.origin()
                 ),
             },
@@ -1183,6 +1225,31 @@ async fn plugin_configmaps_of_the_controllers_namespace_run_and_a_broken_one_is_
     uses_tampered["spec"]["promotion"] =
         json!({"strategy": {"plugin": {"name": "tampered", "config": {}}}});
     applied.push(uses_tampered);
+    // A Pipeline of team-b, a namespace fetcher's grant does not name, borrowing the
+    // operator's token: left out, and its Ready condition says how the operator opens it.
+    let mut borrower = broken_pipeline();
+    borrower["metadata"]["namespace"] = json!("team-b");
+    borrower["metadata"]["name"] = json!("borrower");
+    borrower["spec"]["promotion"] = json!({"strategy": {"plugin": {
+        "name": "fetcher", "config": {"url": ci.url("/team-b")}}}});
+    applied.push(borrower);
+    // team-c is selected by its label: its Pipeline is in force.
+    let mut selected = broken_pipeline();
+    selected["metadata"]["namespace"] = json!("team-c");
+    selected["metadata"]["name"] = json!("selected");
+    selected["spec"]["promotion"] = json!({"strategy": {"plugin": {
+        "name": "fetcher", "config": {"url": ci.url("/team-c")}}}});
+    applied.push(selected);
+    for (name, labels) in [
+        ("team-b", json!({"kubernetes.io/metadata.name": "team-b"})),
+        (
+            "team-c",
+            json!({"kubernetes.io/metadata.name": "team-c", "promoter.dev/ci": "true"}),
+        ),
+    ] {
+        applied.push(json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": labels}}));
+    }
     let cluster = cluster(&dir, applied).await;
     let server = Server::start_in_cluster(
         &cluster.kubeconfig,
@@ -1193,8 +1260,23 @@ async fn plugin_configmaps_of_the_controllers_namespace_run_and_a_broken_one_is_
     wait_until("both Pipelines' status", &server, || {
         api.ready("flux-system/podinfo").is_some()
             && api.ready("flux-system/uses-tampered").is_some()
+            && api.ready("team-b/borrower").is_some()
+            && api.ready("team-c/selected").is_some()
     })
     .await;
+    let selected = api.ready("team-c/selected").unwrap();
+    assert_eq!(selected["status"], "True", "{selected}");
+    let borrower = api.ready("team-b/borrower").unwrap();
+    assert_eq!(borrower["status"], "False", "{borrower}");
+    let message = borrower["message"].as_str().unwrap();
+    assert!(
+        message.contains("plugin \"fetcher\" (ConfigMap promoter-system/fetcher) is not granted to namespace team-b")
+            && message.contains("grant.namespaces")
+            && message.contains("namespace team-b's labels do not match"),
+        "{borrower}"
+    );
+    let (code, _) = broken_dev_deployed(&server, "team-b/borrower").await;
+    assert_ne!(code, 202, "a Pipeline left out takes no events");
     assert_eq!(api.ready("flux-system/podinfo").unwrap()["status"], "True");
     let bad = api.ready("flux-system/uses-tampered").unwrap();
     assert_eq!(bad["status"], "False", "{bad}");
@@ -1358,7 +1440,7 @@ async fn two_replicas_run_each_promotion_once_and_one_resumes_what_a_killed_one_
     let url = format!("{}/approval/flux-system/podinfo/prod/6.5.4", c.webhook);
     let mut approved = (0, String::new());
     for _ in 0..50 {
-        approved = promoter::client::post_signed(&url, approval.clone(), Some(EVENTS_KEY))
+        approved = promoter::client::post_signed(&url, approval.clone(), Some(APPROVAL_KEY))
             .await
             .unwrap();
         if approved.0 != 404 {

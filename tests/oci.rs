@@ -213,11 +213,23 @@ async fn a_pushed_plugin_is_pulled_by_digest_runs_and_a_restart_needs_no_registr
     let cached = dir.join(format!("data/oci/sha256/{manifest_hex}.wasm"));
     assert_eq!(std::fs::read(&cached).unwrap(), echo_wasm());
 
+    // A cached copy that no longer matches its pinned manifest is pulled again.
+    let noop = std::fs::read(env!("PROMOTER_WASM_FIXTURE_NOOP")).unwrap();
+    std::fs::write(&cached, &noop).unwrap();
+    server.restart();
+    assert!(
+        server.logs().contains("fails verification"),
+        "{}",
+        server.logs()
+    );
+    assert_eq!(std::fs::read(&cached).unwrap(), echo_wasm());
+    echo_promoted(&server, "1.0.1", 2).await;
+
     // The registry is gone; the restarted server loads the plugin from its cache.
     registry.stop();
     assert_eq!(registry.status_of("/v2/"), None, "the registry is down");
     server.restart();
-    echo_promoted(&server, "1.1.0", 2).await;
+    echo_promoted(&server, "1.1.0", 3).await;
 }
 
 #[tokio::test]

@@ -262,10 +262,11 @@ stringData: {{hmac-key: {events}}}
 ---
 apiVersion: v1
 kind: Secret
-metadata: {{name: git-creds, namespace: flux-system}}
+metadata: {{name: git-creds, namespace: flux-system, annotations: {{{hosts}}}}}
 {creds}
 "#,
-            events = std::str::from_utf8(EVENTS_KEY).unwrap()
+            events = std::str::from_utf8(EVENTS_KEY).unwrap(),
+            hosts = support::allowed_hosts(&[repo_url, api]),
         ),
     )
     .unwrap();

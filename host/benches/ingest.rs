@@ -230,6 +230,7 @@ fn main() {
             admin_addr: format!("127.0.0.1:{admin_port}").parse().unwrap(),
             tls: None,
             allow_unsigned: false,
+            require_promoted_source: false,
             max_event_age: Duration::from_secs(600),
             body_limit: 1 << 20,
             max_plugin_size: promoter::oci::DEFAULT_MAX_SIZE,

@@ -10,6 +10,13 @@
 //! 4. Only successful installs and upgrades promote (Weave promoted failed upgrades too).
 //! 5. A version older (by semver) than one already promoted into the target environment is
 //!    not promoted; revisions that are not semver are never compared.
+//! 6. Strict mode only (`--require-promoted-source`): an event from an environment after
+//!    the first is for a version that was promoted into it — a promotion of that exact
+//!    revision into that environment was recorded and allowed to run (not waiting for
+//!    approval, not refused). Otherwise the leaf cluster that holds one environment's key
+//!    could report a version its environment never got and skip every environment and
+//!    approval before it ([`check_promoted_source`]). Off by default, as Weave: an event
+//!    from an environment deployed by other means promotes.
 
 use crate::event::{FluxEvent, Severity, api_group};
 use crate::pipeline::{Pipeline, StrategyRef};
@@ -78,6 +85,19 @@ pub enum RejectReason {
     NoPromotion { pipeline: String, env: String },
     #[error("event has no revision in its metadata")]
     NoRevision,
+    #[error(
+        "pipeline {pipeline}: version {version} was never promoted into {env} ({found}); \
+         this server requires an event from an environment after the first to report a version \
+         that was promoted into it (--require-promoted-source), so no environment or approval \
+         is skipped"
+    )]
+    NotPromotedIntoSource {
+        pipeline: String,
+        env: String,
+        version: String,
+        /// What the record of that promotion says, if there is one.
+        found: SourcePromotion,
+    },
     #[error(transparent)]
     Mismatch(#[from] Mismatch),
 }
@@ -100,6 +120,52 @@ pub enum Mismatch {
     },
     #[error("involved object does not match the pipeline: it has no environment {env}")]
     Environment { env: String },
+}
+
+/// What the records say of the promotion of an event's version into the environment the
+/// event comes from (rule 6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourcePromotion {
+    /// No promotion of that revision into that environment was recorded.
+    Never,
+    /// Recorded, but not allowed to run: waiting for approval, refused, or a request
+    /// not yet checked against its Pipeline (the phase).
+    NotAllowed(String),
+    /// Recorded and allowed to run (pending, running or finished).
+    Allowed,
+}
+
+impl std::fmt::Display for SourcePromotion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourcePromotion::Never => write!(f, "no promotion of it was recorded"),
+            SourcePromotion::NotAllowed(phase) => {
+                write!(f, "its promotion is {phase}, not allowed to run")
+            }
+            SourcePromotion::Allowed => write!(f, "its promotion was allowed to run"),
+        }
+    }
+}
+
+/// Rule 6 (strict mode): an event from `source_env` reports `version`; unless `source_env`
+/// is the first environment, a promotion of `version` into it must have been allowed to
+/// run. Unknown environments are left to [`decide`].
+pub fn check_promoted_source(
+    pipeline: &Pipeline,
+    source_env: &str,
+    version: &str,
+    source: SourcePromotion,
+) -> Result<(), RejectReason> {
+    match pipeline.position(source_env) {
+        None | Some(0) => Ok(()),
+        Some(_) if source == SourcePromotion::Allowed => Ok(()),
+        Some(_) => Err(RejectReason::NotPromotedIntoSource {
+            pipeline: pipeline.to_string(),
+            env: source_env.to_string(),
+            version: version.to_string(),
+            found: source,
+        }),
+    }
 }
 
 /// Promotions already recorded for one pipeline (whatever their state), as `decide` needs them.

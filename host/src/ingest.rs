@@ -1,17 +1,26 @@
 //! The public listener: Weave's webhook paths, authenticated, decided and recorded.
 //!
-//! `POST /promotion/{ns}/{pipeline}/{sourceEnv}`: a Flux event. In order: the pipeline
-//! exists (404); the body is signed with the pipeline's `hmac-key` (401; unsigned events
-//! only when the operator allowed them); it parses (400); its timestamp is recent (401);
-//! it was not accepted before (409); it fits the pipeline (422) and is a successful
-//! deployment (else 200 "ignored: …", so Flux does not retry). Then the promotions are
-//! recorded durably and the answer is 202 with the promotion's status as `Location`.
+//! `POST /promotion/{ns}/{pipeline}/{sourceEnv}`: a Flux event. In order: the body is
+//! signed with the `hmac-key` of the Secret `sourceEnv`'s secretRef names (401; unsigned
+//! events only for an environment without one, when the operator allowed them); it parses
+//! (400); its timestamp is recent (401); it was not accepted before (409); it fits the
+//! pipeline (422), in strict mode for a version promoted into `sourceEnv` (422, rule 6 of
+//! `decide.rs`), and is a successful deployment (else 200 "ignored: …", so Flux does not
+//! retry). Then the promotions are recorded durably and the answer is 202 with the
+//! promotion's status as `Location`.
 //!
-//! `POST /approval/{ns}/{pipeline}/{env}/{revision}`: approves a promotion waiting for it.
-//! Unlike Weave (which signed an empty body, making the signature a fixed password), the
-//! signed body names what is approved and when.
+//! `POST /approval/{ns}/{pipeline}/{env}/{revision}`: approves a promotion waiting for it,
+//! signed with the key of the Secret `env`'s approvalSecretRef names — never an event key
+//! (a Pipeline where one equals the other is refused at load). Unlike Weave (which signed
+//! an empty body, making the signature a fixed password), the signed body names what is
+//! approved and when. The record says which Secret's key approved it.
+//!
+//! Authentication comes first, and every refusal before it — no such pipeline or
+//! environment, no key configured, the Secret missing, a bad signature — is the same 401,
+//! byte for byte ([`unauthorized`]): an unauthenticated caller learns no pipeline,
+//! environment or Secret name. The reason goes to the log.
 
-use crate::decide::{Decision, promotion_id};
+use crate::decide::{Decision, SourcePromotion, promotion_id};
 use crate::event::FluxEvent;
 use crate::promotion::PipelineRef;
 use crate::record::{Approval, Phase, Promotion, StoreError, now_ms};
@@ -73,50 +82,109 @@ impl IntoResponse for Answer {
     }
 }
 
-/// Checks the signature with the key the pipeline's Secret holds for `env`'s events.
+/// The one answer to every caller who did not authenticate, whatever the reason: no such
+/// pipeline or environment, no key configured, its Secret missing, a bad or missing
+/// signature. Byte for byte the same, so that an unauthenticated caller learns no name;
+/// the reason is in the server's log.
+fn unauthorized() -> Answer {
+    Answer::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "not authenticated: the body must be signed (X-Signature: sha256=<hex hmac>) with the \
+         key this path takes; the server's log says why this request was refused",
+    )
+}
+
+/// What a request to `/…/{ns}/{name}/{env}` is authenticated as.
+#[derive(Clone, Copy)]
+enum Signer<'a> {
+    /// A Flux event from `env`: the key of the Secret `env`'s secretRef names.
+    Events(&'a str),
+    /// An approval of a promotion into `env`: the key of the Secret its
+    /// approvalSecretRef names, which no event key may equal.
+    Approvals(&'a str),
+}
+
+/// Who signed a request: the Secret whose key verified it (`None`: an unsigned event the
+/// operator allowed).
+struct Authenticated {
+    secret: Option<String>,
+}
+
+/// Checks the signature with the key `signer` takes in this pipeline. Every refusal is
+/// [`unauthorized`]; what was wrong, with the pipeline and environment, goes to the log.
 fn authenticate(
     shared: &Shared,
     namespace: &str,
     name: &str,
-    env: &str,
+    signer: Signer<'_>,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(), Answer> {
-    let catalog = shared.catalog();
-    let pipeline = catalog
-        .pipeline(namespace, name)
-        .ok_or_else(|| no_pipeline(namespace, name))?;
+) -> Result<Authenticated, Answer> {
     let signature = headers.get("x-signature").and_then(|v| v.to_str().ok());
-    let Some(secret_name) = pipeline.hmac_secret_for(env) else {
-        if shared.settings.allow_unsigned {
-            return Ok(());
-        }
-        return Err(Answer::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            format!(
+    let refuse = |why: String| {
+        // The same work as a real check, so that timing does not tell either.
+        let _ = verify(signature, b"no key: the request is refused", body);
+        let env = match signer {
+            Signer::Events(env) | Signer::Approvals(env) => env,
+        };
+        tracing::warn!(pipeline = %format!("{namespace}/{name}"), environment = %env, "refused before authentication: {why}");
+        unauthorized()
+    };
+    let catalog = shared.catalog();
+    let Some(pipeline) = catalog.pipeline(namespace, name) else {
+        return Err(refuse(format!(
+            "no Pipeline {namespace}/{name} is in force"
+        )));
+    };
+    let (env, secret_name) = match signer {
+        Signer::Events(env) => (env, pipeline.hmac_secret_for(env)),
+        Signer::Approvals(env) => (env, pipeline.approval_secret_for(env)),
+    };
+    if pipeline.position(env).is_none() {
+        return Err(refuse(format!(
+            "pipeline {namespace}/{name} has no environment {env:?}; have {}",
+            pipeline.environment_names().join(", ")
+        )));
+    }
+    let Some(secret_name) = secret_name else {
+        return match signer {
+            Signer::Events(_) if shared.settings.allow_unsigned => {
+                Ok(Authenticated { secret: None })
+            }
+            Signer::Events(_) => Err(refuse(format!(
                 "pipeline {namespace}/{name} has no Secret with an hmac-key for events from {env} \
-                 (spec.promotion.strategy.secretRef); unsigned events are refused unless the server \
-                 runs with --allow-unsigned-events"
-            ),
-        ));
+                 (secretRef); unsigned events are refused unless the server runs with \
+                 --allow-unsigned-events"
+            ))),
+            Signer::Approvals(_) if pipeline.position(env) == Some(0) => Err(refuse(format!(
+                "{env} is the first environment of pipeline {namespace}/{name}; nothing is \
+                 promoted into it, so nothing is approved"
+            ))),
+            Signer::Approvals(_) => Err(refuse(format!(
+                "pipeline {namespace}/{name} has no approval key for promotions into {env} \
+                 (approvalSecretRef in that environment's promotion or the pipeline's): its \
+                 promotions are approved only with the promoter.dev/approved annotation on \
+                 the Promotion (Kubernetes mode), never over the public listener; give the \
+                 environment an approvalSecretRef whose key no event key equals to approve \
+                 over it"
+            ))),
+        };
     };
     let Some(key) = catalog
         .secret(namespace, secret_name)
         .and_then(|s| s.hmac_key())
     else {
-        tracing::error!(pipeline = %format!("{namespace}/{name}"), "Secret {namespace}/{secret_name} is missing or has no hmac-key; refusing events");
-        return Err(Answer::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            format!(
-                "pipeline {namespace}/{name}: Secret {secret_name} with an hmac-key is not available"
-            ),
-        ));
+        return Err(refuse(format!(
+            "Secret {namespace}/{secret_name} is missing or has no hmac-key"
+        )));
     };
-    verify(signature, key, body)
-        .map(|_| ())
-        .map_err(|e| Answer::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))
+    match verify(signature, key, body) {
+        Ok(_) => Ok(Authenticated {
+            secret: Some(secret_name.to_string()),
+        }),
+        Err(e) => Err(refuse(format!("{e} (Secret {namespace}/{secret_name})"))),
+    }
 }
 
 /// Refuses events older than the window (or from too far in the future): a captured
@@ -139,14 +207,6 @@ fn check_age(shared: &Shared, timestamp: jiff::Timestamp) -> Result<(), Answer> 
         ));
     }
     Ok(())
-}
-
-fn no_pipeline(namespace: &str, name: &str) -> Answer {
-    Answer::new(
-        StatusCode::NOT_FOUND,
-        "not-found",
-        format!("no pipeline {namespace}/{name}"),
-    )
 }
 
 fn replayed() -> Answer {
@@ -198,7 +258,7 @@ async fn handle_promotion(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(&'static str, Response), Answer> {
-    authenticate(shared, namespace, name, env, headers, body)?;
+    authenticate(shared, namespace, name, Signer::Events(env), headers, body)?;
     let event: FluxEvent = crate::event::parse(body)
         .map_err(|e| Answer::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?;
     let timestamp = event
@@ -206,9 +266,11 @@ async fn handle_promotion(
         .map_err(|e| Answer::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?;
     check_age(shared, timestamp)?;
     let catalog = shared.catalog();
-    let pipeline = catalog
-        .pipeline(namespace, name)
-        .ok_or_else(|| no_pipeline(namespace, name))?;
+    let Some(pipeline) = catalog.pipeline(namespace, name) else {
+        // Authenticated a moment ago; the Pipeline has gone since.
+        tracing::warn!("pipeline {namespace}/{name} is no longer in force");
+        return Err(unauthorized());
+    };
     let decision = shared.store.with_history(&pipeline.reference(), |history| {
         crate::decide::decide(pipeline, env, &event, history)
     });
@@ -235,6 +297,17 @@ async fn handle_promotion(
         }
         Decision::Promote(intents) => intents,
     };
+    if shared.settings.require_promoted_source {
+        let version = &intents[0].version;
+        let source = source_promotion(shared, pipeline, env, version)?;
+        crate::decide::check_promoted_source(pipeline, env, version, source).map_err(|reason| {
+            Answer::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "rejected",
+                reason.to_string(),
+            )
+        })?;
+    }
     let now = now_ms();
     let records: Vec<Promotion> = intents
         .iter()
@@ -308,6 +381,28 @@ async fn handle_promotion(
     Ok(("accepted", response))
 }
 
+/// Rule 6's input: what the records say of the promotion of `version` into `env`.
+fn source_promotion(
+    shared: &Shared,
+    pipeline: &crate::pipeline::Pipeline,
+    env: &str,
+    version: &str,
+) -> Result<SourcePromotion, Answer> {
+    let id = promotion_id(&pipeline.namespace, &pipeline.name, env, version);
+    let record = shared.store.get(&id).map_err(unavailable)?;
+    Ok(match record {
+        Some(p) if p.is(&pipeline.reference(), env, version) => match p.phase {
+            Phase::Pending | Phase::Running | Phase::Succeeded | Phase::Failed => {
+                SourcePromotion::Allowed
+            }
+            Phase::Requested | Phase::WaitingApproval | Phase::Refused => {
+                SourcePromotion::NotAllowed(p.phase.as_str().to_string())
+            }
+        },
+        _ => SourcePromotion::Never,
+    })
+}
+
 /// The 202's body: what the event recorded, each with where its status is.
 #[derive(serde::Serialize)]
 struct AcceptedBody<'a> {
@@ -359,35 +454,16 @@ async fn handle_approval(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, Answer> {
-    // The key that signs events from the environment before `env` also approves
-    // promotions into `env`.
-    let source = {
-        let catalog = shared.catalog();
-        let pipeline = catalog
-            .pipeline(namespace, name)
-            .ok_or_else(|| no_pipeline(namespace, name))?;
-        let position = pipeline.position(env).ok_or_else(|| {
-            Answer::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "rejected",
-                format!(
-                    "pipeline {namespace}/{name}: environment {env:?} not found; have {}",
-                    pipeline.environment_names().join(", ")
-                ),
-            )
-        })?;
-        if position == 0 {
-            return Err(Answer::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "rejected",
-                format!(
-                    "pipeline {namespace}/{name}: {env} is the first environment; nothing is promoted into it"
-                ),
-            ));
-        }
-        pipeline.environments[position - 1].name.clone()
-    };
-    authenticate(shared, namespace, name, &source, headers, body)?;
+    let signed = authenticate(
+        shared,
+        namespace,
+        name,
+        Signer::Approvals(env),
+        headers,
+        body,
+    )?;
+    // Approvals are always signed: `Signer::Approvals` never lets an unsigned one through.
+    let secret = signed.secret.unwrap_or_default();
     let approval: ApprovalBody = serde_json::from_slice(body).map_err(|e| {
         Answer::new(
             StatusCode::BAD_REQUEST,
@@ -424,7 +500,7 @@ async fn handle_approval(
         },
         environment: env.to_string(),
         version: revision.to_string(),
-        by: format!("key of events from {source}"),
+        by: format!("key {namespace}/{secret}"),
     };
     match shared.store.approve(&id, &approval).await {
         Ok(p) => {

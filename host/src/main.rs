@@ -93,6 +93,13 @@ struct ServeArgs {
     /// Accept unsigned events for pipelines without an hmac-key Secret (not recommended).
     #[arg(long, env = "PROMOTER_ALLOW_UNSIGNED_EVENTS")]
     allow_unsigned_events: bool,
+    /// Strict mode: refuse (422) an event from an environment after the first for a
+    /// version no promotion into that environment was recorded and allowed to run for
+    /// (not waiting for approval, not refused), so a leaf cluster's key cannot report a
+    /// version its environment was never given and skip ahead. Off by default: events
+    /// from environments deployed by other means (a hotfix straight into test) promote.
+    #[arg(long, env = "PROMOTER_REQUIRE_PROMOTED_SOURCE")]
+    require_promoted_source: bool,
     /// Refuse events whose timestamp is older than this (replay protection).
     #[arg(long, env = "PROMOTER_EVENT_MAX_AGE", default_value = "10m", value_parser = parse_duration)]
     event_max_age: Duration,
@@ -112,8 +119,9 @@ struct ServeArgs {
     /// Promotions run at once.
     #[arg(long, env = "PROMOTER_WORKERS", default_value_t = 4)]
     workers: usize,
-    /// Let built-in plugins reach host names that resolve to private addresses (an
-    /// in-cluster Jenkins, say). Literal IP URLs in a Pipeline never need this.
+    /// Let built-in strategies reach loopback, private and link-local addresses (an
+    /// in-cluster Jenkins, say): the URLs a Pipeline names, literal IPs included, and host
+    /// names that resolve there. Off: such a promotion fails, naming the URL and this flag.
     #[arg(long, env = "PROMOTER_BUILTIN_PRIVATE_NETWORKS")]
     builtin_private_networks: bool,
     /// How often the manifests folder is checked for changes (Kubernetes mode: how often
@@ -220,8 +228,9 @@ struct ApproveArgs {
         default_value = "http://127.0.0.1:8082"
     )]
     url: String,
-    /// File holding the pipeline's hmac-key.
-    #[arg(long, env = "PROMOTER_HMAC_KEY_FILE")]
+    /// File holding the approval key: the hmac-key of the Secret the environment's
+    /// approvalSecretRef names (an event key never approves).
+    #[arg(long, env = "PROMOTER_APPROVAL_KEY_FILE")]
     key_file: PathBuf,
 }
 
@@ -426,6 +435,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         admin_addr: args.admin_addr,
         tls: args.tls_cert.zip(args.tls_key),
         allow_unsigned: args.allow_unsigned_events,
+        require_promoted_source: args.require_promoted_source,
         max_event_age: args.event_max_age,
         body_limit: args.max_body,
         max_plugin_size: args.max_plugin_size,
@@ -512,6 +522,16 @@ async fn approve(args: ApproveArgs) -> anyhow::Result<std::process::ExitCode> {
     );
     let (status, text) =
         promoter::client::post_signed(&url, serde_json::to_vec(&body)?, Some(&key)).await?;
+    if status == 401 {
+        eprintln!(
+            "the server did not accept this approval's signature. Sign it with the approval key \
+             of {env}: the hmac-key of the Secret its promotion's approvalSecretRef names (an \
+             event key never approves). An environment without approvalSecretRef is approved \
+             only with the promoter.dev/approved annotation (Kubernetes mode). The server's \
+             log says which check failed.",
+            env = args.environment
+        );
+    }
     Ok(answer(status, &text))
 }
 

@@ -9,9 +9,14 @@
 //! digest the registry does not have. Layer `urls` are never followed. Plain HTTP is used
 //! for registries on loopback only.
 //!
-//! A verified component is kept in `<data-dir>/oci/sha256/<manifest hex>.wasm`, so a
-//! restart needs no registry. The cache is trusted as the compiled-component cache beside
-//! it is: both are the host's own data directory.
+//! Manifests are read by the host itself with a bounded read ([`MAX_MANIFEST_BYTES`]): a
+//! registry that declares or streams a larger one is refused, never buffered whole.
+//!
+//! A verified component is kept in `<data-dir>/oci/sha256/<manifest hex>.wasm`, beside its
+//! manifest (`<manifest hex>.manifest.json`), so a restart needs no registry. The cache is
+//! not trusted as it is: on every load the manifest must hash to the pinned digest and the
+//! component to the layer digest that manifest names. A copy that does not is discarded
+//! and pulled again; if the registry cannot be reached, the plugin is refused, saying so.
 
 use crate::runtime::secret::Secret;
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -21,7 +26,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use sha2::Digest as _;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -34,6 +39,9 @@ pub const LAYER_MEDIA_TYPE: &str = "application/wasm";
 pub const LEGACY_LAYER_MEDIA_TYPE: &str = "application/vnd.wasm.content.layer.v1+wasm";
 /// Largest component pulled unless `--max-plugin-size` says otherwise.
 pub const DEFAULT_MAX_SIZE: usize = 64 << 20;
+/// Largest manifest read from a registry. A Wasm artifact's manifest is under 1 KiB; 4 MiB
+/// is the limit Distribution itself puts on a manifest push.
+pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
 
 const EXPECTED: &str = "expected oci://REGISTRY/REPOSITORY[:TAG]@sha256:<64 hex digits>";
 
@@ -67,6 +75,19 @@ pub enum Problem {
     },
     #[error("not a Wasm component artifact: {0}")]
     Layout(String),
+    #[error(
+        "the registry's manifest is larger than {MAX_MANIFEST_BYTES} bytes{}; refused unread",
+        declared.map(|d| format!(" (it declares {d})")).unwrap_or_default()
+    )]
+    ManifestTooLarge { declared: Option<u64> },
+    #[error(
+        "the cached copy at {path} failed verification ({why}) and could not be pulled again: {pull}"
+    )]
+    CacheTampered {
+        path: String,
+        why: String,
+        pull: Box<Problem>,
+    },
     #[error("unauthorized at registry {registry}: {detail}")]
     Unauthorized { registry: String, detail: String },
     #[error("registry {registry}: {detail}")]
@@ -204,6 +225,10 @@ impl OciRef {
         })
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.is_loopback() { "http" } else { "https" }
+    }
+
     fn by_digest(&self, hex: &str) -> Reference {
         Reference::with_digest(
             self.registry.clone(),
@@ -335,16 +360,50 @@ impl Puller {
         }
     }
 
-    fn cached(&self, hex: &str) -> Option<PathBuf> {
-        Some(
-            self.cache_dir
-                .as_ref()?
-                .join("sha256")
-                .join(format!("{hex}.wasm")),
-        )
+    /// Where the component and the manifest pinned by `hex` are cached.
+    fn cached(&self, hex: &str) -> Option<(PathBuf, PathBuf)> {
+        let dir = self.cache_dir.as_ref()?.join("sha256");
+        Some((
+            dir.join(format!("{hex}.wasm")),
+            dir.join(format!("{hex}.manifest.json")),
+        ))
     }
 
-    /// The component `reference` pins: from the cache, or pulled and verified.
+    /// The cached component pinned by `hex`: `Ok(None)` when there is none, `Err(why)`
+    /// when there is one that does not verify against the pin.
+    fn from_cache(
+        &self,
+        hex: &str,
+        wasm: &Path,
+        manifest: &Path,
+    ) -> Result<Option<Vec<u8>>, String> {
+        let (Ok(manifest), Ok(bytes)) = (std::fs::read(manifest), std::fs::read(wasm)) else {
+            return Ok(None);
+        };
+        let actual = hex::encode(sha2::Sha256::digest(&manifest));
+        if actual != hex {
+            return Err(format!("its manifest hashes to sha256:{actual}"));
+        }
+        let layer = wasm_layer(&manifest).map_err(|e| format!("its manifest: {e}"))?;
+        if bytes.len() > self.max_size {
+            return Err(format!(
+                "{} bytes, above --max-plugin-size {}",
+                bytes.len(),
+                self.max_size
+            ));
+        }
+        let got = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
+        if got != layer.digest {
+            return Err(format!(
+                "the component hashes to {got}, its manifest names layer {}",
+                layer.digest
+            ));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// The component `reference` pins: from the cache (verified again), or pulled and
+    /// verified.
     pub async fn fetch(
         &self,
         reference: &OciRef,
@@ -355,26 +414,44 @@ impl Puller {
             .as_deref()
             .ok_or_else(|| reference.error(Problem::NotPinned))?;
         let cache = self.cached(hex);
-        if let Some(path) = &cache
-            && let Ok(bytes) = std::fs::read(path)
-        {
-            if bytes.len() > self.max_size {
-                return Err(reference.error(Problem::TooLarge {
-                    size: bytes.len() as u64,
-                    max: self.max_size,
-                    when: " (the cached copy)",
-                }));
+        let mut tampered = None;
+        if let Some((wasm, manifest)) = &cache {
+            match self.from_cache(hex, wasm, manifest) {
+                Ok(Some(bytes)) => {
+                    tracing::debug!(%reference, "plugin component from the cache (verified)");
+                    return Ok(bytes);
+                }
+                Ok(None) => {}
+                Err(why) => {
+                    tracing::warn!(%reference, path = %wasm.display(),
+                        "cached plugin component fails verification ({why}); discarded, pulling again");
+                    let _ = std::fs::remove_file(wasm);
+                    let _ = std::fs::remove_file(manifest);
+                    tampered = Some((wasm.display().to_string(), why));
+                }
             }
-            tracing::debug!(%reference, "plugin component from the cache");
-            return Ok(bytes);
         }
-        let bytes = self.pull(reference, hex, credentials).await?;
+        let (manifest, bytes) = match self.pull(reference, hex, credentials).await {
+            Ok(pulled) => pulled,
+            Err(e) => {
+                return Err(match tampered {
+                    Some((path, why)) => reference.error(Problem::CacheTampered {
+                        path,
+                        why,
+                        pull: Box::new(e.problem),
+                    }),
+                    None => e,
+                });
+            }
+        };
         // The component is verified: a cache that cannot be written costs a pull at the
         // next start, not this load.
-        if let Some(path) = &cache
-            && let Err(e) = crate::write_atomically(path, &bytes)
-        {
-            tracing::warn!(%reference, "cannot cache the component at {}: {e}", path.display());
+        if let Some((wasm, manifest_path)) = &cache {
+            let written = crate::write_atomically(wasm, &bytes)
+                .and_then(|()| crate::write_atomically(manifest_path, &manifest));
+            if let Err(e) = written {
+                tracing::warn!(%reference, "cannot cache the component at {}: {e}", wasm.display());
+            }
         }
         tracing::info!(%reference, bytes = bytes.len(), "plugin component pulled");
         Ok(bytes)
@@ -385,27 +462,21 @@ impl Puller {
         at: &OciRef,
         hex: &str,
         credentials: Option<&Credentials>,
-    ) -> Result<Vec<u8>, Error> {
+    ) -> Result<(Vec<u8>, Vec<u8>), Error> {
         let client = at.client()?;
-        let auth = Credentials::auth(credentials);
         let reference = at.by_digest(hex);
         let fail = |e| at.error(classify(e, at, credentials.is_some(), Op::Pull));
-        let manifest = match client
-            .pull_manifest_raw(
-                &reference,
-                &auth,
-                &[OCI_IMAGE_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE],
-            )
-            .await
-        {
-            Ok((body, _)) => body,
-            Err(e) => {
-                let e = fail(e);
+        let manifest = match get_manifest(&client, at, &reference, credentials).await {
+            Ok(body) => body,
+            Err(problem) => {
+                let e = at.error(problem);
                 return Err(match (&e.problem, &at.tag) {
-                    (Problem::NotFound(_), Some(tag)) => explain_missing(&client, at, tag, &auth)
-                        .await
-                        .map(|p| at.error(p))
-                        .unwrap_or(e),
+                    (Problem::NotFound(_), Some(tag)) => {
+                        explain_missing(&client, at, tag, credentials)
+                            .await
+                            .map(|p| at.error(p))
+                            .unwrap_or(e)
+                    }
                     _ => e,
                 });
             }
@@ -446,9 +517,89 @@ impl Puller {
             Err(OciDistributionError::DigestError(_)) => Err(mismatch()),
             Err(e) => Err(fail(e)),
             Ok(()) if got != layer.digest => Err(mismatch()),
-            Ok(()) => Ok(out.bytes),
+            Ok(()) => Ok((manifest, out.bytes)),
         }
     }
+}
+
+/// GETs the manifest `reference` names (by digest or tag) with a bounded read: refused
+/// by a declared `Content-Length` above [`MAX_MANIFEST_BYTES`], cut off when the body
+/// grows past it. oci-client's own manifest calls read any size into memory.
+async fn get_manifest(
+    client: &Client,
+    at: &OciRef,
+    reference: &Reference,
+    credentials: Option<&Credentials>,
+) -> Result<Vec<u8>, Problem> {
+    let authenticated = credentials.is_some();
+    let classified = |e| classify(e, at, authenticated, Op::Pull);
+    let registry_problem = |e: &dyn std::error::Error| Problem::Registry {
+        registry: at.registry.clone(),
+        detail: chain(e),
+    };
+    // oci-client speaks the registry's token protocol; the manifest is ours to read.
+    let token = client
+        .auth(
+            reference,
+            &Credentials::auth(credentials),
+            oci_client::RegistryOperation::Pull,
+        )
+        .await
+        .map_err(classified)?;
+    let target = reference
+        .digest()
+        .or(reference.tag())
+        .unwrap_or("latest")
+        .to_string();
+    let url = format!(
+        "{}://{}/v2/{}/manifests/{target}",
+        at.scheme(),
+        reference.resolve_registry(),
+        reference.repository()
+    );
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::limited(5))
+        .user_agent(concat!("promoter/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| registry_problem(&e))?;
+    let mut request = http.get(&url).header(
+        http::header::ACCEPT,
+        format!("{OCI_IMAGE_MEDIA_TYPE}, {OCI_IMAGE_INDEX_MEDIA_TYPE}"),
+    );
+    request = match (token, credentials) {
+        (Some(token), _) => request.bearer_auth(token),
+        (None, Some(c)) => request.basic_auth(
+            &c.username,
+            Some(String::from_utf8_lossy(c.password.expose())),
+        ),
+        (None, None) => request,
+    };
+    let mut response = request.send().await.map_err(|e| registry_problem(&e))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(classified(OciDistributionError::ServerError {
+            code: status.as_u16(),
+            url,
+            message: String::new(),
+        }));
+    }
+    if let Some(declared) = response.content_length()
+        && declared > MAX_MANIFEST_BYTES as u64
+    {
+        return Err(Problem::ManifestTooLarge {
+            declared: Some(declared),
+        });
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| registry_problem(&e))? {
+        if body.len() + chunk.len() > MAX_MANIFEST_BYTES {
+            return Err(Problem::ManifestTooLarge { declared: None });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// A pinned digest the registry does not have, for a reference that also names a tag:
@@ -457,10 +608,13 @@ async fn explain_missing(
     client: &Client,
     at: &OciRef,
     tag: &str,
-    auth: &RegistryAuth,
+    credentials: Option<&Credentials>,
 ) -> Option<Problem> {
     let tagged = Reference::with_tag(at.registry.clone(), at.repository.clone(), tag.into());
-    let points_to = client.fetch_manifest_digest(&tagged, auth).await.ok()?;
+    // The tagged manifest's own bytes say where the tag points (a registry's
+    // Docker-Content-Digest header is not trusted).
+    let manifest = get_manifest(client, at, &tagged, credentials).await.ok()?;
+    let points_to = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&manifest)));
     let pinned = format!("sha256:{}", at.digest.as_deref()?);
     if points_to == pinned {
         return None;
@@ -797,6 +951,7 @@ mod tests {
             name: "regcred".into(),
             type_: None,
             labels: Default::default(),
+            annotations: Default::default(),
             data: data
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))

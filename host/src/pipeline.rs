@@ -14,16 +14,25 @@
 //!   no strategy (say only `manual: true`) keeps the pipeline's strategy and overrides `manual`.
 //! - The Secret holding the `hmac-key` that signs events *from* an environment is the one its
 //!   own `promotion` names, else the pipeline's. (Weave honoured only the pipeline's.)
+//! - The Secret holding the `hmac-key` that signs approvals of promotions *into* an
+//!   environment is the one its own `promotion` names (`approvalSecretRef`), else the
+//!   pipeline's. No event key may equal an approval key (see `keys.rs`): a leaf cluster's
+//!   key reports deployments and approves nothing. Without one, promotions into a
+//!   `manual: true` environment are approved only through the Kubernetes annotation,
+//!   never over the public listener.
 //! - Nothing is promoted into the first environment: of its own `promotion` only the
-//!   secretRef counts.
+//!   secretRef counts (an approvalSecretRef there is a problem: it would approve nothing).
 //! - A target's `clusterRef.namespace` defaults to the Pipeline's namespace.
 
+pub mod consent;
+mod keys;
 mod manifests;
 mod strategy;
 #[cfg(test)]
 mod tests;
 
-pub use manifests::{ConfigMap, LoadError, Manifests, PLUGIN_LABEL, Problem, Secret};
+pub use keys::key_problems;
+pub use manifests::{ConfigMap, LoadError, Manifests, Namespace, PLUGIN_LABEL, Problem, Secret};
 
 use crate::promotion::{AppRef, PipelineRef, Target};
 use serde::{Deserialize, Serialize};
@@ -71,6 +80,9 @@ pub struct ResolvedPromotion {
     pub strategy: StrategyRef,
     /// The Secret whose `hmac-key` signs events from the source environment.
     pub hmac_secret: Option<String>,
+    /// The Secret whose `hmac-key` signs approvals of promotions into this environment
+    /// (`approvalSecretRef`); `None`: no approval over the public listener.
+    pub approval_secret: Option<String>,
 }
 
 /// A strategy plugin and the configuration handed to it (camelCase JSON).
@@ -126,6 +138,13 @@ impl Pipeline {
     /// unknown environment or when no secretRef is configured.
     pub fn hmac_secret_for(&self, source_env: &str) -> Option<&str> {
         self.environment(source_env)?.hmac_secret.as_deref()
+    }
+
+    /// The Secret whose `hmac-key` signs approvals posted for promotions into
+    /// `target_env`; `None` for an unknown or first environment, or when no
+    /// approvalSecretRef is configured.
+    pub fn approval_secret_for(&self, target_env: &str) -> Option<&str> {
+        self.promotion_into(target_env)?.approval_secret.as_deref()
     }
 
     /// How a version is promoted into `target_env`.
@@ -286,6 +305,16 @@ fn parse_environments(
         };
         envs.push((env, own, path));
     }
+    if let Some((first, Some(own), path)) = envs.first()
+        && own.approval_secret.is_some()
+    {
+        problems.push(format!(
+            "{path}.promotion.approvalSecretRef: nothing is promoted into {}, the first \
+             environment, so there is nothing to approve; put approvalSecretRef on the \
+             environment whose promotions it approves",
+            first.name
+        ));
+    }
     // Resolve how each environment after the first is promoted into.
     for i in 1..envs.len() {
         let source_secret = envs[i - 1].0.hmac_secret.clone();
@@ -317,6 +346,9 @@ fn resolve(
         ),
         (None, Some(pipeline)) => (pipeline.strategy.clone(), pipeline.manual),
     };
+    let approval_secret = own
+        .and_then(|p| p.approval_secret.clone())
+        .or_else(|| pipeline.and_then(|p| p.approval_secret.clone()));
     let already_explained = own.is_some_and(|p| p.broken) || pipeline.is_some_and(|p| p.broken);
     let Some(strategy) = strategy else {
         if already_explained {
@@ -333,6 +365,7 @@ fn resolve(
         manual: manual.unwrap_or(false),
         strategy,
         hmac_secret,
+        approval_secret,
     })
 }
 

@@ -3,13 +3,23 @@
 //!
 //! Built-in plugins get exactly what the Pipeline's strategy configuration names: the
 //! webhook plugin may reach the origin of its `url` and sign with the `hmac-key` of the
-//! Secret its `secretRef` names (in the Pipeline's namespace). The notification plugin
-//! gets the origin of the server's `--events-addr` (Flux notification-controller's event
-//! receiver), plain http and private addresses allowed for it, and nothing else; the
+//! Secret its `secretRef` names (in the Pipeline's namespace). Those origins are tenant
+//! input ([`GrantedBy::Pipeline`]): loopback, private, link-local and metadata addresses,
+//! literal or resolved, are refused unless the operator passes
+//! `--builtin-private-networks`. The notification plugin gets the origin of the server's
+//! `--events-addr` (Flux notification-controller's event receiver), plain http and private addresses allowed for it, and nothing else; the
 //! address reaches the plugin as its configuration's `address`, written by the host over
 //! whatever the Pipeline said (see [`Registry::bind_host_settings`]). Custom plugins get what
 //! the operator wrote into their ConfigMap's `grant`, with Secrets from the
 //! ConfigMap's namespace.
+//!
+//! Credentials are used only as their owners opted in (see [`crate::pipeline::consent`]):
+//! a custom plugin serves the Pipelines of its ConfigMap's namespace and of the namespaces
+//! its grant lists (`namespaces`; `"*"` for every namespace) or selects by label
+//! (`namespaceSelector.matchLabels`, against the Namespace objects: a folder's, or the
+//! cluster's, listed when a grant has a selector), and a Secret a pull-request
+//! strategy names is sent only to the hosts its annotation `promoter.dev/allowed-hosts`
+//! lists. Both are checked at load (the Pipeline is refused) and for each promotion.
 //!
 //! A plugin ConfigMap (label `promoter.dev/plugin: "true"`):
 //!
@@ -17,6 +27,9 @@
 //! data:
 //!   sha256: <hex digest of the component>     # required
 //!   grant: |                                   # optional; nothing is granted by default
+//!     namespaces: [team-a, team-b]   # who may use it besides this namespace; "*": all
+//!     namespaceSelector:             # and/or namespaces by their labels
+//!       matchLabels: {promoter.dev/ci: "true"}
 //!     allow: [https://ci.example.com]
 //!     privateNetworks: false
 //!     credentials:
@@ -43,8 +56,9 @@
 //! `promoter.dev/plugin-name` says otherwise.
 
 use crate::oci::{Credentials, OciRef, Puller};
+use crate::pipeline::consent::{Audience, Endpoint, may_send};
 use crate::pipeline::{ConfigMap, Manifests, StrategyRef};
-use crate::runtime::egress::{Credential, Grant, Origin};
+use crate::runtime::egress::{Credential, Grant, GrantedBy, Origin, is_internal};
 use crate::runtime::limits::{Limits, parse_duration, parse_size};
 use crate::runtime::secret::Secret;
 use crate::runtime::{Plugin, Runtime};
@@ -71,6 +85,12 @@ pub const EVENTS_ADDR_EXAMPLE: &str =
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GrantSpec {
+    /// Namespaces whose Pipelines may use the plugin, besides the ConfigMap's own.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Namespaces selected by their labels, besides those listed.
+    #[serde(default)]
+    pub namespace_selector: Option<NamespaceSelector>,
     #[serde(default)]
     pub allow: Vec<String>,
     #[serde(default)]
@@ -81,6 +101,14 @@ pub struct GrantSpec {
     pub keys: Vec<KeySpec>,
     #[serde(default)]
     pub limits: LimitsSpec,
+}
+
+/// A label selector of Namespaces; only `matchLabels` (every label must match).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamespaceSelector {
+    #[serde(default)]
+    pub match_labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -139,10 +167,40 @@ impl LimitsSpec {
 enum Source {
     Builtin,
     ConfigMap {
+        /// `namespace/name`.
+        config_map: String,
         namespace: String,
         digest: String,
-        grant: GrantSpec,
+        grant: Box<GrantSpec>,
     },
+}
+
+impl Source {
+    /// Refuses a Pipeline of `namespace` that this plugin's grant does not serve.
+    fn serves(&self, plugin: &str, namespace: &str, manifests: &Manifests) -> Result<(), String> {
+        match self {
+            Source::Builtin => Ok(()),
+            Source::ConfigMap {
+                config_map,
+                namespace: home,
+                grant,
+                ..
+            } => Audience {
+                home: home.clone(),
+                namespaces: grant.namespaces.clone(),
+                selector: grant
+                    .namespace_selector
+                    .as_ref()
+                    .map(|s| s.match_labels.clone()),
+            }
+            .check(
+                plugin,
+                config_map,
+                namespace,
+                manifests.namespace_labels(namespace),
+            ),
+        }
+    }
 }
 
 struct Entry {
@@ -317,9 +375,10 @@ impl Registry {
         Ok(Some(Entry {
             plugin: Arc::new(plugin),
             source: Source::ConfigMap {
+                config_map: format!("{}/{}", cm.namespace, cm.name),
                 namespace: cm.namespace.clone(),
                 digest: actual,
-                grant,
+                grant: Box::new(grant),
             },
         }))
     }
@@ -405,9 +464,38 @@ impl Registry {
                     ),
                     Err(e) => problems.push(format!("{at}: {e}")),
                 }
+                if let Err(e) = self.may_use(&pipeline.namespace, strategy, manifests) {
+                    problems.push(format!("{at}: {e}"));
+                }
             }
         }
         problems
+    }
+
+    /// Whether a Pipeline in `namespace` may use `strategy` as written: a custom plugin
+    /// must be granted to the namespace; a pull-request strategy's Secret, when it
+    /// exists, must name the hosts it would be sent to. (A missing Secret is reported
+    /// when the grant is built.)
+    fn may_use(
+        &self,
+        namespace: &str,
+        strategy: &StrategyRef,
+        manifests: &Manifests,
+    ) -> Result<(), String> {
+        if let Some(entry) = self.entries.read().unwrap().get(&strategy.plugin) {
+            entry
+                .source
+                .serves(&strategy.plugin, namespace, manifests)?;
+        }
+        if strategy.plugin == "pull-request"
+            && let Some(name) = secret_name(&strategy.config)
+            && let Some(secret) = manifests.secret(namespace, name)
+        {
+            let url =
+                config_text(&strategy.config, "url").ok_or("pull-request strategy has no url")?;
+            pull_request_consent(secret, url, &forge_api(&strategy.config, url)?)?;
+        }
+        Ok(())
     }
 
     /// The plugin for `strategy`, with the grant it gets for a promotion of a pipeline
@@ -425,6 +513,9 @@ impl Registry {
             .get(&strategy.plugin)
             .cloned()
             .ok_or_else(|| format!("strategy plugin {:?} is not installed", strategy.plugin))?;
+        entry
+            .source
+            .serves(&strategy.plugin, namespace, manifests)?;
         let grant = match &entry.source {
             Source::Builtin => self.builtin_grant(namespace, strategy, manifests)?,
             Source::ConfigMap {
@@ -434,6 +525,11 @@ impl Registry {
         Ok(entry.plugin.with_grant(grant))
     }
 
+    /// The grant of a built-in strategy. Its origins come from the Pipeline (tenant input),
+    /// except the notification strategy's, which is the server's `--events-addr`: a URL
+    /// naming a literal internal address is refused here, with the field and the flag, unless
+    /// the operator allowed private networks for built-in strategies (the egress policy
+    /// refuses it again at request time, and names that resolve there).
     fn builtin_grant(
         &self,
         namespace: &str,
@@ -443,19 +539,45 @@ impl Registry {
         if strategy.plugin == NOTIFICATION {
             return notification_grant(self.events_addr.as_deref());
         }
-        if strategy.plugin == "pull-request" {
-            let mut grant = pull_request_grant(namespace, &strategy.config, manifests)?;
-            grant.private_networks = self.builtin_private_networks;
-            return Ok(grant);
-        }
-        let mut grant = Grant {
-            private_networks: self.builtin_private_networks,
-            ..Grant::default()
+        let (mut grant, urls) = if strategy.plugin == "pull-request" {
+            let grant = pull_request_grant(namespace, &strategy.config, manifests)?;
+            let field = |k: &str| {
+                let url = strategy.config.get(k).and_then(|u| u.as_str())?;
+                Some((format!("pull-request {k}"), url.trim().to_string()))
+            };
+            // The forge API's origin comes from apiBase, or else from the repository url.
+            (
+                grant,
+                field("apiBase")
+                    .or_else(|| field("url"))
+                    .into_iter()
+                    .collect(),
+            )
+        } else {
+            self.webhook_grant(namespace, strategy, manifests)?
         };
+        grant.granted_by = GrantedBy::Pipeline;
+        grant.private_networks = self.builtin_private_networks;
+        if !self.builtin_private_networks {
+            refuse_internal_literals(&grant, &urls)?;
+        }
+        Ok(grant)
+    }
+
+    /// The webhook strategy's grant, with the URL its origin came from.
+    fn webhook_grant(
+        &self,
+        namespace: &str,
+        strategy: &StrategyRef,
+        manifests: &Manifests,
+    ) -> Result<(Grant, Vec<(String, String)>), String> {
+        let mut grant = Grant::default();
+        let mut urls = Vec::new();
         // The seed dialect nests the webhook config; accept both shapes.
         let config = strategy.config.get("webhook").unwrap_or(&strategy.config);
         if let Some(url) = config.get("url").and_then(|u| u.as_str()) {
             grant.origins.push(Origin::parse(url)?);
+            urls.push(("webhook url".to_string(), url.to_string()));
         }
         if let Some(secret) = config
             .get("secretRef")
@@ -472,8 +594,41 @@ impl Registry {
                 .ok_or_else(|| format!("Secret {namespace}/{secret} has no hmac-key"))?;
             grant.keys.insert(secret.to_string(), Secret::new(key));
         }
-        Ok(grant)
+        Ok((grant, urls))
     }
+}
+
+/// Refuses a Pipeline-derived grant whose origins name a literal loopback, private,
+/// link-local or metadata address; `urls` are the (field, URL) pairs they came from.
+fn refuse_internal_literals(grant: &Grant, urls: &[(String, String)]) -> Result<(), String> {
+    for origin in &grant.origins {
+        let Some(ip) = origin.ip().filter(|ip| is_internal(*ip)) else {
+            continue;
+        };
+        let (field, url) = urls
+            .iter()
+            .find(|(_, url)| {
+                url.parse::<http::Uri>()
+                    .ok()
+                    .and_then(|u| Origin::of(&u))
+                    .as_ref()
+                    == Some(origin)
+            })
+            .map(|(f, u)| (f.as_str(), u.as_str()))
+            .unwrap_or(("URL", ""));
+        let url = if url.is_empty() {
+            origin.to_string()
+        } else {
+            url.to_string()
+        };
+        return Err(format!(
+            "{field} {url} names the internal address {ip} (loopback, private, link-local or \
+             metadata), which a Pipeline may not reach; an operator who runs the receiver on \
+             a private network allows it with --builtin-private-networks \
+             (PROMOTER_BUILTIN_PRIVATE_NETWORKS=true)"
+        ));
+    }
+    Ok(())
 }
 
 /// [`Registry::bind_host_settings`] for the notification strategy's `address`.
@@ -527,6 +682,7 @@ fn notification_grant(events_addr: Option<&str>) -> Result<Grant, String> {
     })?;
     Ok(Grant {
         origins: vec![Origin::parse(address)?],
+        granted_by: GrantedBy::Operator,
         private_networks: true,
         ..Grant::default()
     })
@@ -604,27 +760,22 @@ fn pull_request_grant(
     manifests: &Manifests,
 ) -> Result<Grant, String> {
     use crate::runtime::git::{GitAuth, GitRemote};
-    let text = |k: &str| {
-        config
-            .get(k)
-            .and_then(|v| v.as_str())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    };
+    let text = |k: &str| config_text(config, k);
     let url = text("url").ok_or("pull-request strategy has no url")?;
-    let secret = config
-        .get("secretRef")
-        .and_then(|r| r.get("name").or(Some(r)))
-        .and_then(|n| n.as_str())
+    // The forge's API: where the plugin opens pull requests.
+    let api = forge_api(config, url)?;
+    let secret = secret_name(config)
         .map(|name| {
-            manifests.secret(namespace, name.trim()).ok_or_else(|| {
+            manifests.secret(namespace, name).ok_or_else(|| {
                 format!(
-                    "Secret {namespace}/{} named by the strategy's secretRef does not exist",
-                    name.trim()
+                    "Secret {namespace}/{name} named by the strategy's secretRef does not exist"
                 )
             })
         })
         .transpose()?;
+    if let Some(secret) = secret {
+        pull_request_consent(secret, url, &api)?;
+    }
     let key = |k: &str| secret.and_then(|s| s.get(k)).filter(|v| !v.is_empty());
     let utf8 = |k: &str| key(k).map(|v| String::from_utf8_lossy(v).trim().to_string());
     let token = utf8("token");
@@ -654,27 +805,9 @@ fn pull_request_grant(
         }],
         ..Grant::default()
     };
-    // The forge's API: where the plugin opens pull requests.
     let kind = text("type")
         .map(str::to_ascii_lowercase)
         .unwrap_or_else(|| infer_forge(url).to_string());
-    let api = match text("apiBase") {
-        Some(base) => Origin::parse(base)?,
-        None => {
-            let host =
-                repo_host(url).ok_or_else(|| format!("pull-request url {url:?} names no host"))?;
-            let scheme = if url.starts_with("http://") {
-                "http"
-            } else {
-                "https"
-            };
-            if host.eq_ignore_ascii_case("github.com") {
-                Origin::parse("https://api.github.com")?
-            } else {
-                Origin::parse(&format!("{scheme}://{host}"))?
-            }
-        }
-    };
     if let Some(token) = &token {
         use base64::Engine;
         let (header, value) = match kind.as_str() {
@@ -697,6 +830,62 @@ fn pull_request_grant(
     }
     grant.origins.push(api);
     Ok(grant)
+}
+
+/// A non-empty string value of a strategy's configuration, trimmed.
+fn config_text<'a>(config: &'a serde_json::Value, key: &str) -> Option<&'a str> {
+    config
+        .get(key)
+        .and_then(|v| v.as_str())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// The Secret a strategy's `secretRef` names (`{name: x}`, or the seed dialect's bare name).
+fn secret_name(config: &serde_json::Value) -> Option<&str> {
+    config
+        .get("secretRef")
+        .and_then(|r| r.get("name").or(Some(r)))
+        .and_then(|n| n.as_str())
+        .map(str::trim)
+}
+
+/// The pull-request strategy's forge API origin: `apiBase`, or derived from the
+/// repository `url` (`github.com` → `https://api.github.com`, else the repository's host).
+fn forge_api(config: &serde_json::Value, url: &str) -> Result<Origin, String> {
+    if let Some(base) = config_text(config, "apiBase") {
+        return Origin::parse(base);
+    }
+    let host = repo_host(url).ok_or_else(|| format!("pull-request url {url:?} names no host"))?;
+    let scheme = if url.starts_with("http://") {
+        "http"
+    } else {
+        "https"
+    };
+    if host.eq_ignore_ascii_case("github.com") {
+        Origin::parse("https://api.github.com")
+    } else {
+        Origin::parse(&format!("{scheme}://{host}"))
+    }
+}
+
+/// The pull-request strategy sends its Secret's values to the repository's host (git
+/// authentication) and to the forge API's (the token): the Secret must name both.
+fn pull_request_consent(
+    secret: &crate::pipeline::Secret,
+    url: &str,
+    api: &Origin,
+) -> Result<(), String> {
+    let repository = Endpoint::of_url(url).ok_or_else(|| {
+        format!("pull-request url {url:?} names no host its Secret could be sent to")
+    })?;
+    let default_port = if api.scheme == "http" { 80 } else { 443 };
+    let api = Endpoint::new(&api.host, Some(api.port), default_port);
+    may_send(
+        secret,
+        "the pull-request strategy's secretRef",
+        &[repository, api],
+    )
 }
 
 /// `https://host/…`, `ssh://git@host/…` or `git@host:…` → `host` (with its port, if any).
@@ -773,7 +962,7 @@ mod tests {
     fn a_pull_request_strategy_gets_its_repository_and_forge_api_with_the_secrets_token() {
         let manifests = Manifests::from_yaml(
             "t",
-            "apiVersion: v1\nkind: Secret\nmetadata: {name: git-creds, namespace: apps}\nstringData: {token: ghp_abc}\n",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: git-creds, namespace: apps, annotations: {promoter.dev/allowed-hosts: 'github.com, api.github.com'}}\nstringData: {token: ghp_abc}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: flux-system, namespace: apps}\nstringData: {username: git, password: flux-deploy-token}\n",
         )
         .unwrap();
         let config = serde_json::json!({"url": "https://github.com/org/config.git", "baseBranch": "main", "secretRef": {"name": "git-creds"}});
@@ -793,6 +982,34 @@ mod tests {
             pull_request_grant("apps", &missing, &manifests)
                 .unwrap_err()
                 .contains("does not exist")
+        );
+    }
+
+    #[test]
+    fn a_pull_request_secret_is_granted_only_for_the_hosts_it_names() {
+        let manifests = Manifests::from_yaml(
+            "t",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: git-creds, namespace: apps, annotations: {promoter.dev/allowed-hosts: github.com}}\nstringData: {token: ghp_abc}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: flux-system, namespace: apps}\nstringData: {username: git, password: flux-deploy-token}\n",
+        )
+        .unwrap();
+        // Flux's bootstrap Secret never opted in.
+        let flux = serde_json::json!({"url": "https://evil.example/o/r.git", "secretRef": {"name": "flux-system"}});
+        let e = pull_request_grant("apps", &flux, &manifests).unwrap_err();
+        assert!(
+            e.contains("Secret apps/flux-system")
+                && e.contains("promoter.dev/allowed-hosts: \"evil.example\""),
+            "{e}"
+        );
+        // github.com alone does not cover the API host.
+        let github = serde_json::json!({"url": "https://github.com/org/config.git", "secretRef": {"name": "git-creds"}});
+        let e = pull_request_grant("apps", &github, &manifests).unwrap_err();
+        assert!(e.contains("may not be sent to api.github.com"), "{e}");
+        // apiBase is a host of its own.
+        let elsewhere = serde_json::json!({"url": "https://github.com/org/config.git", "apiBase": "https://evil.example", "secretRef": {"name": "git-creds"}});
+        assert!(
+            pull_request_grant("apps", &elsewhere, &manifests)
+                .unwrap_err()
+                .contains("evil.example")
         );
     }
 

@@ -25,6 +25,9 @@ pub struct Settings {
     pub admin_addr: SocketAddr,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub allow_unsigned: bool,
+    /// Refuse an event from environment N (after the first) for a version no promotion
+    /// into N was recorded and allowed to run for (`--require-promoted-source`).
+    pub require_promoted_source: bool,
     pub max_event_age: Duration,
     pub body_limit: usize,
     /// Largest plugin component pulled from an OCI registry (checked against the size its
@@ -112,6 +115,7 @@ async fn load_cluster(
         problems.extend(registry.bind_host_settings(&mut manifests));
         problems.extend(registry.sync(&manifests).await);
         problems.extend(registry.validate(&manifests).await);
+        problems.extend(crate::pipeline::key_problems(&manifests));
         // The keys events are signed with, and the credentials strategies are granted,
         // are looked up per event and per promotion; looking for them now names them.
         let unavailable = unavailable_secrets(&manifests, registry, &snapshot.forbidden);
@@ -142,10 +146,17 @@ fn unavailable_secrets(
         let not_readable = |name: &str| forbidden.contains(&(ns.clone(), name.to_string()));
         let hint = "Promoter's service account may not read it (the chart grants get on Secrets \
                     only in the namespaces listed in rbac.secrets.namespaces)";
-        for env in &pipeline.environments {
-            let Some(name) = pipeline.hmac_secret_for(&env.name) else {
-                continue;
-            };
+        // (Secret, what its hmac-key signs)
+        let keys = pipeline.environments.iter().flat_map(|env| {
+            let events = pipeline
+                .hmac_secret_for(&env.name)
+                .map(|name| (name, format!("events from {}", env.name)));
+            let approvals = pipeline
+                .approval_secret_for(&env.name)
+                .map(|name| (name, format!("approvals into {}", env.name)));
+            events.into_iter().chain(approvals)
+        });
+        for (name, signs) in keys {
             let why = match manifests.secret(ns, name) {
                 Some(secret) if secret.hmac_key().is_some() => continue,
                 Some(_) => "has no hmac-key".to_string(),
@@ -153,8 +164,7 @@ fn unavailable_secrets(
                 None => "does not exist".to_string(),
             };
             out.push(format!(
-                "Pipeline {pipeline}: Secret {name}, the hmac-key for events from {}, {why}",
-                env.name
+                "Pipeline {pipeline}: Secret {name}, the hmac-key for {signs}, {why}"
             ));
         }
         for (env, strategy) in pipeline.strategies() {
@@ -222,7 +232,13 @@ impl PluginResolver for Resolver {
         })?;
         let plugin = shared
             .registry
-            .granted(namespace, &promotion.strategy, &catalog)?;
+            .granted(namespace, &promotion.strategy, &catalog)
+            .map_err(|e| {
+                format!(
+                    "Pipeline {namespace}/{name}: promotion into {}: {e}",
+                    env.name
+                )
+            })?;
         let request = PromotionRequest {
             id: p.id.clone(),
             attempt: p.attempts,
@@ -258,6 +274,7 @@ async fn load(dir: &Path, registry: &Registry) -> anyhow::Result<(Manifests, Vec
     let plugin_problems = registry.sync(&manifests).await;
     let mut problems = host_problems;
     problems.extend(registry.validate(&manifests).await);
+    problems.extend(crate::pipeline::key_problems(&manifests));
     problems.extend(plugin_problems.iter().cloned());
     if !problems.is_empty() {
         bail!(
@@ -304,12 +321,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         cache_dir: Some(settings.data_dir.join("compiled")),
         git_dir: Some(settings.data_dir.join("git")),
     })?);
+    // Verified components are re-hashed on every load; the directory is private anyway.
+    let oci_cache = settings.data_dir.join("oci");
+    crate::runtime::cache_dir::ensure_private(&oci_cache)?;
     let registry = Arc::new(
         Registry::new(runtime, settings.builtin_private_networks)
             .await?
             .with_events_addr(settings.events_addr.clone())
             .with_oci(crate::oci::Puller::new(
-                Some(settings.data_dir.join("oci")),
+                Some(oci_cache),
                 settings.max_plugin_size,
             )),
     );

@@ -339,7 +339,27 @@ impl Server {
         server
     }
 
+    /// Like `start`, for a server that may refuse its manifests: `Err` with its output
+    /// when it exits instead of listening.
+    pub fn try_start(
+        manifests: &std::path::Path,
+        data: &std::path::Path,
+        extra: &[&str],
+    ) -> Result<Server, String> {
+        let mut args = vec!["--manifests", manifests.to_str().unwrap()];
+        args.extend(extra);
+        Server::try_launch(data, &args, &[])
+    }
+
     fn launch(data: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::try_launch(data, extra, env).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_launch(
+        data: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Server, String> {
         promoter::install_crypto_provider();
         let log = data.with_extension("log");
         let env: Vec<(String, String)> = env
@@ -373,11 +393,11 @@ impl Server {
                 env: env.clone(),
             };
             match server.ready() {
-                Ok(()) => return server,
+                Ok(()) => return Ok(server),
                 Err(_) if server.logs()[logged_before..].contains("Address already in use") => {
                     continue;
                 }
-                Err(e) => panic!("{e}"),
+                Err(e) => return Err(e),
             }
         }
         panic!(
@@ -517,6 +537,9 @@ pub const PRIVATE_NETWORKS_OFF: (&str, &str) = ("PROMOTER_BUILTIN_PRIVATE_NETWOR
 
 pub const EVENTS_KEY: &[u8] = b"events-key-for-tests";
 pub const CI_KEY: &[u8] = b"ci-key-for-tests";
+/// Signs approvals of promotions into prod (`approvalSecretRef: podinfo-approvals`); no
+/// event key may equal it.
+pub const APPROVAL_KEY: &[u8] = b"approval-key-for-tests";
 
 pub fn write_manifests(dir: &Path, hook_url: &str) {
     std::fs::write(
@@ -547,6 +570,7 @@ spec:
         - namespace: podinfo-prod
       promotion:
         manual: true
+        approvalSecretRef: {{name: podinfo-approvals}}
   promotion:
     secretRef: {{name: podinfo-events}}
     webhook:
@@ -560,14 +584,36 @@ stringData: {{hmac-key: {events}}}
 ---
 apiVersion: v1
 kind: Secret
+metadata: {{name: podinfo-approvals, namespace: flux-system}}
+stringData: {{hmac-key: {approvals}}}
+---
+apiVersion: v1
+kind: Secret
 metadata: {{name: ci-hmac, namespace: flux-system}}
 data: {{hmac-key: {ci}}}
 "#,
             events = std::str::from_utf8(EVENTS_KEY).unwrap(),
+            approvals = std::str::from_utf8(APPROVAL_KEY).unwrap(),
             ci = base64_encode(CI_KEY),
         ),
     )
     .unwrap();
+}
+
+/// The annotation by which a Secret opts in to be sent to the hosts of `urls`
+/// (`promoter.dev/allowed-hosts`), as `key: "value"` for a YAML or JSON mapping.
+pub fn allowed_hosts(urls: &[&str]) -> String {
+    use promoter::pipeline::consent::{ALLOWED_HOSTS, Endpoint};
+    let mut hosts: Vec<String> = Vec::new();
+    for url in urls {
+        let entry = Endpoint::of_url(url)
+            .unwrap_or_else(|| panic!("{url} names no host"))
+            .entry();
+        if !hosts.contains(&entry) {
+            hosts.push(entry);
+        }
+    }
+    format!("\"{ALLOWED_HOSTS}\": \"{}\"", hosts.join(", "))
 }
 
 /// Rewrites the pipeline so promotions into test use the plugin `name` with `{url}`.

@@ -24,12 +24,18 @@ spec:
       promotion: {{manual: true}}
   promotion:
     secretRef: {{name: events}}
+    approvalSecretRef: {{name: approvals}}
     webhook: {{url: "{url}"}}
 ---
 apiVersion: v1
 kind: Secret
 metadata: {{name: events, namespace: {ns}}}
 stringData: {{hmac-key: key-of-{ns}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: approvals, namespace: {ns}}}
+stringData: {{hmac-key: approval-key-of-{ns}}}
 ---
 "#,
             url = receiver.url(&format!("/{ns}"))
@@ -60,7 +66,7 @@ async fn approve(server: &Server, ns: &str, version: &str) -> (u16, String) {
     post_signed(
         &format!("{}/approval/{ns}/podinfo/prod/{version}", server.webhook),
         serde_json::to_vec(&body).unwrap(),
-        Some(format!("key-of-{ns}").as_bytes()),
+        Some(format!("approval-key-of-{ns}").as_bytes()),
     )
     .await
     .unwrap()
@@ -140,7 +146,7 @@ async fn a_tenant_approving_its_own_promotion_never_approves_another_namespaces_
     let (code, _) = post_signed(
         &format!("{}/approval/team-a/podinfo/prod/1.0.0", server.webhook),
         serde_json::to_vec(&body).unwrap(),
-        Some(b"key-of-team-b"),
+        Some(b"approval-key-of-team-b"),
     )
     .await
     .unwrap();

@@ -4,7 +4,7 @@
 //! is tested beside the fake API server: `tests/kubernetes.rs`,
 //! `a_promotion_created_with_its_own_strategy_runs_the_pipelines_and_one_it_does_not_allow_is_refused`.)
 
-use crate::support::{EVENTS_KEY, Receiver, Server, scratch, send, write_manifests};
+use crate::support::{APPROVAL_KEY, EVENTS_KEY, Receiver, Server, scratch, send, write_manifests};
 use promoter::client::{ApprovalBody, deployment_event, post_signed};
 
 async fn approve_prod(server: &Server, version: &str) -> (u16, String) {
@@ -21,7 +21,7 @@ async fn approve_prod(server: &Server, version: &str) -> (u16, String) {
             server.webhook
         ),
         serde_json::to_vec(&body).unwrap(),
-        Some(EVENTS_KEY),
+        Some(APPROVAL_KEY),
     )
     .await
     .unwrap()
@@ -57,7 +57,8 @@ async fn a_waiting_promotion_runs_the_strategy_in_force_not_the_one_it_was_recor
     let reloads = || server.logs().matches("manifests reloaded").count();
     let before_reload = reloads();
     write_manifests(&manifests, &new.url("/job/promote"));
-    for _ in 0..100 {
+    // Reloads are polled every 100 ms; a loaded machine may take seconds.
+    for _ in 0..600 {
         if reloads() > before_reload {
             break;
         }

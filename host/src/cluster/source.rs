@@ -6,7 +6,7 @@
 use super::crd::{EnvironmentStatus, LatestPromotion, WaitingApproval};
 use crate::pipeline::{Manifests, PLUGIN_LABEL};
 use crate::record::{Phase, Promotion};
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Secret};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
@@ -170,8 +170,27 @@ impl Cluster {
                     self.namespace
                 )
             })?;
+        let selects_namespaces = list.items.iter().any(grant_selects_namespaces);
         for item in list.items {
             objects.push(typed(serde_json::to_value(item)?, "v1", "ConfigMap"));
+        }
+        // A plugin grant's namespaceSelector is matched against the Namespaces' labels:
+        // read only when a grant has one (the chart's ClusterRole grants list).
+        if selects_namespaces {
+            let namespaces: Api<Namespace> = Api::all(self.client.clone());
+            match namespaces.list(&ListParams::default()).await {
+                Ok(list) => {
+                    for item in list.items {
+                        objects.push(typed(serde_json::to_value(item)?, "v1", "Namespace"));
+                    }
+                }
+                // The selector then matches nothing, and the Pipelines it would admit
+                // are refused saying their namespace's labels are not known.
+                Err(e) => tracing::warn!(
+                    "cannot list Namespaces for plugin grants' namespaceSelector \
+                     (the chart's ClusterRole grants list on namespaces): {e}"
+                ),
+            }
         }
         for (namespace, name) in secrets {
             let key = (namespace.clone(), name.clone());
@@ -417,6 +436,15 @@ fn environments<'a>(promotions: impl Iterator<Item = &'a Promotion>) -> Value {
         }
     }
     serde_json::to_value(out).unwrap_or_default()
+}
+
+/// Whether a plugin ConfigMap's grant selects namespaces by label.
+fn grant_selects_namespaces(cm: &ConfigMap) -> bool {
+    cm.data
+        .as_ref()
+        .and_then(|d| d.get("grant"))
+        .and_then(|g| serde_yaml_ng::from_str::<crate::plugins::GrantSpec>(g).ok())
+        .is_some_and(|g| g.namespace_selector.is_some())
 }
 
 /// Items of a list come without apiVersion and kind; the loader needs them.

@@ -493,3 +493,48 @@ fn a_request_into_the_first_or_an_unknown_environment_or_an_old_version_is_refus
     let again = admit(&multi(), "test", "1.3.0", None, history.as_slice()).unwrap_err();
     assert!(again.to_string().contains("already promoted"), "{again}");
 }
+
+// Rule 6: strict mode.
+
+#[test]
+fn strict_mode_lets_the_first_environment_report_any_version() {
+    let p = multi();
+    assert_eq!(
+        check_promoted_source(&p, "dev", "1.2.0", SourcePromotion::Never),
+        Ok(())
+    );
+}
+
+#[test]
+fn strict_mode_refuses_a_version_never_promoted_into_the_reporting_environment() {
+    let p = multi();
+    let err = check_promoted_source(&p, "test", "1.2.0", SourcePromotion::Never).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "pipeline search/search-multiple-targets: version 1.2.0 was never promoted into test \
+         (no promotion of it was recorded); this server requires an event from an environment \
+         after the first to report a version that was promoted into it \
+         (--require-promoted-source), so no environment or approval is skipped"
+    );
+}
+
+#[test]
+fn strict_mode_refuses_a_version_whose_promotion_still_waits_for_approval() {
+    let p = multi();
+    let waiting = SourcePromotion::NotAllowed("waiting-approval".into());
+    let err = check_promoted_source(&p, "test", "1.2.0", waiting).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("(its promotion is waiting-approval, not allowed to run)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn strict_mode_accepts_a_version_whose_promotion_was_allowed_to_run() {
+    let p = multi();
+    assert_eq!(
+        check_promoted_source(&p, "test", "1.2.0", SourcePromotion::Allowed),
+        Ok(())
+    );
+}

@@ -21,6 +21,9 @@ pub struct Manifests {
     pub pipelines: Vec<Pipeline>,
     pub secrets: Vec<Secret>,
     pub config_maps: Vec<ConfigMap>,
+    /// Namespaces with their labels, for plugin grants' `namespaceSelector`: in a folder,
+    /// the `Namespace` objects it holds; in Kubernetes mode, listed when a grant has one.
+    pub namespaces: Vec<Namespace>,
     /// Secrets looked up, as (namespace, name), while loading from the API: in Kubernetes
     /// mode, Secrets are read by name, and these are the names to read. `None` (a folder,
     /// or once loaded): lookups cost nothing on the event path.
@@ -34,7 +37,16 @@ pub struct Secret {
     pub name: String,
     pub type_: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// Among them [`super::consent::ALLOWED_HOSTS`]: where its values may be sent.
+    pub annotations: BTreeMap<String, String>,
     pub data: BTreeMap<String, Vec<u8>>,
+}
+
+/// A v1 Namespace: its name and labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A v1 ConfigMap.
@@ -126,7 +138,7 @@ impl ConfigMap {
 
 impl Manifests {
     /// Reads every `*.yaml`, `*.yml` and `*.json` file under `dir` (sub-folders included,
-    /// hidden ones skipped), in name order. Kinds other than Pipeline, Secret and ConfigMap
+    /// hidden ones skipped), in name order. Kinds other than Pipeline, Secret, ConfigMap and Namespace
     /// are skipped.
     pub fn load_dir(dir: &Path) -> Result<Manifests, LoadError> {
         let mut files = Vec::new();
@@ -160,6 +172,14 @@ impl Manifests {
         self.pipelines
             .iter()
             .find(|p| p.namespace == namespace && p.name == name)
+    }
+
+    /// The labels of `namespace`, when its Namespace object is known.
+    pub fn namespace_labels(&self, namespace: &str) -> Option<&BTreeMap<String, String>> {
+        self.namespaces
+            .iter()
+            .find(|n| n.name == namespace)
+            .map(|n| &n.labels)
     }
 
     pub fn secret(&self, namespace: &str, name: &str) -> Option<&Secret> {
@@ -295,6 +315,7 @@ impl Loader {
             (GROUP, KIND) => self.add_pipeline(file, object),
             ("", "Secret") if api_version == "v1" => self.add_secret(file, object),
             ("", "ConfigMap") if api_version == "v1" => self.add_config_map(file, object),
+            ("", "Namespace") if api_version == "v1" => self.add_namespace(file, object),
             _ => tracing::debug!(
                 file,
                 api_version,
@@ -353,11 +374,13 @@ impl Loader {
             .and_then(Value::as_str)
             .map(str::to_string);
         let labels = labels(object, &mut problems);
+        let annotations = annotations(object, &mut problems);
         let secret = Secret {
             namespace,
             name,
             type_,
             labels,
+            annotations,
             data,
         };
         if self.accept(file, &label, problems) {
@@ -380,11 +403,7 @@ impl Loader {
             ));
         }
         let labels = labels(object, &mut problems);
-        let annotations = string_map(
-            object.get("metadata").and_then(|m| m.get("annotations")),
-            "metadata.annotations",
-            &mut problems,
-        );
+        let annotations = annotations(object, &mut problems);
         let config_map = ConfigMap {
             namespace,
             name,
@@ -395,6 +414,18 @@ impl Loader {
         };
         if self.accept(file, &label, problems) {
             self.manifests.config_maps.push(config_map);
+        }
+    }
+
+    fn add_namespace(&mut self, file: &str, object: &Value) {
+        if !self.first_definition(file, "Namespace", object) {
+            return;
+        }
+        let (_, name) = object_key(object);
+        let mut problems = Vec::new();
+        let labels = labels(object, &mut problems);
+        if self.accept(file, &format!("Namespace {name}"), problems) {
+            self.manifests.namespaces.push(Namespace { name, labels });
         }
     }
 
@@ -422,6 +453,11 @@ impl Loader {
 fn labels(object: &Value, problems: &mut Vec<String>) -> BTreeMap<String, String> {
     let value = object.get("metadata").and_then(|m| m.get("labels"));
     string_map(value, "metadata.labels", problems)
+}
+
+fn annotations(object: &Value, problems: &mut Vec<String>) -> BTreeMap<String, String> {
+    let value = object.get("metadata").and_then(|m| m.get("annotations"));
+    string_map(value, "metadata.annotations", problems)
 }
 
 fn string_map(

@@ -7,13 +7,15 @@
 //!   strategy:
 //!     pull-request: {type: github, url: https://…, baseBranch: main, secretRef: {name: …}}
 //!     # or notification: {}
-//!     secretRef: {name: hmac-secret}  # Secret with key hmac-key
+//!     secretRef: {name: hmac-secret}  # Secret with key hmac-key: signs events
+//!     approvalSecretRef: {name: approvals}  # Secret with key hmac-key: signs approvals
 //! # The seed design's:
 //! promotion:
 //!   manual: true                      # optional
 //!   pullRequest: {url: https://…, branch: main, secretRef: name}
 //!   # or webhook: {url: https://…, secretRef: name}
 //!   secretRef: hmac-secret            # optional, name or {name}
+//!   approvalSecretRef: approvals      # optional, name or {name}
 //! # Ours, for any plugin:
 //! promotion:
 //!   strategy:
@@ -30,6 +32,8 @@ pub(super) struct PromotionSpec {
     pub manual: Option<bool>,
     pub strategy: Option<StrategyRef>,
     pub hmac_secret: Option<String>,
+    /// The Secret whose `hmac-key` signs approvals (`approvalSecretRef`).
+    pub approval_secret: Option<String>,
     /// Problems were reported for this block (so a missing strategy is already explained).
     pub broken: bool,
 }
@@ -59,6 +63,7 @@ pub(super) fn parse_promotion(
     let before = problems.len();
     let mut manual = None;
     let mut hmac_secret = None;
+    let mut approval_secret = None;
     // (where it was written, what it resolved to)
     let mut found: Vec<(String, StrategyRef)> = Vec::new();
     for (key, v) in map {
@@ -72,7 +77,13 @@ pub(super) fn parse_promotion(
                     describe(Some(other))
                 )),
             },
-            "strategy" => parse_weave_strategy(v, &at, problems, &mut found, &mut hmac_secret),
+            "strategy" => {
+                let secrets = Secrets {
+                    hmac: &mut hmac_secret,
+                    approval: &mut approval_secret,
+                };
+                parse_weave_strategy(v, &at, problems, &mut found, secrets)
+            }
             "pullRequest" => {
                 if let Some(config) = seed_pull_request(v, &at, problems) {
                     found.push((at, strategy("pull-request", config)));
@@ -84,9 +95,10 @@ pub(super) fn parse_promotion(
                 }
             }
             "secretRef" => hmac_secret = secret_name(v, &at, problems),
+            "approvalSecretRef" => approval_secret = secret_name(v, &at, problems),
             _ => problems.push(format!(
                 "{at}: unknown field; expected manual and strategy (Weave), \
-                 or manual, pullRequest, webhook and secretRef (seed design)"
+                 or manual, pullRequest, webhook, secretRef and approvalSecretRef (seed design)"
             )),
         }
     }
@@ -105,8 +117,15 @@ pub(super) fn parse_promotion(
         manual,
         strategy: found.pop().map(|(_, s)| s),
         hmac_secret,
+        approval_secret,
         broken: problems.len() > before,
     })
+}
+
+/// Where a `strategy` block's Secret references go.
+struct Secrets<'a> {
+    hmac: &'a mut Option<String>,
+    approval: &'a mut Option<String>,
 }
 
 fn parse_weave_strategy(
@@ -114,7 +133,7 @@ fn parse_weave_strategy(
     path: &str,
     problems: &mut Vec<String>,
     found: &mut Vec<(String, StrategyRef)>,
-    hmac_secret: &mut Option<String>,
+    secrets: Secrets<'_>,
 ) {
     let Some(map) = value.as_object() else {
         problems.push(format!(
@@ -144,9 +163,11 @@ fn parse_weave_strategy(
                     found.push((at, s));
                 }
             }
-            "secretRef" => *hmac_secret = secret_name(v, &at, problems),
+            "secretRef" => *secrets.hmac = secret_name(v, &at, problems),
+            "approvalSecretRef" => *secrets.approval = secret_name(v, &at, problems),
             _ => problems.push(format!(
-                "{at}: unknown strategy; expected pull-request, notification, plugin or secretRef"
+                "{at}: unknown strategy; expected pull-request, notification, plugin, \
+                 secretRef or approvalSecretRef"
             )),
         }
     }

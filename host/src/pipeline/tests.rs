@@ -387,7 +387,7 @@ fn an_unknown_strategy_is_refused_with_the_known_ones_listed() {
     assert_eq!(
         found,
         [
-            "pipeline.yaml: Pipeline default/app: spec.promotion.strategy.jenkins: unknown strategy; expected pull-request, notification, plugin or secretRef"
+            "pipeline.yaml: Pipeline default/app: spec.promotion.strategy.jenkins: unknown strategy; expected pull-request, notification, plugin, secretRef or approvalSecretRef"
         ]
     );
     let found = problems(&with_promotion("    pullrequest: {url: x}\n"));
@@ -473,3 +473,50 @@ fn a_missing_folder_is_an_error_naming_it() {
 }
 
 use std::path::Path;
+
+#[test]
+fn an_approval_secret_is_read_from_either_dialect_and_an_environment_s_own_wins() {
+    let weave = one(
+        "weave.yaml",
+        &with_promotion(
+            "    manual: true\n    strategy:\n      notification: {}\n      secretRef: {name: events}\n      approvalSecretRef: {name: approvals}\n",
+        ),
+    );
+    assert_eq!(weave.approval_secret_for("prod"), Some("approvals"));
+    assert_eq!(weave.hmac_secret_for("dev"), Some("events"));
+    assert_eq!(
+        weave.approval_secret_for("dev"),
+        None,
+        "nothing goes into dev"
+    );
+
+    let own = MINIMAL.replace(
+        "    - {name: prod, targets: [{namespace: prod}]}\n",
+        "    - {name: prod, targets: [{namespace: prod}], promotion: {manual: true, approvalSecretRef: prod-approvals}}\n",
+    );
+    let seed = one(
+        "seed.yaml",
+        &format!(
+            "{own}  promotion:\n    webhook: {{url: https://ci.example.com}}\n    approvalSecretRef: {{name: approvals}}\n"
+        ),
+    );
+    assert_eq!(seed.approval_secret_for("prod"), Some("prod-approvals"));
+    assert!(seed.promotion_into("prod").unwrap().manual);
+}
+
+#[test]
+fn an_approval_secret_on_the_first_environment_is_refused_as_approving_nothing() {
+    let yaml = MINIMAL.replace(
+        "    - {name: dev, targets: [{namespace: dev}]}\n",
+        "    - {name: dev, targets: [{namespace: dev}], promotion: {approvalSecretRef: {name: a}}}\n",
+    );
+    let found = problems(&format!(
+        "{yaml}  promotion:\n    webhook: {{url: https://ci.example.com}}\n"
+    ));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("spec.environments[0] (dev).promotion.approvalSecretRef: nothing is promoted into dev, the first environment"),
+        "{}",
+        found[0]
+    );
+}

@@ -1,22 +1,36 @@
 //! Outbound HTTP for plugins: what they may reach and with which credentials.
 //!
-//! Threat model: a plugin is third-party code. It may try to reach hosts it was not
-//! granted, internal services (loopback, private ranges, the cloud metadata endpoint)
-//! directly or through DNS names and redirects that lead there, exfiltrate a
-//! credential to another origin, or exhaust the host with huge bodies. The policy:
+//! Threat model: a plugin is third-party code, and the URLs a Pipeline names are tenant
+//! input. Either may try to reach hosts that were not granted, internal services
+//! (loopback, private ranges, the cloud metadata endpoint, a sidecar's admin port)
+//! directly, through literal addresses, or through DNS names and redirects that lead
+//! there; exfiltrate a credential to another origin or read it back from an echoing
+//! server; or exhaust the host with huge bodies. The policy:
 //!
-//! - only origins (scheme, host, port) the operator granted; `http://` only when the
-//!   grant names an `http://` origin;
+//! - only origins (scheme, host, port) granted; `http://` only when the grant names an
+//!   `http://` origin;
+//! - who wrote the grant matters ([`GrantedBy`]): an address the *operator* wrote into a
+//!   plugin's grant (a custom plugin's ConfigMap, `promoter run --allow`) is its own
+//!   permission, literal internal IPs included, since the operator is trusted. The
+//!   origins of a built-in strategy come from a *Pipeline* (the webhook's `url`, the
+//!   pull-request `url`/`apiBase`): there a literal loopback, private, link-local or
+//!   metadata address is refused like a name resolving to one, unless the operator
+//!   allowed private networks for built-in strategies (`--builtin-private-networks`);
 //! - names are resolved by the host and every address is checked: loopback, private,
 //!   link-local (metadata), CGNAT, multicast and unspecified addresses are refused
-//!   unless the operator granted that literal address as an origin or allowed private
-//!   networks for this plugin; the connection goes to the checked address, so DNS
-//!   cannot change its answer between check and connect;
+//!   unless private networks are allowed for this grant; the connection goes to the
+//!   checked address, so DNS cannot change its answer between check and connect;
 //! - redirects are never followed by the host: the plugin sees the 3xx and any new
 //!   request goes through this policy again;
 //! - credentials are added by the host to requests for the origin they are bound to;
 //!   a plugin cannot set those headers itself, and a request that carries a bound
 //!   secret value to anywhere else is refused;
+//! - TRACE, TRACK and CONNECT are refused for every request (TRACE echoes the request,
+//!   credentials included; CONNECT would open a tunnel past this policy); answers are
+//!   asked for and accepted only uncompressed, and every bound secret value (raw, its
+//!   base64 forms, and the full header value as sent) is replaced by [`REDACTED`] in
+//!   the response headers and body before the plugin sees them, so a server that
+//!   echoes the request cannot hand a credential back;
 //! - request and response bodies are size-capped and the whole exchange has a timeout.
 
 use super::limits::Limits;
@@ -100,13 +114,30 @@ pub struct Credential {
     pub value: Secret,
 }
 
+/// Who wrote a grant's origins, which decides what a literal IP address in them may reach.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GrantedBy {
+    /// The operator: a custom plugin's ConfigMap, `promoter run --allow`, the server's own
+    /// `--events-addr`. Trusted: a literal address it wrote is its own permission.
+    #[default]
+    Operator,
+    /// A Pipeline (tenant input): the origins of a built-in strategy, taken from the
+    /// Pipeline's `url` or `apiBase`. A literal internal address is refused like a name
+    /// that resolves to one, unless `private_networks` (the operator's
+    /// `--builtin-private-networks`).
+    Pipeline,
+}
+
 /// What the operator allows one plugin to do. Nothing by default.
 #[derive(Debug, Clone, Default)]
 pub struct Grant {
     /// Origins the plugin may send HTTP requests to.
     pub origins: Vec<Origin>,
-    /// Let granted host *names* resolve to loopback or private addresses (in-cluster
-    /// services, a Jenkins on the LAN). Literal IP origins never need this.
+    /// Who wrote `origins`: see [`GrantedBy`].
+    pub granted_by: GrantedBy,
+    /// Let granted origins reach loopback or private addresses (in-cluster services, a
+    /// Jenkins on the LAN): host names that resolve there and, for origins a Pipeline
+    /// wrote, literal addresses. A literal address the operator granted never needs this.
     pub private_networks: bool,
     /// Headers the host adds for their origin (tokens, basic auth).
     pub credentials: Vec<Credential>,
@@ -211,16 +242,38 @@ impl EgressPolicy {
         Ok(origin)
     }
 
+    /// Why an internal address is not allowed for this grant, and how to allow it.
+    fn internal_refused(&self) -> &'static str {
+        match self.grant.granted_by {
+            GrantedBy::Operator => "not granted for this plugin (grant privateNetworks: true)",
+            GrantedBy::Pipeline => {
+                "a Pipeline's URLs may reach internal addresses only when the operator \
+                 starts promoter with --builtin-private-networks \
+                 (PROMOTER_BUILTIN_PRIVATE_NETWORKS=true)"
+            }
+        }
+    }
+
     /// The addresses to connect to for a granted origin, after the address policy.
     async fn resolve(&self, origin: &Origin) -> Result<Vec<SocketAddr>, Refusal> {
-        if let Some(ip) = origin.ip() {
-            // A literal address the operator wrote into the grant is its own permission.
-            return Ok(vec![SocketAddr::new(ip, origin.port)]);
-        }
         let refuse = |reason: String| Refusal {
             origin: Some(origin.to_string()),
             reason,
         };
+        if let Some(ip) = origin.ip() {
+            // A literal address the operator wrote into the grant is its own permission;
+            // one a Pipeline wrote is tenant input and passes the address policy.
+            if self.grant.granted_by == GrantedBy::Pipeline
+                && !self.grant.private_networks
+                && is_internal(ip)
+            {
+                return Err(refuse(format!(
+                    "{ip} is an internal address (loopback, private, link-local or metadata); {}",
+                    self.internal_refused()
+                )));
+            }
+            return Ok(vec![SocketAddr::new(ip, origin.port)]);
+        }
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((origin.host.as_str(), origin.port))
             .await
             .map_err(|e| refuse(format!("cannot resolve {}: {e}", origin.host)))?
@@ -232,10 +285,10 @@ impl EgressPolicy {
             && let Some(bad) = addrs.iter().find(|a| is_internal(a.ip()))
         {
             return Err(refuse(format!(
-                "{} resolves to internal address {} (loopback, private, link-local or metadata); \
-                 not granted for this plugin",
+                "{} resolves to internal address {} (loopback, private, link-local or metadata); {}",
                 origin.host,
-                bad.ip()
+                bad.ip(),
+                self.internal_refused()
             )));
         }
         Ok(addrs)
@@ -256,6 +309,116 @@ impl EgressPolicy {
                     .any(|p| p.windows(secret.len()).any(|w| w == secret))
             })
     }
+}
+
+/// What a bound secret is replaced with in answers the plugin reads.
+pub const REDACTED: &str = "[redacted by promoter]";
+
+/// Methods no plugin request may use: TRACE (and IIS's TRACK) echo the request, bound
+/// credentials included, back in the answer; CONNECT asks for a tunnel past this policy.
+fn refused_method(method: &http::Method) -> Option<&'static str> {
+    match method.as_str().to_ascii_uppercase().as_str() {
+        "TRACE" | "TRACK" => Some("it echoes the request, credentials included, back"),
+        "CONNECT" => Some("a tunnel would bypass the egress policy"),
+        _ => None,
+    }
+}
+
+impl EgressPolicy {
+    /// Every bound secret value in the forms a server may echo back: each credential's
+    /// full header value as sent, the token after its scheme (`Bearer x` -> `x`), the
+    /// user:password inside a `Basic` value and its password, every signing key; each raw,
+    /// in standard and URL-safe base64, and JSON-escaped. Longest first.
+    fn secret_forms(&self) -> Vec<Vec<u8>> {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+        let mut raw: Vec<Vec<u8>> = Vec::new();
+        for credential in &self.grant.credentials {
+            let value = credential.value.expose();
+            raw.push(value.to_vec());
+            if let Some(space) = value.iter().position(|b| *b == b' ') {
+                let (scheme, token) = (&value[..space], value[space + 1..].trim_ascii());
+                raw.push(token.to_vec());
+                if scheme.eq_ignore_ascii_case(b"basic")
+                    && let Ok(decoded) = STANDARD.decode(token)
+                {
+                    if let Some(colon) = decoded.iter().position(|b| *b == b':') {
+                        raw.push(decoded[colon + 1..].to_vec());
+                    }
+                    raw.push(decoded);
+                }
+            }
+        }
+        raw.extend(self.grant.keys.values().map(|k| k.expose().to_vec()));
+        let mut forms: Vec<Vec<u8>> = Vec::new();
+        for secret in raw.into_iter().filter(|s| s.len() >= 4) {
+            let encoded = [
+                STANDARD_NO_PAD.encode(&secret).into_bytes(),
+                URL_SAFE_NO_PAD.encode(&secret).into_bytes(),
+            ];
+            forms.push(secret);
+            forms.extend(encoded);
+        }
+        let escaped: Vec<Vec<u8>> = forms
+            .iter()
+            .filter(|f| f.contains(&b'/'))
+            .map(|f| {
+                f.iter()
+                    .flat_map(|b| {
+                        if *b == b'/' {
+                            &b"\\/"[..]
+                        } else {
+                            std::slice::from_ref(b)
+                        }
+                    })
+                    .copied()
+                    .collect()
+            })
+            .collect();
+        forms.extend(escaped);
+        forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+        forms.dedup();
+        forms
+    }
+}
+
+/// `bytes` with every occurrence of each of `secrets` replaced by [`REDACTED`];
+/// `None` when there was none.
+fn redact(bytes: &[u8], secrets: &[Vec<u8>]) -> Option<Vec<u8>> {
+    let mut out = bytes.to_vec();
+    let mut changed = false;
+    for secret in secrets {
+        let mut at = 0;
+        while let Some(found) = out[at..]
+            .windows(secret.len())
+            .position(|w| w == &secret[..])
+        {
+            let start = at + found;
+            out.splice(start..start + secret.len(), REDACTED.bytes());
+            at = start + REDACTED.len();
+            changed = true;
+        }
+    }
+    changed.then_some(out)
+}
+
+/// The answer's headers with bound secrets redacted; a header whose name carries one is
+/// dropped. `Content-Length` is the caller's to set.
+fn redact_headers(headers: &http::HeaderMap, secrets: &[Vec<u8>]) -> http::HeaderMap {
+    let mut out = http::HeaderMap::new();
+    for (name, value) in headers {
+        if redact(name.as_str().as_bytes(), secrets).is_some() {
+            continue;
+        }
+        let value = match redact(value.as_bytes(), secrets) {
+            Some(clean) => {
+                HeaderValue::from_bytes(&clean).unwrap_or(HeaderValue::from_static(REDACTED))
+            }
+            None => value.clone(),
+        };
+        out.append(name.clone(), value);
+    }
+    out
 }
 
 /// The wasi-http hooks of one call: the plugin's policy plus what was refused.
@@ -298,6 +461,13 @@ impl WasiHttpHooks for Egress {
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         let origin = Origin::of(request.uri());
+        if let Some(why) = refused_method(request.method()) {
+            let err = self.refuse(Refusal {
+                origin: origin.as_ref().map(Origin::to_string),
+                reason: format!("method {} is refused: {why}", request.method()),
+            });
+            return Box::new(async move { Err(err) });
+        }
         let admitted = self.policy.admit(&origin);
         let origin = match admitted {
             Ok(origin) => origin,
@@ -358,6 +528,12 @@ impl WasiHttpHooks for Egress {
                 headers.insert(credential.header.clone(), value);
             }
             headers.remove(http::header::HOST);
+            // Answers are read uncompressed, so that what the plugin reads can be checked
+            // for echoed credentials.
+            headers.insert(
+                http::header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
 
             // Connect to the address we checked, never to a fresh DNS answer.
             let url =
@@ -409,6 +585,30 @@ impl WasiHttpHooks for Egress {
                 Ok(other) => other?,
             }
 
+            let encoded = headers
+                .get(http::header::CONTENT_ENCODING)
+                .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"));
+            if encoded {
+                return Err(refuse(Refusal {
+                    origin: Some(origin.to_string()),
+                    reason: "the answer is compressed although only identity was accepted; \
+                             it cannot be checked for echoed credentials"
+                        .into(),
+                }));
+            }
+            let secrets = policy.secret_forms();
+            let mut headers = redact_headers(&headers, &secrets);
+            let body = match redact(&body, &secrets) {
+                Some(clean) => {
+                    tracing::warn!(plugin = %policy.plugin, origin = %origin,
+                        "the answer carried a bound credential back; redacted before the plugin reads it");
+                    clean
+                }
+                None => body,
+            };
+            if headers.contains_key(http::header::CONTENT_LENGTH) {
+                headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            }
             let mut out = http::Response::new(
                 Full::new(Bytes::from(body))
                     .map_err(|never| match never {})
@@ -573,6 +773,91 @@ mod tests {
             ..Grant::default()
         });
         assert!(!p.resolve(&origin).await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn trace_track_and_connect_are_refused_whatever_their_case() {
+        for method in ["TRACE", "trace", "TRACK", "CONNECT"] {
+            let method = http::Method::from_bytes(method.as_bytes()).unwrap();
+            assert!(refused_method(&method).is_some(), "{method}");
+        }
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] {
+            let method = http::Method::from_bytes(method.as_bytes()).unwrap();
+            assert!(refused_method(&method).is_none(), "{method}");
+        }
+    }
+
+    #[test]
+    fn bound_secrets_are_redacted_raw_in_base64_and_as_the_header_value_sent() {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let p = policy(Grant {
+            credentials: vec![
+                Credential {
+                    origin: Origin::parse("https://api.github.com").unwrap(),
+                    header: http::header::AUTHORIZATION,
+                    value: Secret::from("Bearer ghp_secret/token"),
+                },
+                Credential {
+                    origin: Origin::parse("https://dev.azure.com").unwrap(),
+                    header: http::header::AUTHORIZATION,
+                    value: Secret::from(format!("Basic {}", b64(":azure-pat")).as_str()),
+                },
+            ],
+            ..Grant::default()
+        });
+        let forms = p.secret_forms();
+        let echoed = format!(
+            "a=Bearer ghp_secret/token b=ghp_secret/token c={} d={} e=ghp_secret\\/token f=azure-pat g={}",
+            b64("ghp_secret/token"),
+            b64("Bearer ghp_secret/token"),
+            b64(":azure-pat"),
+        );
+        let clean = String::from_utf8(redact(echoed.as_bytes(), &forms).unwrap()).unwrap();
+        assert!(
+            !clean.contains("ghp_secret") && !clean.contains("azure-pat"),
+            "{clean}"
+        );
+        for leaked in [b64("ghp_secret/token"), b64(":azure-pat")] {
+            assert!(!clean.contains(leaked.trim_end_matches('=')), "{clean}");
+        }
+        assert!(
+            clean.starts_with(&format!("a={REDACTED} b={REDACTED}")),
+            "{clean}"
+        );
+        assert_eq!(redact(b"nothing bound here", &forms), None);
+    }
+
+    #[tokio::test]
+    async fn a_literal_internal_address_from_a_pipeline_needs_private_networks_but_the_operators_does_not()
+     {
+        let origin = Origin::parse("http://127.0.0.1:15000").unwrap();
+        let grant = |granted_by, private_networks| Grant {
+            origins: vec![origin.clone()],
+            granted_by,
+            private_networks,
+            ..Grant::default()
+        };
+        let refused = policy(grant(GrantedBy::Pipeline, false))
+            .resolve(&origin)
+            .await
+            .unwrap_err();
+        assert!(
+            refused.reason.contains("--builtin-private-networks"),
+            "{refused:?}"
+        );
+        assert!(
+            policy(grant(GrantedBy::Pipeline, true))
+                .resolve(&origin)
+                .await
+                .is_ok()
+        );
+        assert!(
+            policy(grant(GrantedBy::Operator, false))
+                .resolve(&origin)
+                .await
+                .is_ok()
+        );
     }
 
     #[test]

@@ -6,12 +6,15 @@
 //!   the async executor at every tick, so a plugin that never returns still lets the
 //!   host's timer fire and is dropped at its deadline.
 //! - A component is compiled once per content digest (in memory, and on disk when a
-//!   cache directory is set) and linked once into an `InstancePre`.
+//!   cache directory is set) and linked once into an `InstancePre`. The disk cache holds
+//!   native code: its directory is private to the process ([`cache_dir`]: 0700, ours,
+//!   checked at start) and a file in it is loaded only when it is ours alone.
 //! - Every call gets a new store and instance with an empty WASI context: no
 //!   environment, arguments, files, sockets or inherited stdio.
 //! - Memory, time and concurrency are limited per plugin ([`Limits`]); outbound HTTP
 //!   goes through [`egress`]; signing keys stay in the host.
 
+pub mod cache_dir;
 pub mod egress;
 pub mod git;
 pub mod limits;
@@ -175,7 +178,8 @@ pub struct Metadata {
 /// Where compiled components are kept between runs.
 #[derive(Debug, Clone, Default)]
 pub struct RuntimeConfig {
-    /// Directory for compiled components (`<digest>-<engine>.cwasm`). `None`: memory only.
+    /// Directory for compiled components (`<digest>-<engine>.cwasm`), private to the
+    /// process ([`cache_dir::ensure_private`]). `None`: memory only.
     pub cache_dir: Option<PathBuf>,
     /// Where git working copies are kept. `None`: a folder under the system temp dir.
     pub git_dir: Option<PathBuf>,
@@ -241,12 +245,7 @@ impl Runtime {
             format!("{:016x}", h.finish())
         };
         if let Some(dir) = &config.cache_dir {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot create plugin cache directory {}: {e}",
-                    dir.display()
-                )
-            })?;
+            cache_dir::ensure_private(dir)?;
         }
         Ok(Runtime {
             engine,
@@ -391,17 +390,23 @@ impl Runtime {
             .as_ref()
             .map(|d| d.join(format!("{digest}-{}.cwasm", self.engine_id)));
         let mut component = None;
-        if let Some(path) = path.as_ref().filter(|p| p.exists()) {
+        if let Some(path) = path.as_ref() {
             // SAFETY: the file was written by `Component::serialize` of this engine
-            // configuration (its hash is in the name) into the operator's cache directory,
-            // which only this process writes. It is read into memory rather than mapped,
-            // so a file truncated under us cannot fault the process. If it does not
-            // load, we recompile.
-            let loaded = std::fs::read(path)
-                .map_err(anyhow::Error::from)
-                .and_then(|bytes| unsafe { Ok(Component::deserialize(&self.engine, bytes)?) });
-            match loaded {
-                Ok(c) => component = Some(c),
+            // configuration (its hash is in the name) into a directory only this process
+            // writes (checked at start: 0700, ours), and it is read only when it is a
+            // regular file of ours that nobody else may write, not a link. It is read into
+            // memory rather than mapped, so a file truncated under us cannot fault the
+            // process. If it does not load, we recompile.
+            let loaded = match cache_dir::read_private(path) {
+                Ok(None) => None,
+                Ok(Some(bytes)) => Some(
+                    unsafe { Component::deserialize(&self.engine, bytes) }
+                        .map_err(anyhow::Error::from),
+                ),
+                Err(why) => Some(Err(anyhow::anyhow!("not trusted: {why}"))),
+            };
+            match loaded.transpose() {
+                Ok(c) => component = c,
                 Err(e) => {
                     tracing::warn!(path = %path.display(), "discarding unusable compiled plugin: {e}");
                     let _ = std::fs::remove_file(path);

@@ -564,14 +564,22 @@ fn write_pipeline(dir: &Path, repo_url: &str, api_base: &str, setup: &Setup<'_>)
             "metadata": {"name": name, "namespace": "flux-system"}, "stringData": data,
         })
     };
+    // The forge Secret opts in to the repository's host and the API's.
+    let mut forge_creds = secret(
+        "forge-creds",
+        json!({"username": USER, "password": PASSWORD, "token": setup.token}),
+    );
+    let opt_in: Value = serde_json::from_str(&format!(
+        "{{{}}}",
+        crate::support::allowed_hosts(&[repo_url, api_base])
+    ))
+    .unwrap();
+    forge_creds["metadata"]["annotations"] = opt_in;
     let events = std::str::from_utf8(EVENTS_KEY).unwrap();
     let documents = [
         pipeline,
         secret("podinfo-events", json!({"hmac-key": events})),
-        secret(
-            "forge-creds",
-            json!({"username": USER, "password": PASSWORD, "token": setup.token}),
-        ),
+        forge_creds,
     ];
     let text: Vec<String> = documents.iter().map(Value::to_string).collect();
     std::fs::write(dir.join("pipeline.yaml"), text.join("\n---\n") + "\n").unwrap();
