@@ -548,6 +548,9 @@ fn rbac_grants_the_least_privilege_the_controller_needs() {
         rule("promoter.dev", "promotions/status", &["update"]),
         rule("events.k8s.io", "events", &["create", "patch"]),
         rule("", "namespaces", &["list"]),
+        // The admin API's callers, checked as kube-rbac-proxy checks them.
+        rule("authentication.k8s.io", "tokenreviews", &["create"]),
+        rule("authorization.k8s.io", "subjectaccessreviews", &["create"]),
     ]
     .into();
     assert_eq!(got, want, "ClusterRole {RELEASE}");

@@ -4,7 +4,12 @@
 //! promotion out. The fake answers only the requests the chart's RBAC allows and records
 //! everything, so a request outside that set fails the test. Like a real API server it
 //! keeps a resourceVersion per object and refuses an update carrying a stale one (409
-//! Conflict), which is what keeps two replicas from claiming one promotion.
+//! Conflict), which is what keeps two replicas from claiming one promotion. It answers
+//! TokenReviews for the tokens it knows (`Api::users`) and SubjectAccessReviews by
+//! evaluating the Roles, ClusterRoles and their bindings among its objects (RBAC's rules:
+//! verbs, groups and resources with `*`, User, Group and ServiceAccount subjects, and
+//! `system:masters`), refusing reviews not shaped as authentication.k8s.io/v1 and
+//! authorization.k8s.io/v1 document them.
 
 mod support;
 
@@ -14,7 +19,9 @@ use axum::response::{IntoResponse, Response};
 use promoter::client::deployment_event;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
-use support::{APPROVAL_KEY, EVENTS_KEY, Receiver, Server, scratch, send, write_manifests};
+use support::{
+    APPROVAL_KEY, CLUSTER_ADMIN_TOKEN, EVENTS_KEY, Receiver, Server, scratch, send, write_manifests,
+};
 
 const TOKEN: &str = "service-account-token-for-tests";
 const CONTROLLER_NS: &str = "promoter-system";
@@ -42,6 +49,14 @@ struct Api {
     conflicts: Mutex<Vec<String>>,
     /// Every change to a Promotion, as a watch reports it: (resourceVersion, event).
     changes: Mutex<Vec<(u64, Value)>>,
+    /// Bearer tokens the API server's authenticator knows: token -> (user, groups).
+    users: Mutex<std::collections::BTreeMap<String, (String, Vec<String>)>>,
+    /// TokenReviews received (bodies as sent).
+    token_reviews: Mutex<Vec<Value>>,
+    /// SubjectAccessReviews received (bodies as sent) and the answer given.
+    access_reviews: Mutex<Vec<(Value, bool)>>,
+    /// Reviews refused for not having the documented shape: what was wrong.
+    malformed: Mutex<Vec<String>>,
 }
 
 impl Api {
@@ -85,6 +100,84 @@ impl Api {
             refused.is_empty(),
             "requests outside the RBAC: {refused:#?}"
         );
+        let malformed = self.malformed.lock().unwrap().clone();
+        assert!(malformed.is_empty(), "malformed reviews: {malformed:#?}");
+    }
+
+    /// The authenticator learns `token` as `user` in `groups`.
+    fn add_user(&self, token: &str, user: &str, groups: &[&str]) {
+        let groups = groups.iter().map(|g| g.to_string()).collect();
+        let mut users = self.users.lock().unwrap();
+        users.insert(token.to_string(), (user.to_string(), groups));
+    }
+
+    /// RBAC's answer: the binding that allows `user` (in `groups`) to `verb` `resource`
+    /// of `group` in `namespace`, if any.
+    fn rbac_allows(
+        &self,
+        user: &str,
+        groups: &[String],
+        namespace: &str,
+        verb: &str,
+        group: &str,
+        resource: &str,
+    ) -> Option<String> {
+        if groups.iter().any(|g| g == "system:masters") {
+            return Some("system:masters".into());
+        }
+        let has = |list: &Value, want: &str| {
+            list.as_array()
+                .is_some_and(|l| l.iter().any(|v| v == want || v == "*"))
+        };
+        let subject = |s: &Value| match s["kind"].as_str() {
+            Some("User") => s["name"] == user,
+            Some("Group") => groups.iter().any(|g| s["name"] == g.as_str()),
+            Some("ServiceAccount") => match (s["namespace"].as_str(), s["name"].as_str()) {
+                (Some(ns), Some(name)) => user == format!("system:serviceaccount:{ns}:{name}"),
+                _ => false,
+            },
+            _ => false,
+        };
+        let allows = |role: &Value| {
+            role["rules"].as_array().is_some_and(|rules| {
+                rules.iter().any(|r| {
+                    has(&r["apiGroups"], group)
+                        && has(&r["resources"], resource)
+                        && has(&r["verbs"], verb)
+                        && r["resourceNames"].as_array().is_none_or(|n| n.is_empty())
+                })
+            })
+        };
+        let bindings = self
+            .of_kind("RoleBinding", Some(namespace))
+            .into_iter()
+            .chain(self.of_kind("ClusterRoleBinding", None));
+        for binding in bindings {
+            let bound = binding["subjects"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(subject));
+            if !bound {
+                continue;
+            }
+            let role_name = binding["roleRef"]["name"].as_str().unwrap_or_default();
+            let role = match binding["roleRef"]["kind"].as_str() {
+                Some("Role") => self.find("Role", namespace, role_name),
+                Some("ClusterRole") => self
+                    .of_kind("ClusterRole", None)
+                    .into_iter()
+                    .find(|r| r["metadata"]["name"] == role_name),
+                _ => None,
+            };
+            if role.as_ref().is_some_and(allows) {
+                return Some(format!(
+                    "RBAC: allowed by {} {:?} of {} {role_name:?}",
+                    binding["kind"].as_str().unwrap_or_default(),
+                    binding["metadata"]["name"],
+                    binding["roleRef"]["kind"].as_str().unwrap_or_default(),
+                ));
+            }
+        }
+        None
     }
 
     fn list_version(&self) -> String {
@@ -268,6 +361,127 @@ fn create(api: &Api, mut object: Value, ns: &str, resource: &str) -> Response {
     objects.push(object.clone());
     api.changed("ADDED", &object);
     (StatusCode::CREATED, axum::Json(object)).into_response()
+}
+
+/// Checks `review` against its documented shape: apiVersion and kind, and the string
+/// fields at each of `fields` (JSON pointers). Problems are recorded and refused (400).
+fn malformed(
+    api: &Api,
+    review: &Value,
+    api_version: &str,
+    kind: &str,
+    fields: &[&str],
+) -> Option<Response> {
+    let mut problems = Vec::new();
+    if review["apiVersion"] != api_version {
+        problems.push(format!(
+            "apiVersion {} (want {api_version})",
+            review["apiVersion"]
+        ));
+    }
+    if review["kind"] != kind {
+        problems.push(format!("kind {} (want {kind})", review["kind"]));
+    }
+    for field in fields {
+        if review
+            .pointer(field)
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            problems.push(format!("{field} missing or empty"));
+        }
+    }
+    if problems.is_empty() {
+        return None;
+    }
+    let problem = format!("{kind}: {}", problems.join("; "));
+    api.malformed.lock().unwrap().push(problem.clone());
+    Some(status(StatusCode::BAD_REQUEST, "BadRequest", problem))
+}
+
+/// ClusterRole: tokenreviews create. Who a bearer token belongs to, as the API server's
+/// authenticator says (an unknown token: not authenticated, with the error it gives).
+fn token_review(api: &Api, body: &[u8]) -> Response {
+    let review: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    api.token_reviews.lock().unwrap().push(review.clone());
+    let wanted = ["/spec/token"];
+    if let Some(refused) = malformed(
+        api,
+        &review,
+        "authentication.k8s.io/v1",
+        "TokenReview",
+        &wanted,
+    ) {
+        return refused;
+    }
+    let token = review["spec"]["token"].as_str().unwrap();
+    let known = api.users.lock().unwrap().get(token).cloned();
+    let answer = match known {
+        Some((user, groups)) => json!({
+            "authenticated": true,
+            "user": {"username": user, "uid": format!("uid-of-{user}"), "groups": groups},
+            "audiences": ["https://kubernetes.default.svc.cluster.local"],
+        }),
+        None => json!({"user": {}, "error": "[invalid bearer token, token lookup failed]"}),
+    };
+    let body = json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+        "metadata": {"creationTimestamp": null}, "spec": review["spec"], "status": answer,
+    });
+    (StatusCode::CREATED, axum::Json(body)).into_response()
+}
+
+/// ClusterRole: subjectaccessreviews create. RBAC's answer for the user, groups and
+/// resource attributes asked about.
+fn access_review(api: &Api, body: &[u8]) -> Response {
+    let review: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let wanted = [
+        "/spec/user",
+        "/spec/resourceAttributes/namespace",
+        "/spec/resourceAttributes/verb",
+        "/spec/resourceAttributes/group",
+        "/spec/resourceAttributes/resource",
+    ];
+    let kind = "SubjectAccessReview";
+    if let Some(refused) = malformed(api, &review, "authorization.k8s.io/v1", kind, &wanted) {
+        api.access_reviews.lock().unwrap().push((review, false));
+        return refused;
+    }
+    let groups: Vec<String> = match &review["spec"]["groups"] {
+        Value::Null => Vec::new(),
+        Value::Array(groups) if groups.iter().all(Value::is_string) => groups
+            .iter()
+            .map(|g| g.as_str().unwrap().to_string())
+            .collect(),
+        other => {
+            let problem = format!("{kind}: spec.groups {other} is not a list of strings");
+            api.malformed.lock().unwrap().push(problem.clone());
+            return status(StatusCode::BAD_REQUEST, "BadRequest", problem);
+        }
+    };
+    let attributes = &review["spec"]["resourceAttributes"];
+    let field = |name: &str| attributes[name].as_str().unwrap();
+    let allowed = api.rbac_allows(
+        review["spec"]["user"].as_str().unwrap(),
+        &groups,
+        field("namespace"),
+        field("verb"),
+        field("group"),
+        field("resource"),
+    );
+    api.access_reviews
+        .lock()
+        .unwrap()
+        .push((review.clone(), allowed.is_some()));
+    let answer = match allowed {
+        Some(reason) => json!({"allowed": true, "reason": reason}),
+        None => json!({"allowed": false}),
+    };
+    let body = json!({
+        "apiVersion": "authorization.k8s.io/v1", "kind": kind,
+        "metadata": {"creationTimestamp": null}, "spec": review["spec"], "status": answer,
+    });
+    (StatusCode::CREATED, axum::Json(body)).into_response()
 }
 
 async fn handle(
@@ -498,6 +712,9 @@ async fn handle(
                 ),
             }
         }
+        // ClusterRole: tokenreviews and subjectaccessreviews create (the admin API's callers).
+        ("POST", "authentication.k8s.io/v1", ["tokenreviews"]) => token_review(&api, &body),
+        ("POST", "authorization.k8s.io/v1", ["subjectaccessreviews"]) => access_review(&api, &body),
         // Elsewhere the chart grants nothing: the API server refuses, as a real one would.
         ("GET", "v1", ["namespaces", ns, "secrets", name]) => status(
             StatusCode::FORBIDDEN,
@@ -524,6 +741,11 @@ struct Cluster {
 
 async fn cluster(dir: &std::path::Path, objects: Vec<Value>) -> Cluster {
     let api = Arc::new(Api::default());
+    api.add_user(
+        CLUSTER_ADMIN_TOKEN,
+        "kubernetes-admin",
+        &["system:masters", "system:authenticated"],
+    );
     let mut objects = objects;
     for object in &mut objects {
         api.bump(object);
@@ -1493,4 +1715,263 @@ fn super_create(api: &Api, object: Value) -> StatusCode {
         .unwrap()
         .to_string();
     create(api, object, &ns, "promotions").status()
+}
+
+// ---- The admin API: Kubernetes tokens, RBAC per namespace (#17 item 9) ----------------
+
+const ALICE_TOKEN: &str = "token-of-alice-of-team-a";
+const BOB_TOKEN: &str = "token-of-bob-of-team-b";
+const BOT_TOKEN: &str = "token-of-team-a-release-bot";
+
+/// The Role and RoleBinding the chart's README tells an operator to apply so that a team
+/// may read its promotions, for `team` (the README's example is team-a).
+fn readers_of(team: &str) -> Vec<Value> {
+    let readme = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../charts/promoter/README.md"
+    ))
+    .unwrap();
+    let after = readme
+        .split("Give a team read access")
+        .nth(1)
+        .expect("the chart README says how to grant read access");
+    let yaml = after.split("```yaml\n").nth(1).unwrap();
+    let yaml = yaml.split("```").next().unwrap().replace("team-a", team);
+    serde_yaml_ng::Deserializer::from_str(&yaml)
+        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+        .collect()
+}
+
+/// A promotion Promoter recorded and finished earlier in `ns` (Pipeline `shop`), with
+/// what its team would not show another: the CI job it started.
+fn finished(ns: &str, version: &str) -> Value {
+    let id = promoter::decide::promotion_id(ns, "shop", "prod", version);
+    let spec = json!({"pipeline": "shop", "targetEnvironment": "prod", "version": version,
+                      "sourceEnvironment": "test"});
+    let mut p = requested(ns, &id, spec, json!({}));
+    p["status"] = json!({
+        "phase": "succeeded", "attempts": 1, "plugin": "webhook",
+        "outcomeUrl": format!("https://ci.example.com/{ns}/secret-job-{version}"),
+        "finishedAt": "2026-12-01T10:00:05Z",
+    });
+    p
+}
+
+async fn admin_get(server: &Server, path: &str, token: Option<&str>) -> (u16, Value) {
+    let url = format!("{}{path}", server.admin);
+    promoter::client::admin_get(&url, token).await.unwrap()
+}
+
+fn ids(listing: &Value) -> Vec<String> {
+    let all = listing["promotions"].as_array().unwrap();
+    all.iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Two teams' promotions, each team granted read access to its own namespace as the
+/// chart's README says, and the server started; (team-a's id, team-b's id).
+async fn two_teams(dir: &std::path::Path) -> (Cluster, Server, String, String) {
+    use promoter::decide::promotion_id;
+    let mut applied = objects(dir, "http://127.0.0.1:9/");
+    applied.extend([finished("team-a", "1.0.0"), finished("team-b", "2.0.0")]);
+    applied.extend(readers_of("team-a"));
+    applied.extend(readers_of("team-b"));
+    let cluster = cluster(dir, applied).await;
+    let api = &cluster.api;
+    api.add_user(ALICE_TOKEN, "alice", &["team-a", "system:authenticated"]);
+    api.add_user(BOB_TOKEN, "bob", &["team-b", "system:authenticated"]);
+    let bot = "system:serviceaccount:team-a:release-bot";
+    let bot_groups = ["system:serviceaccounts", "system:serviceaccounts:team-a"];
+    api.add_user(BOT_TOKEN, bot, &bot_groups);
+    let server = Server::start_in_cluster(
+        &cluster.kubeconfig,
+        &dir.join("data"),
+        &["--watch-interval", "200ms"],
+    );
+    let (a, b) = (
+        promotion_id("team-a", "shop", "prod", "1.0.0"),
+        promotion_id("team-b", "shop", "prod", "2.0.0"),
+    );
+    server
+        .wait_for(
+            "both teams' promotions, as the cluster admin sees them",
+            |all| {
+                all.iter().any(|p| p["id"] == a.as_str())
+                    && all.iter().any(|p| p["id"] == b.as_str())
+            },
+        )
+        .await;
+    (cluster, server, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_token_cannot_read_another_namespaces_promotions() {
+    let dir = scratch("kubernetes-admin-tenants");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cluster, server, a_id, b_id) = two_teams(&dir).await;
+    let api = cluster.api.clone();
+
+    // Alice (team-a) lists: team-a's promotion, nothing of team-b's.
+    let (code, listing) = admin_get(&server, "/promotions", Some(ALICE_TOKEN)).await;
+    assert_eq!(code, 200, "{listing}");
+    assert_eq!(ids(&listing), vec![a_id.clone()], "{listing}");
+    let text = listing.to_string();
+    assert!(
+        !text.contains("team-b") && !text.contains("secret-job-2.0.0"),
+        "{text}"
+    );
+    // Asking for team-b's namespace outright: 403 naming what is missing, and no data.
+    let (code, refused) =
+        admin_get(&server, "/promotions?namespace=team-b", Some(ALICE_TOKEN)).await;
+    assert_eq!(code, 403, "{refused}");
+    assert_eq!(refused["verb"], "list", "{refused}");
+    assert_eq!(refused["group"], "promoter.dev", "{refused}");
+    assert_eq!(refused["resource"], "promotions", "{refused}");
+    assert_eq!(refused["namespace"], "team-b", "{refused}");
+    assert!(
+        !refused.to_string().contains(&b_id) && !refused.to_string().contains("secret-job"),
+        "{refused}"
+    );
+    // Team-b's promotion by its id: exactly the answer for an id that does not exist.
+    let (code, theirs) =
+        admin_get(&server, &format!("/promotions/{b_id}"), Some(ALICE_TOKEN)).await;
+    assert_eq!(code, 404, "alice read team-b's promotion: {theirs}");
+    let nothing = promoter::decide::promotion_id("team-b", "shop", "prod", "9.9.9");
+    let (code, missing) = admin_get(
+        &server,
+        &format!("/promotions/{nothing}"),
+        Some(ALICE_TOKEN),
+    )
+    .await;
+    assert_eq!(code, 404, "{missing}");
+    assert_eq!(
+        theirs.to_string().replace(&b_id, "ID"),
+        missing.to_string().replace(&nothing, "ID"),
+        "an unreadable promotion is answered as a missing one"
+    );
+    // Her own team's: readable.
+    let (code, own) = admin_get(&server, &format!("/promotions/{a_id}"), Some(ALICE_TOKEN)).await;
+    assert_eq!(code, 200, "{own}");
+    assert_eq!(
+        own["outcomeUrl"],
+        "https://ci.example.com/team-a/secret-job-1.0.0"
+    );
+    // And the other way round: bob sees team-b's only; team-a's bot (a ServiceAccount
+    // subject of the README's RoleBinding) sees team-a's only.
+    let (code, listing) = admin_get(&server, "/promotions", Some(BOB_TOKEN)).await;
+    assert_eq!(
+        (code, ids(&listing)),
+        (200, vec![b_id.clone()]),
+        "{listing}"
+    );
+    let (code, _) = admin_get(&server, &format!("/promotions/{a_id}"), Some(BOB_TOKEN)).await;
+    assert_eq!(code, 404);
+    let (code, listing) = admin_get(&server, "/promotions", Some(BOT_TOKEN)).await;
+    assert_eq!(
+        (code, ids(&listing)),
+        (200, vec![a_id.clone()]),
+        "{listing}"
+    );
+
+    // What Promoter asked the API server, in the documented shapes.
+    let reviews = api.token_reviews.lock().unwrap().clone();
+    let alice = reviews
+        .iter()
+        .find(|r| r["spec"]["token"] == ALICE_TOKEN)
+        .expect("alice's token was reviewed");
+    assert_eq!(alice["apiVersion"], "authentication.k8s.io/v1", "{alice}");
+    assert_eq!(alice["kind"], "TokenReview", "{alice}");
+    let access = api.access_reviews.lock().unwrap().clone();
+    let mut asked = Vec::new();
+    for (review, allowed) in access.iter().filter(|(r, _)| r["spec"]["user"] == "alice") {
+        assert_eq!(review["apiVersion"], "authorization.k8s.io/v1", "{review}");
+        assert_eq!(review["kind"], "SubjectAccessReview", "{review}");
+        let attributes = &review["spec"]["resourceAttributes"];
+        assert_eq!(attributes["group"], "promoter.dev", "{review}");
+        assert_eq!(attributes["resource"], "promotions", "{review}");
+        assert_eq!(
+            review["spec"]["groups"],
+            json!(["team-a", "system:authenticated"]),
+            "{review}"
+        );
+        let (ns, verb) = (
+            attributes["namespace"].as_str(),
+            attributes["verb"].as_str(),
+        );
+        asked.push((ns.unwrap().to_string(), verb.unwrap().to_string(), *allowed));
+    }
+    for want in [
+        ("team-a", "list", true),
+        ("team-b", "list", false),
+        ("team-b", "get", false),
+        ("team-a", "get", true),
+    ] {
+        let want = (want.0.to_string(), want.1.to_string(), want.2);
+        assert!(asked.contains(&want), "{want:?} not in {asked:?}");
+    }
+    // Answers are reused for a few seconds: team-b's list was asked twice, reviewed once.
+    let times = |ns: &str, verb: &str| {
+        let key = (ns.to_string(), verb.to_string());
+        asked
+            .iter()
+            .filter(|(n, v, _)| (n.clone(), v.clone()) == key)
+            .count()
+    };
+    assert_eq!(times("team-b", "list"), 1, "{asked:?}");
+    assert!(
+        server.logs().contains("caller=user alice"),
+        "the caller is in the request's span:\n{}",
+        server.logs()
+    );
+    api.assert_only_granted();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_or_missing_token_gets_401_and_only_health_and_metrics_stay_open() {
+    let dir = scratch("kubernetes-admin-unknown");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cluster, server, a_id, _) = two_teams(&dir).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    for token in [None, Some("made-up-token"), Some("")] {
+        for path in [
+            "/promotions".to_string(),
+            format!("/promotions/{a_id}"),
+            "/promotions?namespace=team-a".into(),
+            "/no-such-route".into(),
+        ] {
+            let mut request = client.get(format!("{}{path}", server.admin));
+            if let Some(token) = token {
+                request = request.header("authorization", format!("Bearer {token}"));
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 401, "{token:?} {path}");
+            let challenge = response.headers().get("www-authenticate").cloned();
+            assert_eq!(challenge.unwrap(), "Bearer", "{token:?} {path}");
+            let body = response.text().await.unwrap();
+            assert!(
+                !body.contains(&a_id) && !body.contains("secret-job"),
+                "{body}"
+            );
+        }
+    }
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let response = client
+            .get(format!("{}{path}", server.admin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path} is open");
+    }
+    let reviews = cluster.api.token_reviews.lock().unwrap().clone();
+    let unknown = reviews
+        .iter()
+        .find(|r| r["spec"]["token"] == "made-up-token")
+        .expect("the unknown token was reviewed");
+    assert_eq!(unknown["kind"], "TokenReview", "{unknown}");
+    assert!(
+        reviews.iter().all(|r| r["spec"]["token"] != ""),
+        "an empty token is refused before asking: {reviews:?}"
+    );
+    cluster.api.assert_only_granted();
 }

@@ -1,23 +1,43 @@
-//! The internal listener: metrics, health and the promotions' status.
+//! The internal listener: metrics and health, open; the promotions' status, for callers
+//! [`auth`] established, each shown only what they may read:
+//!
+//! - `GET /healthz`, `GET /readyz`, `GET /metrics`: open (probes, Prometheus).
+//! - `GET /promotions[?namespace=NS]`: the promotions of the namespaces where the caller
+//!   may `list` promotions (403 naming the namespace when one is asked for and not
+//!   allowed).
+//! - `GET /promotions/{id}`: needs `get` in the promotion's namespace; one the caller may
+//!   not read is answered exactly as one that does not exist (404), so ids do not tell
+//!   whether another tenant's promotion exists.
+//! - anything else: authenticated first, then 404.
+
+pub mod auth;
 
 use crate::record::{Promotion, rfc3339};
 use crate::serve::Shared;
+use auth::{Auth, Authenticated, Verb};
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+pub fn router(shared: Arc<Shared>, auth: Auth) -> Router {
+    let open = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz));
+    // Every other route, and the fallback, is behind the auth layer.
+    let guarded = Router::new()
         .route("/promotions", get(list))
         .route("/promotions/{id}", get(show))
-        .with_state(shared)
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            auth::authenticate,
+        ));
+    open.merge(guarded).with_state(shared)
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
@@ -55,22 +75,52 @@ pub fn view(p: &Promotion) -> Value {
     v
 }
 
-async fn list(State(shared): State<Arc<Shared>>) -> Response {
-    match shared.store.list() {
-        Ok(all) => axum::Json(json!({"promotions": all.iter().map(view).collect::<Vec<_>>()}))
-            .into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
-    }
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    namespace: Option<String>,
 }
 
-async fn show(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    match shared.store.get(&id) {
-        Ok(Some(p)) => axum::Json(view(&p)).into_response(),
-        Ok(None) => (
+async fn list(
+    State(shared): State<Arc<Shared>>,
+    who: Authenticated,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, auth::Refusal> {
+    let mut all = match shared.store.list() {
+        Ok(all) => all,
+        Err(e) => return Ok((StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()),
+    };
+    if let Some(ns) = &query.namespace {
+        who.require(Verb::List, ns).await?;
+        all.retain(|p| p.pipeline.namespace == *ns);
+    }
+    let namespaces = all.iter().map(|p| p.pipeline.namespace.clone()).collect();
+    let readable = who.allowed_in(Verb::List, namespaces).await?;
+    let shown: Vec<Value> = all
+        .iter()
+        .filter(|p| readable.contains(&p.pipeline.namespace))
+        .map(view)
+        .collect();
+    Ok(axum::Json(json!({"promotions": shown})).into_response())
+}
+
+async fn show(
+    State(shared): State<Arc<Shared>>,
+    who: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, auth::Refusal> {
+    let not_found = || {
+        (
             StatusCode::NOT_FOUND,
             axum::Json(json!({"reason": format!("no promotion {id}")})),
         )
-            .into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+            .into_response()
+    };
+    match shared.store.get(&id) {
+        Ok(Some(p)) if who.may(Verb::Get, &p.pipeline.namespace).await? => {
+            Ok(axum::Json(view(&p)).into_response())
+        }
+        // Not readable by this caller: the same answer as no such promotion.
+        Ok(_) => Ok(not_found()),
+        Err(e) => Ok((StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()),
     }
 }

@@ -74,9 +74,16 @@ struct ServeArgs {
     /// Public listener: /promotion and /approval only (Weave's port).
     #[arg(long, env = "PROMOTER_WEBHOOK_ADDR", default_value = "0.0.0.0:8082")]
     webhook_addr: std::net::SocketAddr,
-    /// Internal listener: /metrics, /healthz, /readyz, /promotions.
+    /// Internal listener: /metrics, /healthz, /readyz (open) and /promotions (for
+    /// authenticated callers: see --admin-token-file).
     #[arg(long, env = "PROMOTER_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     admin_addr: std::net::SocketAddr,
+    /// Local mode: callers of the admin API (/promotions) must send this file's content as
+    /// a bearer token (at least 32 characters; re-read when the file changes). Without
+    /// it, the admin API answers loopback callers only. Kubernetes mode checks callers'
+    /// Kubernetes tokens instead (TokenReview, SubjectAccessReview).
+    #[arg(long, env = "PROMOTER_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
     /// PEM certificate for the webhook listener (reloaded when the file changes).
     #[arg(long, env = "PROMOTER_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -147,14 +154,13 @@ struct ServeArgs {
 
 #[derive(Subcommand)]
 enum PromotionsCommand {
-    /// List every promotion, newest first.
+    /// List the promotions you may read, newest first.
     List {
-        #[arg(
-            long,
-            env = "PROMOTER_ADMIN_URL",
-            default_value = "http://127.0.0.1:8080"
-        )]
-        admin: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Only this namespace's promotions.
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -162,13 +168,61 @@ enum PromotionsCommand {
     /// Show one promotion.
     Show {
         id: String,
-        #[arg(
-            long,
-            env = "PROMOTER_ADMIN_URL",
-            default_value = "http://127.0.0.1:8080"
-        )]
-        admin: String,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
+}
+
+/// How the CLI reaches the admin API, and who it says it is.
+#[derive(Args)]
+struct AdminArgs {
+    #[arg(
+        long,
+        env = "PROMOTER_ADMIN_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    admin: String,
+    /// File holding the bearer token to send (local mode: the server's
+    /// --admin-token-file; Kubernetes: e.g. the output of `kubectl create token`).
+    /// Default: the pod's service-account token when in a pod, else the current
+    /// kubeconfig user's token when it has one, else none.
+    #[arg(long, env = "PROMOTER_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+impl AdminArgs {
+    /// GETs `path` from the admin API with the token found; the status and body.
+    async fn get(&self, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+        let url = format!("{}{path}", self.admin.trim_end_matches('/'));
+        let token = promoter::client::admin_token(self.token_file.as_deref())?;
+        if let Some((_, source)) = &token
+            && promoter::client::is_clear_text_remote(&url)
+        {
+            eprintln!(
+                "warning: sending the bearer token from the {source} to {} over plain HTTP",
+                self.admin
+            );
+        }
+        let token = token.as_ref().map(|(t, _)| t.as_str());
+        promoter::client::admin_get(&url, token)
+            .await
+            .with_context(|| format!("cannot reach {url}"))
+    }
+}
+
+/// An admin API refusal as the CLI prints it: the reason, and what to do for a 401.
+fn admin_refused(status: u16, body: &serde_json::Value) -> std::process::ExitCode {
+    let reason = body["reason"]
+        .as_str()
+        .map_or_else(|| body.to_string(), String::from);
+    eprintln!("error: HTTP {status}: {reason}");
+    if status == 401 {
+        eprintln!(
+            "hint: send a token with --token-file FILE (PROMOTER_TOKEN_FILE): local mode, the \
+             server's --admin-token-file; Kubernetes, e.g. `kubectl create token NAME > FILE`"
+        );
+    }
+    std::process::ExitCode::from(1)
 }
 
 #[derive(Args)]
@@ -412,6 +466,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         watch_interval: args.watch_interval,
         keep_finished: args.keep_finished,
         events_addr: args.events_addr,
+        admin_token_file: args.admin_token_file,
     };
     promoter::serve::run(settings).await?;
     Ok(std::process::ExitCode::SUCCESS)
@@ -498,18 +553,20 @@ async fn approve(args: ApproveArgs) -> anyhow::Result<std::process::ExitCode> {
 }
 
 async fn promotions(cmd: PromotionsCommand) -> anyhow::Result<std::process::ExitCode> {
-    let client = reqwest::Client::builder().no_proxy().build()?;
     match cmd {
-        PromotionsCommand::List { admin, json } => {
-            let url = format!("{}/promotions", admin.trim_end_matches('/'));
-            let body: serde_json::Value = client
-                .get(&url)
-                .send()
-                .await
-                .with_context(|| format!("cannot reach {url}"))?
-                .error_for_status()?
-                .json()
-                .await?;
+        PromotionsCommand::List {
+            admin,
+            namespace,
+            json,
+        } => {
+            let path = match &namespace {
+                Some(ns) => format!("/promotions?namespace={ns}"),
+                None => "/promotions".to_string(),
+            };
+            let (status, body) = admin.get(&path).await?;
+            if status != 200 {
+                return Ok(admin_refused(status, &body));
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&body)?);
                 return Ok(std::process::ExitCode::SUCCESS);
@@ -543,14 +600,10 @@ async fn promotions(cmd: PromotionsCommand) -> anyhow::Result<std::process::Exit
             Ok(std::process::ExitCode::SUCCESS)
         }
         PromotionsCommand::Show { id, admin } => {
-            let url = format!("{}/promotions/{id}", admin.trim_end_matches('/'));
-            let response = client
-                .get(&url)
-                .send()
-                .await
-                .with_context(|| format!("cannot reach {url}"))?;
-            let status = response.status().as_u16();
-            let body: serde_json::Value = response.json().await?;
+            let (status, body) = admin.get(&format!("/promotions/{id}")).await?;
+            if status == 401 || status == 403 {
+                return Ok(admin_refused(status, &body));
+            }
             println!("{}", serde_json::to_string_pretty(&body)?);
             Ok(if status == 200 {
                 std::process::ExitCode::SUCCESS

@@ -45,6 +45,9 @@ pub struct Settings {
     /// posts (checked with [`crate::plugins::parse_events_addr`]). `None`: pipelines using
     /// that strategy are refused at load.
     pub events_addr: Option<String>,
+    /// Local mode: the admin API's bearer token is this file's content. `None`: the admin
+    /// API answers loopback callers only. (Kubernetes mode checks Kubernetes tokens.)
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// Where Pipelines, Secrets and plugin ConfigMaps come from.
@@ -334,6 +337,20 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             )),
     );
     let source = Catalog::connect(&settings.source).await?;
+    let admin_auth = match (&source, &settings.admin_token_file) {
+        (Catalog::Folder(_), None) => crate::admin::auth::Auth::loopback_only(),
+        (Catalog::Folder(_), Some(file)) => crate::admin::auth::Auth::token_file(file)?,
+        (Catalog::Cluster(_), Some(file)) => bail!(
+            "--admin-token-file {} is for local mode; in Kubernetes mode admin callers \
+             send their own Kubernetes token (e.g. `kubectl create token`), checked with \
+             TokenReview and SubjectAccessReview",
+            file.display()
+        ),
+        (Catalog::Cluster(cluster), None) => {
+            crate::admin::auth::Auth::kubernetes(cluster.client().clone())
+        }
+    };
+    tracing::info!("{}", admin_auth.describe());
     // Taken before loading, so that a change from here on (even while loading, or before
     // the watch task first runs) is a change to the watch.
     let loaded_from = match &source {
@@ -403,7 +420,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         tokio::spawn(cluster_sync(shared.clone()));
     }
     tokio::spawn(forget_old_events(shared.clone()));
-    let admin_app = crate::admin::router(shared.clone());
+    // With the peer address of each connection: the loopback rule reads it.
+    let admin_app = crate::admin::router(shared.clone(), admin_auth)
+        .into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move {
         if let Err(e) = axum::serve(admin, admin_app).await {
             tracing::error!("admin listener failed: {e}");

@@ -279,9 +279,17 @@ pub struct Server {
     pub webhook: String,
     pub admin: String,
     pub log: std::path::PathBuf,
+    /// Sent as a bearer token to the admin API by [`Server::promotions`]: local mode's
+    /// `--admin-token-file` content, or (Kubernetes mode) a token the fake API server
+    /// knows, [`CLUSTER_ADMIN_TOKEN`] by default.
+    pub admin_token: Option<String>,
     args: Vec<String>,
     env: Vec<(String, String)>,
 }
+
+/// Kubernetes mode: the token the fake API server (tests/kubernetes.rs) reviews as a
+/// cluster administrator's (group system:masters), which `Server::promotions` sends.
+pub const CLUSTER_ADMIN_TOKEN: &str = "cluster-admin-token-for-tests";
 
 impl Server {
     pub fn start(manifests: &std::path::Path, data: &std::path::Path, extra: &[&str]) -> Server {
@@ -309,7 +317,10 @@ impl Server {
         data: &std::path::Path,
         extra: &[&str],
     ) -> Server {
-        Server::launch(data, extra, &[("KUBECONFIG", kubeconfig.to_str().unwrap())])
+        let mut server =
+            Server::launch(data, extra, &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
+        server.admin_token = Some(CLUSTER_ADMIN_TOKEN.into());
+        server
     }
 
     /// Kubernetes mode as the replica (pod) `pod`.
@@ -323,7 +334,9 @@ impl Server {
             ("KUBECONFIG", kubeconfig.to_str().unwrap()),
             ("POD_NAME", pod),
         ];
-        Server::launch(data, extra, &env)
+        let mut server = Server::launch(data, extra, &env);
+        server.admin_token = Some(CLUSTER_ADMIN_TOKEN.into());
+        server
     }
 
     /// Like `start`, for a server that may refuse its manifests: `Err` with its output
@@ -375,6 +388,7 @@ impl Server {
                 webhook: format!("http://127.0.0.1:{webhook_port}"),
                 admin: format!("http://127.0.0.1:{admin_port}"),
                 log: log.clone(),
+                admin_token: None,
                 args,
                 env: env.clone(),
             };
@@ -469,12 +483,11 @@ impl Server {
     }
 
     pub async fn promotions(&self) -> Vec<serde_json::Value> {
-        let body: serde_json::Value = reqwest::get(format!("{}/promotions", self.admin))
-            .await
-            .unwrap()
-            .json()
+        let url = format!("{}/promotions", self.admin);
+        let (status, body) = promoter::client::admin_get(&url, self.admin_token.as_deref())
             .await
             .unwrap();
+        assert_eq!(status, 200, "GET {url}: {body}");
         body["promotions"].as_array().unwrap().clone()
     }
 
