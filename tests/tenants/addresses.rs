@@ -80,7 +80,9 @@ async fn a_pipeline_pull_request_api_base_on_an_internal_address_is_refused_befo
              strategy:\n          pull-request:\n            type: github\n            \
              url: \"{repo}\"\n            baseBranch: main\n            \
              apiBase: \"{api_base}\"\n",
-            repo = forge.url("/org/config.git"),
+            // A named remote: only the API base is internal here (a literal internal
+            // remote is refused at load, see repository.rs).
+            repo = "https://git.example.invalid/org/config.git",
         ),
         1,
     );

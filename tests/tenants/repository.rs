@@ -194,10 +194,16 @@ stringData: {{hmac-key: {events}}}
 ---
 apiVersion: v1
 kind: Secret
-metadata: {{name: git-creds, namespace: flux-system}}
+metadata:
+  name: git-creds
+  namespace: flux-system
+  annotations: {{{hosts}}}
 stringData: {{username: {USER}, password: {PASSWORD}}}
 "#,
-            events = std::str::from_utf8(support::EVENTS_KEY).unwrap()
+            events = std::str::from_utf8(support::EVENTS_KEY).unwrap(),
+            // Its owner means it for this repository and forge: only the rule under test
+            // stands between the credentials and elsewhere.
+            hosts = support::allowed_hosts(&[repo_url, api]),
         ),
     )
     .unwrap();

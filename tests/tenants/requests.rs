@@ -46,9 +46,14 @@ async fn a_waiting_promotion_runs_the_strategy_in_force_not_the_one_it_was_recor
         assert_eq!(code, 202, "{body}");
     }
     server
-        .wait_for("prod to wait for approval", |all| {
-            all.iter()
-                .any(|p| p["targetEnvironment"] == "prod" && p["phase"] == "waiting-approval")
+        .wait_for("test done and prod waiting for approval", |all| {
+            let phase = |env: &str| {
+                all.iter()
+                    .find(|p| p["targetEnvironment"] == env)
+                    .map(|p| p["phase"].clone())
+            };
+            phase("test") == Some("succeeded".into())
+                && phase("prod") == Some("waiting-approval".into())
         })
         .await;
     let before = old.received().len();
