@@ -217,9 +217,15 @@ pub fn promotion_json(id: &str) -> serde_json::Value {
     })
 }
 
-/// Runs `promoter serve` expecting it to refuse to start; returns what it printed.
+/// Runs `promoter serve` expecting it to refuse to start within 30 s; returns what it
+/// printed. A server that starts after all (an unfixed host, say) is stopped and the test
+/// fails, rather than hanging.
 pub fn serve_fails(manifests: &std::path::Path, data: &std::path::Path, extra: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promoter"))
+    let log = data.with_extension("refusal.log");
+    if let Some(parent) = log.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_promoter"))
         .args(["serve", "--manifests"])
         .arg(manifests)
         .arg("--data-dir")
@@ -231,10 +237,24 @@ pub fn serve_fails(manifests: &std::path::Path, data: &std::path::Path, extra: &
             "127.0.0.1:0",
         ])
         .args(extra)
-        .output()
+        .env_remove("POD_NAMESPACE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success(), "serve must refuse to start");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    for _ in 0..300 {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(!status.success(), "serve must refuse to start");
+            return std::fs::read_to_string(&log).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!(
+        "serve started; it must refuse:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
 }
 
 /// A free port on 127.0.0.1 (bound and released; good enough for tests).

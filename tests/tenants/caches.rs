@@ -16,42 +16,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// `promoter serve` that must refuse to start: returns what it printed. Unlike
-/// `support::serve_fails`, a server that starts after all (the unfixed host, say) is
-/// stopped after 30 s and the test fails instead of hanging.
-fn refuses_to_start(manifests: &Path, data: &Path) -> String {
-    let log = data.with_extension("log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_promoter"))
-        .args(["serve", "--manifests"])
-        .arg(manifests)
-        .arg("--data-dir")
-        .arg(data)
-        .args([
-            "--webhook-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ])
-        .env_remove("POD_NAMESPACE")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    for _ in 0..300 {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(!status.success(), "serve must refuse to start");
-            return std::fs::read_to_string(&log).unwrap();
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!(
-        "serve started; it must refuse:\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-}
-
 /// The usual local-mode folder, plus `plugins` in plugins.yaml.
 fn manifests(dir: &Path, plugins: &str) -> PathBuf {
     let manifests = dir.join("manifests");
@@ -90,7 +54,7 @@ fn a_compiled_cache_directory_others_can_write_is_refused_at_start() {
     let compiled = data.join("compiled");
     std::fs::create_dir_all(&compiled).unwrap();
     std::fs::set_permissions(&compiled, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let err = refuses_to_start(&manifests, &data);
+    let err = crate::support::serve_fails(&manifests, &data, &[]);
     assert!(
         err.contains(&format!("cache directory {}", compiled.display()))
             && err.contains("writable by its group or by everyone (mode 0777)")
@@ -110,7 +74,7 @@ fn a_compiled_cache_directory_owned_by_another_user_is_refused_at_start() {
     // Another user's directory: only root can hand one over, as these tests run.
     std::os::unix::fs::chown(&compiled, Some(65534), Some(65534))
         .expect("the tests run as root, who can give a directory to nobody (65534)");
-    let err = refuses_to_start(&manifests, &data);
+    let err = crate::support::serve_fails(&manifests, &data, &[]);
     assert!(
         err.contains(&format!("cache directory {}", compiled.display()))
             && err.contains("owned by user 65534"),
@@ -153,7 +117,7 @@ fn a_cached_oci_component_swapped_on_disk_is_refused_naming_the_plugin() {
     let other = std::fs::read(env!("PROMOTER_WASM_FIXTURE_NOOP")).unwrap();
     std::fs::write(cached.join(format!("{hex}.wasm")), &other).unwrap();
 
-    let err = refuses_to_start(&manifests, &data);
+    let err = crate::support::serve_fails(&manifests, &data, &[]);
     assert!(
         err.contains(&format!("ConfigMap flux-system/echo (plugin echo): {reference}: the cached copy"))
             && err.contains(&format!(
@@ -218,9 +182,10 @@ async fn a_registry_streaming_an_endless_manifest_is_cut_off_at_the_cap() {
     let dir = scratch("tenants-cache-manifest");
     let manifests = manifests(&dir, &oci_config_map(&reference));
     let data = dir.join("data");
-    let err = tokio::task::spawn_blocking(move || refuses_to_start(&manifests, &data))
-        .await
-        .unwrap();
+    let err =
+        tokio::task::spawn_blocking(move || crate::support::serve_fails(&manifests, &data, &[]))
+            .await
+            .unwrap();
     assert!(
         err.contains(&format!(
             "ConfigMap flux-system/echo (plugin echo): {reference}: the registry's manifest is larger than 4194304 bytes; refused unread"

@@ -9,27 +9,7 @@
 //! are signed with. Prod is manual, approved with `podinfo-approvals`.
 
 use crate::support::{APPROVAL_KEY, EVENTS_KEY, Receiver, Server, scratch, send, write_manifests};
-use promoter::client::{ApprovalBody, deployment_event, post_signed};
-
-async fn approve_prod(server: &Server, version: &str, key: &[u8]) -> (u16, String) {
-    let body = ApprovalBody {
-        namespace: "flux-system".into(),
-        name: "podinfo".into(),
-        environment: "prod".into(),
-        revision: version.into(),
-        timestamp: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-    };
-    post_signed(
-        &format!(
-            "{}/approval/flux-system/podinfo/prod/{version}",
-            server.webhook
-        ),
-        serde_json::to_vec(&body).unwrap(),
-        Some(key),
-    )
-    .await
-    .unwrap()
-}
+use promoter::client::deployment_event;
 
 /// dev's Flux, holding the key it signs its events with, reports `version` as deployed
 /// in test.
@@ -60,7 +40,7 @@ async fn dev_s_event_key_cannot_approve_prod() {
         })
         .await;
 
-    let (code, body) = approve_prod(&server, "2.0.0", EVENTS_KEY).await;
+    let (code, body) = crate::approve_prod(&server, "flux-system", "2.0.0", EVENTS_KEY).await;
     assert_eq!(code, 401, "an event key approved prod: {body}");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let all = server.promotions().await;
@@ -69,7 +49,7 @@ async fn dev_s_event_key_cannot_approve_prod() {
     assert!(ci.received().is_empty(), "nothing ran without an approval");
 
     // The approval key approves, and the record says which Secret's key it was.
-    let (code, body) = approve_prod(&server, "2.0.0", APPROVAL_KEY).await;
+    let (code, body) = crate::approve_prod(&server, "flux-system", "2.0.0", APPROVAL_KEY).await;
     assert_eq!(code, 200, "{body}");
     let all = server
         .wait_for("the approved promotion to succeed", |all| {
@@ -78,41 +58,6 @@ async fn dev_s_event_key_cannot_approve_prod() {
         .await;
     assert_eq!(all[0]["approvedBy"], "key flux-system/podinfo-approvals");
     assert_eq!(ci.received().len(), 1);
-}
-
-/// Runs `promoter serve` on `manifests`, expecting it to refuse to start within 30 s;
-/// what it printed. (A server that starts is killed and the test fails, not hangs.)
-fn serve_fails(manifests: &std::path::Path, data: &std::path::Path) -> String {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_promoter"))
-        .args(["serve", "--manifests"])
-        .arg(manifests)
-        .arg("--data-dir")
-        .arg(data)
-        .args([
-            "--webhook-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "serve started: the Pipeline was not refused\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(!out.status.success(), "serve must refuse to start");
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]
@@ -131,7 +76,7 @@ fn an_event_key_equal_to_the_approval_key_is_refused_at_load_naming_both_secrets
         text.replace(approvals, events),
     )
     .unwrap();
-    let err = serve_fails(&manifests, &dir.join("data"));
+    let err = crate::support::serve_fails(&manifests, &dir.join("data"), &[]);
     assert!(
         err.contains("Pipeline flux-system/podinfo: Secret flux-system/podinfo-approvals, the approval key of promotions into prod")
             && err.contains("holds the same hmac-key as Secret flux-system/podinfo-events")
@@ -152,7 +97,7 @@ fn an_event_key_equal_to_the_approval_key_is_refused_at_load_naming_both_secrets
         ),
     )
     .unwrap();
-    let err = serve_fails(&manifests, &dir.join("data"));
+    let err = crate::support::serve_fails(&manifests, &dir.join("data"), &[]);
     assert!(
         err.contains("Secret flux-system/podinfo-events, the approval key of promotions into prod (approvalSecretRef), is the same Secret as the event key for events from dev, events from test, events from prod (secretRef)"),
         "{err}"

@@ -15,3 +15,30 @@ mod readback;
 mod records;
 mod repository;
 mod requests;
+
+/// Approves the promotion of `version` into prod of pipeline `podinfo` in `namespace`,
+/// as `promoter approve` does: a signed body naming what is approved, and when.
+async fn approve_prod(
+    server: &support::Server,
+    namespace: &str,
+    version: &str,
+    key: &[u8],
+) -> (u16, String) {
+    let body = promoter::client::ApprovalBody {
+        namespace: namespace.into(),
+        name: "podinfo".into(),
+        environment: "prod".into(),
+        revision: version.into(),
+        timestamp: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    };
+    promoter::client::post_signed(
+        &format!(
+            "{}/approval/{namespace}/podinfo/prod/{version}",
+            server.webhook
+        ),
+        serde_json::to_vec(&body).unwrap(),
+        Some(key),
+    )
+    .await
+    .unwrap()
+}

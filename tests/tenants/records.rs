@@ -55,23 +55,6 @@ async fn deployed(server: &Server, ns: &str, version: &str) -> (u16, String) {
     .unwrap()
 }
 
-async fn approve(server: &Server, ns: &str, version: &str) -> (u16, String) {
-    let body = ApprovalBody {
-        namespace: ns.into(),
-        name: "podinfo".into(),
-        environment: "prod".into(),
-        revision: version.into(),
-        timestamp: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-    };
-    post_signed(
-        &format!("{}/approval/{ns}/podinfo/prod/{version}", server.webhook),
-        serde_json::to_vec(&body).unwrap(),
-        Some(format!("approval-key-of-{ns}").as_bytes()),
-    )
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn a_tenant_approving_its_own_promotion_never_approves_another_namespaces_of_the_same_name() {
     let dir = scratch("tenants-records");
@@ -103,7 +86,8 @@ async fn a_tenant_approving_its_own_promotion_never_approves_another_namespaces_
         );
     }
 
-    let (code, body) = approve(&server, "team-b", "1.0.0").await;
+    let (code, body) =
+        crate::approve_prod(&server, "team-b", "1.0.0", b"approval-key-of-team-b").await;
     assert_eq!(code, 200, "{body}");
     server
         .wait_for("team-b's to succeed", |all| {

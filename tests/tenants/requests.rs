@@ -5,27 +5,7 @@
 //! `a_promotion_created_with_its_own_strategy_runs_the_pipelines_and_one_it_does_not_allow_is_refused`.)
 
 use crate::support::{APPROVAL_KEY, EVENTS_KEY, Receiver, Server, scratch, send, write_manifests};
-use promoter::client::{ApprovalBody, deployment_event, post_signed};
-
-async fn approve_prod(server: &Server, version: &str) -> (u16, String) {
-    let body = ApprovalBody {
-        namespace: "flux-system".into(),
-        name: "podinfo".into(),
-        environment: "prod".into(),
-        revision: version.into(),
-        timestamp: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-    };
-    post_signed(
-        &format!(
-            "{}/approval/flux-system/podinfo/prod/{version}",
-            server.webhook
-        ),
-        serde_json::to_vec(&body).unwrap(),
-        Some(APPROVAL_KEY),
-    )
-    .await
-    .unwrap()
-}
+use promoter::client::deployment_event;
 
 #[tokio::test]
 async fn a_waiting_promotion_runs_the_strategy_in_force_not_the_one_it_was_recorded_with() {
@@ -70,7 +50,7 @@ async fn a_waiting_promotion_runs_the_strategy_in_force_not_the_one_it_was_recor
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(reloads() > before_reload, "{}", server.logs());
-    let (code, body) = approve_prod(&server, "2.0.0").await;
+    let (code, body) = crate::approve_prod(&server, "flux-system", "2.0.0", APPROVAL_KEY).await;
     assert_eq!(code, 200, "{body}");
     server
         .wait_for("prod to succeed", |all| {
