@@ -572,7 +572,7 @@ async fn promotions(cmd: PromotionsCommand) -> anyhow::Result<std::process::Exit
                 return Ok(std::process::ExitCode::SUCCESS);
             }
             println!(
-                "{:<36} {:<28} {:<10} {:<12} {:<17} {:>3}  RESULT",
+                "{:<52} {:<28} {:<10} {:<12} {:<17} {:>3}  RESULT",
                 "ID", "PIPELINE", "ENV", "VERSION", "PHASE", "TRY"
             );
             let empty = Vec::new();
@@ -583,7 +583,7 @@ async fn promotions(cmd: PromotionsCommand) -> anyhow::Result<std::process::Exit
                     .or(p["lastError"].as_str())
                     .unwrap_or("");
                 println!(
-                    "{:<36} {:<28} {:<10} {:<12} {:<17} {:>3}  {}",
+                    "{:<52} {:<28} {:<10} {:<12} {:<17} {:>3}  {}",
                     s(&p["id"]),
                     format!(
                         "{}/{}",
