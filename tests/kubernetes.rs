@@ -585,7 +585,10 @@ async fn handle(
             let mut object: Value = serde_json::from_slice(&body).unwrap();
             // The status subresource: a create's status is dropped.
             object.as_object_mut().unwrap().remove("status");
-            object["metadata"]["creationTimestamp"] = json!("2026-12-01T10:00:00Z");
+            // Set by the server, to the second, whatever the client sent.
+            object["metadata"]["creationTimestamp"] = json!(
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+            );
             assert_eq!(
                 object["metadata"]["labels"]["app.kubernetes.io/managed-by"],
                 "promoter"
@@ -1706,6 +1709,30 @@ async fn a_promotion_created_with_its_own_strategy_runs_the_pipelines_and_one_it
         3,
         "refused requests are kept, not dropped: {listed:#?}"
     );
+
+    // A request refused under the id of a promotion to come (planted, or asked for too
+    // soon) does not swallow it: the signed event's promotion replaces it and runs.
+    let planted = promotion_id("flux-system", "podinfo", "test", "9.9.5");
+    create(
+        &planted,
+        json!({"pipeline": "podinfo", "targetEnvironment": "test", "version": "9.9.5"}),
+        json!({"promoter.dev/approved": "true"}),
+    );
+    wait_until("the planted request to be refused", &server, || {
+        promotion_named(&api, &planted).is_some_and(|p| p["status"]["phase"] == "refused")
+    })
+    .await;
+    let event = deployment_event("HelmRelease", "podinfo-dev", "podinfo", "9.9.5");
+    let (code, body) = send(&server, "dev", &event, Some(EVENTS_KEY)).await;
+    assert_eq!(code, 202, "{body}");
+    wait_until("the event's promotion to run in its place", &server, || {
+        promotion_named(&api, &planted).is_some_and(|p| p["status"]["phase"] == "succeeded")
+    })
+    .await;
+    let received = ci.received();
+    assert_eq!(received.len(), 2, "{received:?}");
+    let body: Value = serde_json::from_slice(&received[1].body).unwrap();
+    assert_eq!(body["version"], "9.9.5");
     api.assert_only_granted();
 }
 

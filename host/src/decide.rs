@@ -438,8 +438,9 @@ pub enum Refusal {
         expected: String,
     },
     #[error(
-        "pipeline {pipeline}: version {version} was never promoted into {source_env}, the \
-         environment before {env}; a request cannot skip an environment"
+        "pipeline {pipeline}: version {version} was never promoted into {source_env} (no \
+         promotion there succeeded), the environment before {env}; a request cannot skip an \
+         environment"
     )]
     NotInSource {
         pipeline: String,
@@ -462,16 +463,18 @@ pub struct Admitted {
 
 /// Whether `pipeline` allows promoting `version` into `target_env` on request (a
 /// `Promotion` resource): the environment exists, is not the first, has targets and a
-/// promotion configured; the version was recorded into the environment before it (no
-/// environment is skipped); and the rules of [`decide`] for history hold (not promoted
-/// there already, not older than what was). `history` holds what was recorded, not this
-/// request.
+/// promotion configured; the version was promoted (succeeded) into the environment before
+/// it, unless that is the first — no environment, and no approval on the way, is skipped;
+/// and the rules of [`decide`] for history hold (not promoted there already, not older
+/// than what was). `history` holds what was recorded, not this request; `succeeded` what
+/// succeeded.
 pub fn admit(
     pipeline: &Pipeline,
     target_env: &str,
     version: &str,
     source_env: Option<&str>,
     history: &(impl History + ?Sized),
+    succeeded: &(impl History + ?Sized),
 ) -> Result<Admitted, Refusal> {
     let name = format!("{}/{}", pipeline.namespace, pipeline.name);
     let Some(position) = pipeline.position(target_env) else {
@@ -513,7 +516,7 @@ pub fn admit(
             env: target_env.to_string(),
         }));
     };
-    if position > 1 && !history.has(source, version) {
+    if position > 1 && !succeeded.has(source, version) {
         return Err(Refusal::NotInSource {
             pipeline: name,
             env: target_env.to_string(),

@@ -166,14 +166,19 @@ pub struct LatestPromotion {
 }]))]
 pub struct PromotionSpec {
     /// The Pipeline's name (in the Promotion's namespace).
+    #[schemars(length(max = 253))]
     pub pipeline: String,
+    #[schemars(length(max = 253))]
     pub target_environment: String,
+    #[schemars(length(max = 256))]
     pub version: String,
     /// The environment the version was deployed in, when a Flux event asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub source_environment: Option<String>,
     /// Why it was asked for, in a person's words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub reason: Option<String>,
     /// The Flux event that asked for it, when one did (handed to the strategy as is).
     #[serde(default, skip_serializing_if = "Option::is_none")]

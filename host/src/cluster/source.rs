@@ -44,7 +44,8 @@ pub struct Cluster {
     /// The Secrets the last read needed.
     wanted: Mutex<BTreeSet<(String, String)>>,
     /// The phase of each promotion at the last report (None before the first).
-    phases: Mutex<Option<HashMap<String, Phase>>>,
+    /// The phase last reported per promotion, by (namespace, id).
+    phases: Mutex<Option<HashMap<(String, String), Phase>>>,
     recorder: Recorder,
 }
 
@@ -329,8 +330,15 @@ impl Cluster {
             let mut phases = self.phases.lock().unwrap();
             let first = phases.is_none();
             let known = phases.get_or_insert_with(HashMap::new);
+            // Gone ones are forgotten, so the map is as large as the promotions are.
+            let present: std::collections::HashSet<(&str, &str)> = promotions
+                .iter()
+                .map(|p| (p.pipeline.namespace.as_str(), p.id.as_str()))
+                .collect();
+            known.retain(|(ns, id), _| present.contains(&(ns.as_str(), id.as_str())));
             for p in promotions {
-                let before = known.insert(p.id.clone(), p.phase);
+                let key = (p.pipeline.namespace.clone(), p.id.clone());
+                let before = known.insert(key, p.phase);
                 if !first && before != Some(p.phase) {
                     fresh.push((p, before.is_none()));
                 }

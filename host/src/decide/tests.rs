@@ -449,7 +449,15 @@ fn an_intent_becomes_the_request_handed_to_the_plugin() {
 
 #[test]
 fn a_request_into_the_next_environment_is_admitted_with_its_approval_rule() {
-    let admitted = admit(&multi(), "test", "1.2.0", None, &no_history()).unwrap();
+    let admitted = admit(
+        &multi(),
+        "test",
+        "1.2.0",
+        None,
+        &no_history(),
+        &no_history(),
+    )
+    .unwrap();
     assert_eq!(
         admitted,
         Admitted {
@@ -457,7 +465,15 @@ fn a_request_into_the_next_environment_is_admitted_with_its_approval_rule() {
             manual: false
         }
     );
-    let waits = admit(&manual(), "test", "1.2.0", Some("dev"), &no_history()).unwrap();
+    let waits = admit(
+        &manual(),
+        "test",
+        "1.2.0",
+        Some("dev"),
+        &no_history(),
+        &no_history(),
+    )
+    .unwrap();
     assert!(
         waits.manual,
         "a manual environment still waits for approval"
@@ -466,31 +482,97 @@ fn a_request_into_the_next_environment_is_admitted_with_its_approval_rule() {
 
 #[test]
 fn a_request_cannot_skip_an_environment_or_name_another_source() {
-    let skip = admit(&multi(), "prod", "1.2.0", None, &no_history()).unwrap_err();
+    let skip = admit(
+        &multi(),
+        "prod",
+        "1.2.0",
+        None,
+        &no_history(),
+        &no_history(),
+    )
+    .unwrap_err();
     assert!(
         matches!(&skip, Refusal::NotInSource { source_env, .. } if source_env == "test"),
         "{skip}"
     );
     assert!(skip.to_string().contains("cannot skip"), "{skip}");
+    // Recorded into test but waiting there (or failed): not promoted, so still a skip,
+    // past test's approval.
+    let waiting_in_test = vec![promoted("test", "1.2.0")];
+    let past_approval = admit(
+        &multi(),
+        "prod",
+        "1.2.0",
+        None,
+        waiting_in_test.as_slice(),
+        &no_history(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(past_approval, Refusal::NotInSource { .. }),
+        "{past_approval}"
+    );
     let history = vec![promoted("test", "1.2.0")];
-    assert!(admit(&multi(), "prod", "1.2.0", None, history.as_slice()).is_ok());
-    let wrong = admit(&multi(), "prod", "1.2.0", Some("dev"), history.as_slice()).unwrap_err();
+    assert!(
+        admit(
+            &multi(),
+            "prod",
+            "1.2.0",
+            None,
+            history.as_slice(),
+            history.as_slice()
+        )
+        .is_ok()
+    );
+    let wrong = admit(
+        &multi(),
+        "prod",
+        "1.2.0",
+        Some("dev"),
+        history.as_slice(),
+        history.as_slice(),
+    )
+    .unwrap_err();
     assert!(matches!(wrong, Refusal::WrongSource { .. }), "{wrong}");
 }
 
 #[test]
 fn a_request_into_the_first_or_an_unknown_environment_or_an_old_version_is_refused() {
-    let first = admit(&multi(), "dev", "1.2.0", None, &no_history()).unwrap_err();
+    let first = admit(&multi(), "dev", "1.2.0", None, &no_history(), &no_history()).unwrap_err();
     assert!(matches!(first, Refusal::FirstEnvironment { .. }), "{first}");
-    let unknown = admit(&multi(), "staging", "1.2.0", None, &no_history()).unwrap_err();
+    let unknown = admit(
+        &multi(),
+        "staging",
+        "1.2.0",
+        None,
+        &no_history(),
+        &no_history(),
+    )
+    .unwrap_err();
     assert!(
         unknown.to_string().contains("have dev, test, prod"),
         "{unknown}"
     );
     let history = vec![promoted("test", "1.3.0")];
-    let old = admit(&multi(), "test", "1.2.0", None, history.as_slice()).unwrap_err();
+    let old = admit(
+        &multi(),
+        "test",
+        "1.2.0",
+        None,
+        history.as_slice(),
+        &no_history(),
+    )
+    .unwrap_err();
     assert!(old.to_string().contains("older than 1.3.0"), "{old}");
-    let again = admit(&multi(), "test", "1.3.0", None, history.as_slice()).unwrap_err();
+    let again = admit(
+        &multi(),
+        "test",
+        "1.3.0",
+        None,
+        history.as_slice(),
+        &no_history(),
+    )
+    .unwrap_err();
     assert!(again.to_string().contains("already promoted"), "{again}");
 }
 

@@ -126,16 +126,24 @@ impl Entry {
                 .and_then(|t| t.parse::<jiff::Timestamp>().ok())
                 .map(|t| t.as_millisecond().max(0) as u64)
         };
-        let created_at = resource
+        // Accepted-at keeps milliseconds; whoever creates a Promotion may write it, so it
+        // never counts as later than the API server says the object was created (a forged
+        // future date would otherwise make it the "newest" that retention keeps).
+        let accepted = resource
             .annotations()
             .get(ACCEPTED_AT)
             .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-            .map(|t| t.as_millisecond())
-            .or_else(|| {
-                let created = resource.metadata.creation_timestamp.as_ref();
-                created.map(|t| t.0.as_millisecond())
-            })
-            .map_or(0, |ms| ms.max(0) as u64);
+            .map(|t| t.as_millisecond());
+        let created = resource
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_millisecond() + 999);
+        let created_at = match (accepted, created) {
+            (Some(a), Some(c)) => a.min(c),
+            (a, c) => a.or(c).unwrap_or(0),
+        }
+        .max(0) as u64;
         let spec = &resource.spec;
         let namespace = resource.namespace().unwrap_or_default();
         let name = resource.name_any();
@@ -206,6 +214,12 @@ impl Entry {
             p.next_attempt_at = Some(lapses_at);
         }
         p
+    }
+
+    /// Whether it is part of the pipeline's history: named by its request's id and neither
+    /// an unchecked request nor a refused one.
+    fn counts(&self) -> bool {
+        self.canonical && !matches!(self.promotion.phase, Phase::Requested | Phase::Refused)
     }
 
     fn digest(&self) -> Option<&String> {
@@ -404,16 +418,24 @@ impl ResourceStore {
 
     /// Every version recorded for `pipeline`, in any phase.
     pub fn with_history<R>(&self, pipeline: &PipelineRef, f: impl FnOnce(&VersionIndex) -> R) -> R {
+        f(&self.histories(pipeline).0)
+    }
+
+    /// What was recorded for `pipeline` (requests not yet checked, and refused ones, were
+    /// never promoted), and what of it succeeded.
+    fn histories(&self, pipeline: &PipelineRef) -> (VersionIndex, VersionIndex) {
         let cache = self.cache.lock().unwrap();
-        let mut history = VersionIndex::default();
-        for e in cache.entries.values() {
+        let (mut recorded, mut succeeded) = (VersionIndex::default(), VersionIndex::default());
+        for e in cache.entries.values().filter(|e| e.counts()) {
             let p = &e.promotion;
-            // Requests not yet checked, and refused ones, were never promoted.
-            if p.pipeline == *pipeline && !matches!(p.phase, Phase::Requested | Phase::Refused) {
-                history.record(&p.target_environment, &p.version);
+            if p.pipeline == *pipeline {
+                recorded.record(&p.target_environment, &p.version);
+                if p.phase == Phase::Succeeded {
+                    succeeded.record(&p.target_environment, &p.version);
+                }
             }
         }
-        f(&history)
+        (recorded, succeeded)
     }
 
     /// Promotions that may be claimed: pending, or running with a lapsed hold.
@@ -458,10 +480,61 @@ impl ResourceStore {
         let mut same_event = true;
         for p in promotions {
             let api = self.api(&p.pipeline.namespace);
-            match api
-                .create(&PostParams::default(), &new_resource(&p, &digest))
-                .await
-            {
+            // A request refused earlier (asked for too soon, say), or a resource under this
+            // id that is not this promotion and that no replica has checked, does not stand
+            // in the way of the promotion a signed event asks for: it is replaced, once.
+            let mut replaced = false;
+            let created = loop {
+                let created = api
+                    .create(&PostParams::default(), &new_resource(&p, &digest))
+                    .await;
+                let Err(kube::Error::Api(s)) = &created else {
+                    break created;
+                };
+                if s.code != 409 || replaced {
+                    break created;
+                }
+                let found = api.get(&p.id).await.map_err(|e| {
+                    StoreError::Read(format!("cannot read Promotion {}: {e}", p.id))
+                })?;
+                let phase = found.status.as_ref().map(|s| s.phase);
+                let other = (
+                    found.spec.pipeline.as_str(),
+                    found.spec.target_environment.as_str(),
+                    found.spec.version.as_str(),
+                ) != (
+                    p.pipeline.name.as_str(),
+                    p.target_environment.as_str(),
+                    p.version.as_str(),
+                );
+                if phase != Some(Phase::Refused) && !(other && phase.is_none()) {
+                    break created;
+                }
+                replaced = true;
+                let preconditions = kube::api::Preconditions {
+                    uid: found.metadata.uid.clone(),
+                    resource_version: found.metadata.resource_version.clone(),
+                };
+                let params = kube::api::DeleteParams {
+                    preconditions: Some(preconditions),
+                    ..Default::default()
+                };
+                match api.delete(&p.id, &params).await {
+                    Ok(_) => {
+                        tracing::info!(promotion = %p.id, "a refused or foreign request under this id is replaced by the event's promotion");
+                        self.cache.lock().unwrap().remove(&key_of(&found));
+                    }
+                    // Changed or gone meanwhile: look again.
+                    Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
+                    Err(e) => {
+                        return Err(StoreError::Write(format!(
+                            "cannot replace Promotion {}/{}: {e}",
+                            p.pipeline.namespace, p.id
+                        )));
+                    }
+                }
+            };
+            match created {
                 Ok(made) => {
                     self.remember(made.clone());
                     // The phase for `kubectl get promotions`; without it the spec says. It
@@ -652,7 +725,7 @@ impl ResourceStore {
                 (ns, name, p.target_environment.clone())
             };
             let mut newest: HashMap<(String, String, String), u64> = HashMap::new();
-            for e in cache.entries.values() {
+            for e in cache.entries.values().filter(|e| e.counts()) {
                 let p = &e.promotion;
                 let at = newest.entry(key(p)).or_default();
                 *at = (*at).max(p.created_at);
@@ -662,7 +735,14 @@ impl ResourceStore {
                 .values()
                 .map(|e| &e.promotion)
                 .filter(|p| p.phase.is_finished() && p.finished_at.is_some_and(|t| t < before))
-                .filter(|p| newest[&key(p)] > p.created_at)
+                // The newest into each environment stays: decisions compare with it. A
+                // refused request was never part of that history.
+                .filter(|p| {
+                    p.phase == Phase::Refused
+                        || newest
+                            .get(&key(p))
+                            .is_some_and(|newest| *newest > p.created_at)
+                })
                 .map(|p| (p.pipeline.namespace.clone(), p.id.clone()))
                 .collect()
         };
@@ -742,7 +822,8 @@ impl ResourceStore {
                     )
                 }
                 Err(why) => {
-                    p.last_error = Some(why.clone());
+                    // Bounded: the reason may quote what the request said.
+                    p.last_error = Some(crate::runtime::clip(why.clone(), 1000));
                     p.finished_at = Some(now);
                     (Phase::Refused, accepted_condition(false, "Refused", why))
                 }
@@ -808,15 +889,15 @@ impl ResourceStore {
             }
             .to_string());
         };
-        self.with_history(&p.pipeline, |history| {
-            crate::decide::admit(
-                &pipeline,
-                &spec.target_environment,
-                &spec.version,
-                spec.source_environment.as_deref(),
-                history,
-            )
-        })
+        let (recorded, succeeded) = self.histories(&p.pipeline);
+        crate::decide::admit(
+            &pipeline,
+            &spec.target_environment,
+            &spec.version,
+            spec.source_environment.as_deref(),
+            &recorded,
+            &succeeded,
+        )
         .map_err(|e| e.to_string())
     }
 
