@@ -586,9 +586,8 @@ async fn handle(
             // The status subresource: a create's status is dropped.
             object.as_object_mut().unwrap().remove("status");
             // Set by the server, to the second, whatever the client sent.
-            object["metadata"]["creationTimestamp"] = json!(
-                humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-            );
+            object["metadata"]["creationTimestamp"] =
+                json!(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string());
             assert_eq!(
                 object["metadata"]["labels"]["app.kubernetes.io/managed-by"],
                 "promoter"

@@ -241,6 +241,7 @@ fn main() {
             watch_interval: Duration::from_secs(3600),
             keep_finished: Duration::from_secs(3600),
             events_addr: None,
+            admin_token_file: None,
         };
         tokio::spawn(async move { promoter::serve::run(settings).await.unwrap() });
         wait_listening(bare_port).await;

@@ -371,7 +371,7 @@ impl Puller {
 
     /// The cached component pinned by `hex`: `Ok(None)` when there is none, `Err(why)`
     /// when there is one that does not verify against the pin.
-    fn from_cache(
+    fn read_cached(
         &self,
         hex: &str,
         wasm: &Path,
@@ -416,7 +416,7 @@ impl Puller {
         let cache = self.cached(hex);
         let mut tampered = None;
         if let Some((wasm, manifest)) = &cache {
-            match self.from_cache(hex, wasm, manifest) {
+            match self.read_cached(hex, wasm, manifest) {
                 Ok(Some(bytes)) => {
                     tracing::debug!(%reference, "plugin component from the cache (verified)");
                     return Ok(bytes);

@@ -175,7 +175,7 @@ async fn a_server_echoing_the_authorization_header_cannot_hand_the_credential_to
     let header = format!("Bearer {TOKEN}");
     assert_eq!(
         echo.seen.lock().unwrap().as_slice(),
-        [header.clone()],
+        std::slice::from_ref(&header),
         "the host did send the credential to its origin"
     );
     // What the plugin read: the answer's status, headers and body, as it reported them.

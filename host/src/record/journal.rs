@@ -210,17 +210,17 @@ pub(super) fn writer(
 pub(super) enum Done {
     Accepted(Accepted),
     Put,
-    Approved(Result<Promotion, StoreError>),
+    Approved(Result<Box<Promotion>, StoreError>),
     /// An accept refused as a whole (nothing of it written).
-    Refused(StoreError),
+    Refused(Box<StoreError>),
 }
 
 fn reply(reply: Reply, result: Result<Done, StoreError>) {
     match (reply, result) {
         (Reply::Accept(r), Ok(Done::Accepted(a))) => drop(r.send(Ok(a))),
-        (Reply::Accept(r), Ok(Done::Refused(e))) => drop(r.send(Err(e))),
+        (Reply::Accept(r), Ok(Done::Refused(e))) => drop(r.send(Err(*e))),
         (Reply::Put(r), Ok(_)) => drop(r.send(Ok(()))),
-        (Reply::Approve(r), Ok(Done::Approved(a))) => drop(r.send(a)),
+        (Reply::Approve(r), Ok(Done::Approved(a))) => drop(r.send(a.map(|p| *p))),
         (Reply::Accept(r), Err(e)) => drop(r.send(Err(e))),
         (Reply::Put(r), Err(e)) => drop(r.send(Err(e))),
         (Reply::Approve(r), Err(e)) => drop(r.send(Err(e))),
@@ -275,7 +275,7 @@ pub(super) fn apply(
                         }
                     }
                     if let Some(refused) = mismatch {
-                        results.push(Done::Refused(refused));
+                        results.push(Done::Refused(Box::new(refused)));
                         continue;
                     }
                     events
@@ -345,7 +345,7 @@ pub(super) fn apply(
                             .insert(id.as_str(), bytes.as_slice())
                             .map_err(|x| e(&x))?;
                     }
-                    results.push(Done::Approved(result));
+                    results.push(Done::Approved(result.map(Box::new)));
                 }
             }
         }

@@ -263,8 +263,7 @@ fn last_said(stderr: &str) -> String {
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('@'))
-        .filter(|l| !BOILERPLATE.contains(&l.to_ascii_lowercase().as_str()))
-        .next_back()
+        .rfind(|l| !BOILERPLATE.contains(&l.to_ascii_lowercase().as_str()))
         .unwrap_or("")
         .to_string()
 }
