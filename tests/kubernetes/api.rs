@@ -1,0 +1,778 @@
+//! The fake Kubernetes API server the Kubernetes-mode tests run the real binary against.
+//! It answers only the requests the chart's RBAC allows and records everything, so a
+//! request outside that set fails the test. Like a real API server it keeps a
+//! resourceVersion per object and refuses an update carrying a stale one (409 Conflict),
+//! which is what keeps two replicas from claiming one promotion. It answers TokenReviews
+//! for the tokens it knows (`Api::users`) and SubjectAccessReviews by evaluating the
+//! Roles, ClusterRoles and their bindings among its objects (RBAC's rules: verbs, groups
+//! and resources with `*`, User, Group and ServiceAccount subjects, and `system:masters`),
+//! refusing reviews not shaped as authentication.k8s.io/v1 and authorization.k8s.io/v1
+//! document them.
+
+use crate::support::CLUSTER_ADMIN_TOKEN;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+
+pub(crate) const TOKEN: &str = "service-account-token-for-tests";
+pub(crate) const CONTROLLER_NS: &str = "promoter-system";
+
+#[derive(Default)]
+pub(crate) struct Api {
+    /// Objects as a user applied them (with apiVersion and kind).
+    pub(crate) objects: Mutex<Vec<Value>>,
+    /// Every request: "METHOD path?query".
+    pub(crate) requests: Mutex<Vec<String>>,
+    /// Requests outside what the chart's RBAC grants.
+    pub(crate) refused: Mutex<Vec<String>>,
+    /// Status patches: (namespace/name, patch body).
+    pub(crate) patches: Mutex<Vec<(String, Value)>>,
+    /// Events created (events.k8s.io/v1).
+    pub(crate) events: Mutex<Vec<Value>>,
+    /// The last resourceVersion given out.
+    pub(crate) revision: std::sync::atomic::AtomicU64,
+    /// Scenario "conflict on status update": the next status update recording a Promotion's
+    /// outcome finds it changed by someone else (an annotation added): 409 Conflict.
+    pub(crate) conflict_next: std::sync::atomic::AtomicBool,
+    /// The Promotion CRD is not installed: its paths answer 404, as the API server does.
+    pub(crate) no_promotion_crd: std::sync::atomic::AtomicBool,
+    /// Names of objects whose update was refused with 409 Conflict.
+    pub(crate) conflicts: Mutex<Vec<String>>,
+    /// Every change to a Promotion, as a watch reports it: (resourceVersion, event).
+    pub(crate) changes: Mutex<Vec<(u64, Value)>>,
+    /// Bearer tokens the API server's authenticator knows: token -> (user, groups).
+    pub(crate) users: Mutex<std::collections::BTreeMap<String, (String, Vec<String>)>>,
+    /// TokenReviews received (bodies as sent).
+    pub(crate) token_reviews: Mutex<Vec<Value>>,
+    /// SubjectAccessReviews received (bodies as sent) and the answer given.
+    pub(crate) access_reviews: Mutex<Vec<(Value, bool)>>,
+    /// Reviews refused for not having the documented shape: what was wrong.
+    pub(crate) malformed: Mutex<Vec<String>>,
+}
+
+impl Api {
+    /// Gives `object` the next resourceVersion, as every write does.
+    pub(crate) fn bump(&self, object: &mut Value) {
+        use std::sync::atomic::Ordering;
+        let v = self.revision.fetch_add(1, Ordering::SeqCst) + 1;
+        object["metadata"]["resourceVersion"] = json!(v.to_string());
+    }
+
+    /// Notes a change of a Promotion for its watchers.
+    pub(crate) fn changed(&self, kind: &str, object: &Value) {
+        if object["kind"] == "Promotion" {
+            let version = object["metadata"]["resourceVersion"].as_str().unwrap();
+            let event = json!({"type": kind, "object": object});
+            let mut changes = self.changes.lock().unwrap();
+            changes.push((version.parse().unwrap(), event));
+        }
+    }
+
+    /// Changes a stored object as a user's update would (a new resourceVersion).
+    pub(crate) fn update(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        change: impl FnOnce(&mut Value),
+    ) {
+        let mut objects = self.objects.lock().unwrap();
+        let object = objects
+            .iter_mut()
+            .find(|o| {
+                o["kind"] == kind
+                    && o["metadata"]["namespace"] == namespace
+                    && o["metadata"]["name"] == name
+            })
+            .unwrap_or_else(|| panic!("no {kind} {namespace}/{name}"));
+        change(object);
+        self.bump(object);
+        self.changed("MODIFIED", object);
+    }
+
+    /// Fails the test if any request asked for more than the chart's RBAC grants.
+    pub(crate) fn assert_only_granted(&self) {
+        let refused = self.refused.lock().unwrap().clone();
+        assert!(
+            refused.is_empty(),
+            "requests outside the RBAC: {refused:#?}"
+        );
+        let malformed = self.malformed.lock().unwrap().clone();
+        assert!(malformed.is_empty(), "malformed reviews: {malformed:#?}");
+    }
+
+    /// The authenticator learns `token` as `user` in `groups`.
+    pub(crate) fn add_user(&self, token: &str, user: &str, groups: &[&str]) {
+        let groups = groups.iter().map(|g| g.to_string()).collect();
+        let mut users = self.users.lock().unwrap();
+        users.insert(token.to_string(), (user.to_string(), groups));
+    }
+
+    /// RBAC's answer: the binding that allows `user` (in `groups`) to `verb` `resource`
+    /// of `group` in `namespace`, if any.
+    pub(crate) fn rbac_allows(
+        &self,
+        user: &str,
+        groups: &[String],
+        namespace: &str,
+        verb: &str,
+        group: &str,
+        resource: &str,
+    ) -> Option<String> {
+        if groups.iter().any(|g| g == "system:masters") {
+            return Some("system:masters".into());
+        }
+        let has = |list: &Value, want: &str| {
+            list.as_array()
+                .is_some_and(|l| l.iter().any(|v| v == want || v == "*"))
+        };
+        let subject = |s: &Value| match s["kind"].as_str() {
+            Some("User") => s["name"] == user,
+            Some("Group") => groups.iter().any(|g| s["name"] == g.as_str()),
+            Some("ServiceAccount") => match (s["namespace"].as_str(), s["name"].as_str()) {
+                (Some(ns), Some(name)) => user == format!("system:serviceaccount:{ns}:{name}"),
+                _ => false,
+            },
+            _ => false,
+        };
+        let allows = |role: &Value| {
+            role["rules"].as_array().is_some_and(|rules| {
+                rules.iter().any(|r| {
+                    has(&r["apiGroups"], group)
+                        && has(&r["resources"], resource)
+                        && has(&r["verbs"], verb)
+                        && r["resourceNames"].as_array().is_none_or(|n| n.is_empty())
+                })
+            })
+        };
+        let bindings = self
+            .of_kind("RoleBinding", Some(namespace))
+            .into_iter()
+            .chain(self.of_kind("ClusterRoleBinding", None));
+        for binding in bindings {
+            let bound = binding["subjects"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(subject));
+            if !bound {
+                continue;
+            }
+            let role_name = binding["roleRef"]["name"].as_str().unwrap_or_default();
+            let role = match binding["roleRef"]["kind"].as_str() {
+                Some("Role") => self.find("Role", namespace, role_name),
+                Some("ClusterRole") => self
+                    .of_kind("ClusterRole", None)
+                    .into_iter()
+                    .find(|r| r["metadata"]["name"] == role_name),
+                _ => None,
+            };
+            if role.as_ref().is_some_and(allows) {
+                return Some(format!(
+                    "RBAC: allowed by {} {:?} of {} {role_name:?}",
+                    binding["kind"].as_str().unwrap_or_default(),
+                    binding["metadata"]["name"],
+                    binding["roleRef"]["kind"].as_str().unwrap_or_default(),
+                ));
+            }
+        }
+        None
+    }
+
+    pub(crate) fn list_version(&self) -> String {
+        self.revision
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .to_string()
+    }
+
+    pub(crate) fn of_kind(&self, kind: &str, namespace: Option<&str>) -> Vec<Value> {
+        self.objects
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|o| o["kind"] == kind)
+            .filter(|o| namespace.is_none_or(|ns| o["metadata"]["namespace"] == ns))
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn find(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+        self.of_kind(kind, Some(namespace))
+            .into_iter()
+            .find(|o| o["metadata"]["name"] == name)
+    }
+
+    /// The status last written for `pipeline` (namespace/name).
+    pub(crate) fn status(&self, pipeline: &str) -> Option<Value> {
+        self.patches
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|(name, _)| name == pipeline)
+            .map(|(_, patch)| patch["status"].clone())
+    }
+
+    pub(crate) fn ready(&self, pipeline: &str) -> Option<Value> {
+        self.status(pipeline)
+            .map(|status| status["conditions"][0].clone())
+    }
+
+    /// Writes so far: status patches (Pipelines and Promotions), Promotions created, Events.
+    pub(crate) fn patch_count(&self) -> usize {
+        let promotions = self.of_kind("Promotion", None);
+        self.patches.lock().unwrap().len() + promotions.len() + self.events.lock().unwrap().len()
+    }
+}
+
+pub(crate) fn status(code: StatusCode, reason: &str, message: String) -> Response {
+    let body = json!({
+        "apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code.as_u16(),
+    });
+    (code, axum::Json(body)).into_response()
+}
+
+/// Items of a list, as the API server serves them: without apiVersion and kind.
+pub(crate) fn list(kind: &str, items: Vec<Value>, version: String) -> Response {
+    let items: Vec<Value> = items
+        .into_iter()
+        .map(|mut o| {
+            let map = o.as_object_mut().unwrap();
+            map.remove("apiVersion");
+            map.remove("kind");
+            o
+        })
+        .collect();
+    axum::Json(json!({
+        "apiVersion": "v1", "kind": format!("{kind}List"),
+        "metadata": {"resourceVersion": version}, "items": items,
+    }))
+    .into_response()
+}
+
+/// An update (PUT) of `kind` `ns/name`: refused unless it carries the stored
+/// resourceVersion; `apply` makes the change on the stored object.
+pub(crate) fn update(
+    api: &Api,
+    kind: &str,
+    ns: &str,
+    name: &str,
+    body: &[u8],
+    apply: impl FnOnce(&mut Value, Value),
+) -> Response {
+    let new: Value = serde_json::from_slice(body).unwrap();
+    let mut objects = api.objects.lock().unwrap();
+    let Some(object) = objects.iter_mut().find(|o| {
+        o["kind"] == kind && o["metadata"]["namespace"] == ns && o["metadata"]["name"] == name
+    }) else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("{kind} {name:?} not found"),
+        );
+    };
+    let outcome = new["status"]["phase"] == "succeeded";
+    if kind == "Promotion"
+        && outcome
+        && api
+            .conflict_next
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+    {
+        object["metadata"]["annotations"]["example.com/touched-by"] = json!("someone else");
+        api.bump(object);
+        api.changed("MODIFIED", object);
+    }
+    if new["metadata"]["resourceVersion"] != object["metadata"]["resourceVersion"] {
+        api.conflicts.lock().unwrap().push(name.to_string());
+        return status(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {kind} {name:?}: the object has been modified; \
+                 please apply your changes to the latest version and try again"
+            ),
+        );
+    }
+    apply(object, new);
+    api.bump(object);
+    api.changed("MODIFIED", object);
+    axum::Json(object.clone()).into_response()
+}
+
+/// A watch of Promotions: every change after the resourceVersion asked for, one JSON
+/// object per line, until the timeout asked for.
+pub(crate) fn watch(api: Arc<Api>, query: &str) -> Response {
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let from = param("resourceVersion").unwrap_or(0);
+    let until = std::time::Instant::now()
+        + std::time::Duration::from_secs(param("timeoutSeconds").unwrap_or(290));
+    let lines = futures_util::stream::unfold(0usize, move |mut next| {
+        let api = api.clone();
+        async move {
+            while std::time::Instant::now() < until {
+                let found = {
+                    let changes = api.changes.lock().unwrap();
+                    let at = (next..changes.len()).find(|&i| changes[i].0 > from);
+                    next = changes.len();
+                    at.map(|i| (i, changes[i].1.to_string()))
+                };
+                match found {
+                    Some((i, line)) => {
+                        return Some((Ok::<_, std::io::Error>(format!("{line}\n")), i + 1));
+                    }
+                    None => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                }
+            }
+            None
+        }
+    });
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from_stream(lines))
+        .unwrap()
+}
+
+/// A create: the object gets its namespace and a resourceVersion; one that exists is
+/// refused (checked and stored under one lock, so of two creates at once one fails).
+pub(crate) fn create(api: &Api, mut object: Value, ns: &str, resource: &str) -> Response {
+    object["metadata"]["namespace"] = json!(ns);
+    api.bump(&mut object);
+    let mut objects = api.objects.lock().unwrap();
+    let same = |o: &Value| {
+        o["kind"] == object["kind"]
+            && o["metadata"]["namespace"] == ns
+            && o["metadata"]["name"] == object["metadata"]["name"]
+    };
+    if objects.iter().any(same) {
+        let name = &object["metadata"]["name"];
+        return status(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            format!("{resource} {name} already exists"),
+        );
+    }
+    objects.push(object.clone());
+    api.changed("ADDED", &object);
+    (StatusCode::CREATED, axum::Json(object)).into_response()
+}
+
+/// Checks `review` against its documented shape: apiVersion and kind, and the string
+/// fields at each of `fields` (JSON pointers). Problems are recorded and refused (400).
+pub(crate) fn malformed(
+    api: &Api,
+    review: &Value,
+    api_version: &str,
+    kind: &str,
+    fields: &[&str],
+) -> Option<Response> {
+    let mut problems = Vec::new();
+    if review["apiVersion"] != api_version {
+        problems.push(format!(
+            "apiVersion {} (want {api_version})",
+            review["apiVersion"]
+        ));
+    }
+    if review["kind"] != kind {
+        problems.push(format!("kind {} (want {kind})", review["kind"]));
+    }
+    for field in fields {
+        if review
+            .pointer(field)
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            problems.push(format!("{field} missing or empty"));
+        }
+    }
+    if problems.is_empty() {
+        return None;
+    }
+    let problem = format!("{kind}: {}", problems.join("; "));
+    api.malformed.lock().unwrap().push(problem.clone());
+    Some(status(StatusCode::BAD_REQUEST, "BadRequest", problem))
+}
+
+/// ClusterRole: tokenreviews create. Who a bearer token belongs to, as the API server's
+/// authenticator says (an unknown token: not authenticated, with the error it gives).
+pub(crate) fn token_review(api: &Api, body: &[u8]) -> Response {
+    let review: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    api.token_reviews.lock().unwrap().push(review.clone());
+    let wanted = ["/spec/token"];
+    if let Some(refused) = malformed(
+        api,
+        &review,
+        "authentication.k8s.io/v1",
+        "TokenReview",
+        &wanted,
+    ) {
+        return refused;
+    }
+    let token = review["spec"]["token"].as_str().unwrap();
+    let known = api.users.lock().unwrap().get(token).cloned();
+    let answer = match known {
+        Some((user, groups)) => json!({
+            "authenticated": true,
+            "user": {"username": user, "uid": format!("uid-of-{user}"), "groups": groups},
+            "audiences": ["https://kubernetes.default.svc.cluster.local"],
+        }),
+        None => json!({"user": {}, "error": "[invalid bearer token, token lookup failed]"}),
+    };
+    let body = json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+        "metadata": {"creationTimestamp": null}, "spec": review["spec"], "status": answer,
+    });
+    (StatusCode::CREATED, axum::Json(body)).into_response()
+}
+
+/// ClusterRole: subjectaccessreviews create. RBAC's answer for the user, groups and
+/// resource attributes asked about.
+pub(crate) fn access_review(api: &Api, body: &[u8]) -> Response {
+    let review: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let wanted = [
+        "/spec/user",
+        "/spec/resourceAttributes/namespace",
+        "/spec/resourceAttributes/verb",
+        "/spec/resourceAttributes/group",
+        "/spec/resourceAttributes/resource",
+    ];
+    let kind = "SubjectAccessReview";
+    if let Some(refused) = malformed(api, &review, "authorization.k8s.io/v1", kind, &wanted) {
+        api.access_reviews.lock().unwrap().push((review, false));
+        return refused;
+    }
+    let groups: Vec<String> = match &review["spec"]["groups"] {
+        Value::Null => Vec::new(),
+        Value::Array(groups) if groups.iter().all(Value::is_string) => groups
+            .iter()
+            .map(|g| g.as_str().unwrap().to_string())
+            .collect(),
+        other => {
+            let problem = format!("{kind}: spec.groups {other} is not a list of strings");
+            api.malformed.lock().unwrap().push(problem.clone());
+            return status(StatusCode::BAD_REQUEST, "BadRequest", problem);
+        }
+    };
+    let attributes = &review["spec"]["resourceAttributes"];
+    let field = |name: &str| attributes[name].as_str().unwrap();
+    let allowed = api.rbac_allows(
+        review["spec"]["user"].as_str().unwrap(),
+        &groups,
+        field("namespace"),
+        field("verb"),
+        field("group"),
+        field("resource"),
+    );
+    api.access_reviews
+        .lock()
+        .unwrap()
+        .push((review.clone(), allowed.is_some()));
+    let answer = match allowed {
+        Some(reason) => json!({"allowed": true, "reason": reason}),
+        None => json!({"allowed": false}),
+    };
+    let body = json!({
+        "apiVersion": "authorization.k8s.io/v1", "kind": kind,
+        "metadata": {"creationTimestamp": null}, "spec": review["spec"], "status": answer,
+    });
+    (StatusCode::CREATED, axum::Json(body)).into_response()
+}
+
+pub(crate) async fn handle(
+    State(api): State<Arc<Api>>,
+    method: Method,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    let line = format!("{method} {path}?{}", query.clone().unwrap_or_default());
+    api.requests.lock().unwrap().push(line.clone());
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(&format!("Bearer {TOKEN}"))
+    {
+        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "no token".into());
+    }
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // The group and version ("" for the core group), then the rest of the path.
+    let (group, rest): (String, &[&str]) = match parts.as_slice() {
+        ["api", "v1", rest @ ..] => ("v1".into(), rest),
+        ["apis", group, version, rest @ ..] => (format!("{group}/{version}"), rest),
+        _ => (String::new(), &[]),
+    };
+    if group == "promoter.dev/v1alpha1"
+        && api
+            .no_promotion_crd
+            .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource".into(),
+        );
+    }
+    match (method.as_str(), group.as_str(), rest) {
+        // ClusterRole: pipelines list.
+        ("GET", "pipelines.weave.works/v1alpha1", ["pipelines"]) => list(
+            "Pipeline",
+            api.of_kind("Pipeline", None),
+            api.list_version(),
+        ),
+        // ClusterRole: pipelines/status patch.
+        (
+            "PATCH",
+            "pipelines.weave.works/v1alpha1",
+            ["namespaces", ns, "pipelines", name, "status"],
+        ) => {
+            let patch: Value = serde_json::from_slice(&body).unwrap();
+            let key = format!("{ns}/{name}");
+            let found = api
+                .of_kind("Pipeline", Some(ns))
+                .into_iter()
+                .find(|p| p["metadata"]["name"] == *name);
+            match found {
+                Some(mut p) => {
+                    api.patches.lock().unwrap().push((key, patch.clone()));
+                    p["status"] = patch["status"].clone();
+                    axum::Json(p).into_response()
+                }
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("pipelines {name:?} not found"),
+                ),
+            }
+        }
+        // ClusterRole: events.k8s.io events create (patch when one repeats).
+        ("POST", "events.k8s.io/v1", ["namespaces", ns, "events"]) => {
+            let mut event: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                event["regarding"]["namespace"], *ns,
+                "an Event lives beside its object"
+            );
+            event["metadata"]["namespace"] = json!(ns);
+            api.events.lock().unwrap().push(event.clone());
+            (StatusCode::CREATED, axum::Json(event)).into_response()
+        }
+        // A repeat of an Event is a merge patch of its series.
+        ("PATCH", "events.k8s.io/v1", ["namespaces", ns, "events", name]) => {
+            let patch: Value = serde_json::from_slice(&body).unwrap();
+            let mut events = api.events.lock().unwrap();
+            match events
+                .iter_mut()
+                .find(|e| e["metadata"]["name"] == *name && e["metadata"]["namespace"] == *ns)
+            {
+                Some(event) => {
+                    event["series"] = patch["series"].clone();
+                    axum::Json(event.clone()).into_response()
+                }
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("events.events.k8s.io {name:?} not found"),
+                ),
+            }
+        }
+        // ClusterRole: promoter.dev promotions create, get and list, promotions/status update.
+        ("POST", "promoter.dev/v1alpha1", ["namespaces", ns, "promotions"]) => {
+            let mut object: Value = serde_json::from_slice(&body).unwrap();
+            // The status subresource: a create's status is dropped.
+            object.as_object_mut().unwrap().remove("status");
+            // Set by the server, to the second, whatever the client sent.
+            object["metadata"]["creationTimestamp"] =
+                json!(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string());
+            assert_eq!(
+                object["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+                "promoter"
+            );
+            create(&api, object, ns, "promotions")
+        }
+        ("DELETE", "promoter.dev/v1alpha1", ["namespaces", ns, "promotions", name]) => {
+            let mut objects = api.objects.lock().unwrap();
+            let at = objects.iter().position(|o| {
+                o["kind"] == "Promotion"
+                    && o["metadata"]["namespace"] == *ns
+                    && o["metadata"]["name"] == *name
+            });
+            match at {
+                Some(at) => {
+                    let mut gone = objects.remove(at);
+                    api.bump(&mut gone);
+                    api.changed("DELETED", &gone);
+                    axum::Json(gone).into_response()
+                }
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("promotions {name:?} not found"),
+                ),
+            }
+        }
+        ("GET", "promoter.dev/v1alpha1", ["namespaces", ns, "promotions", name]) => {
+            match api.find("Promotion", ns, name) {
+                Some(p) => axum::Json(p).into_response(),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("promotions {name:?} not found"),
+                ),
+            }
+        }
+        ("PUT", "promoter.dev/v1alpha1", ["namespaces", ns, "promotions", name, "status"]) => {
+            let key = format!("promotion {ns}/{name}");
+            update(&api, "Promotion", ns, name, &body, |object, new| {
+                object["status"] = new["status"].clone();
+                let patch = json!({"status": new["status"]});
+                api.patches.lock().unwrap().push((key, patch));
+            })
+        }
+        // Role in the controller's namespace: leases get, create, update.
+        ("GET", "coordination.k8s.io/v1", ["namespaces", ns, "leases", name])
+            if *ns == CONTROLLER_NS =>
+        {
+            match api.find("Lease", ns, name) {
+                Some(lease) => axum::Json(lease).into_response(),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("leases.coordination.k8s.io {name:?} not found"),
+                ),
+            }
+        }
+        ("POST", "coordination.k8s.io/v1", ["namespaces", ns, "leases"])
+            if *ns == CONTROLLER_NS =>
+        {
+            let mut lease: Value = serde_json::from_slice(&body).unwrap();
+            lease["apiVersion"] = json!("coordination.k8s.io/v1");
+            lease["kind"] = json!("Lease");
+            create(&api, lease, ns, "leases.coordination.k8s.io")
+        }
+        ("PUT", "coordination.k8s.io/v1", ["namespaces", ns, "leases", name])
+            if *ns == CONTROLLER_NS =>
+        {
+            update(&api, "Lease", ns, name, &body, |object, new| {
+                object["spec"] = new["spec"].clone();
+            })
+        }
+        ("GET", "promoter.dev/v1alpha1", ["promotions"]) => {
+            let selector = query.unwrap_or_default();
+            assert!(
+                selector.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dpromoter"),
+                "{selector}"
+            );
+            if selector.contains("watch=true") {
+                return watch(api.clone(), &selector);
+            }
+            // Custom resources keep apiVersion and kind in list items.
+            let items = api.of_kind("Promotion", None);
+            axum::Json(json!({
+                "apiVersion": "promoter.dev/v1alpha1", "kind": "PromotionList",
+                "metadata": {"resourceVersion": api.list_version()}, "items": items,
+            }))
+            .into_response()
+        }
+        // ClusterRole: namespaces list (the labels plugin grants' namespaceSelector matches).
+        ("GET", "v1", ["namespaces"]) => list(
+            "Namespace",
+            api.of_kind("Namespace", None),
+            api.list_version(),
+        ),
+        // Role in the controller's namespace: configmaps list.
+        ("GET", "v1", ["namespaces", ns, "configmaps"]) if *ns == CONTROLLER_NS => {
+            let selector = query.unwrap_or_default();
+            assert!(
+                selector.contains("labelSelector=promoter.dev%2Fplugin%3Dtrue"),
+                "plugin ConfigMaps are listed by label: {selector}"
+            );
+            list(
+                "ConfigMap",
+                api.of_kind("ConfigMap", Some(ns)),
+                api.list_version(),
+            )
+        }
+        // rbac.secrets.namespaces: get by name, never list.
+        ("GET", "v1", ["namespaces", ns, "secrets", name])
+            if *ns == "flux-system" || *ns == CONTROLLER_NS =>
+        {
+            match api
+                .of_kind("Secret", Some(ns))
+                .into_iter()
+                .find(|s| s["metadata"]["name"] == *name)
+            {
+                Some(secret) => axum::Json(secret).into_response(),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("secrets {name:?} not found"),
+                ),
+            }
+        }
+        // ClusterRole: tokenreviews and subjectaccessreviews create (the admin API's callers).
+        ("POST", "authentication.k8s.io/v1", ["tokenreviews"]) => token_review(&api, &body),
+        ("POST", "authorization.k8s.io/v1", ["subjectaccessreviews"]) => access_review(&api, &body),
+        // Elsewhere the chart grants nothing: the API server refuses, as a real one would.
+        ("GET", "v1", ["namespaces", ns, "secrets", name]) => status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "secrets {name:?} is forbidden: cannot get resource \"secrets\" in the namespace {ns:?}"
+            ),
+        ),
+        _ => {
+            api.refused.lock().unwrap().push(line.clone());
+            status(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!("not granted: {line}"),
+            )
+        }
+    }
+}
+
+pub(crate) struct Cluster {
+    pub(crate) api: Arc<Api>,
+    pub(crate) kubeconfig: std::path::PathBuf,
+}
+
+pub(crate) async fn cluster(dir: &std::path::Path, objects: Vec<Value>) -> Cluster {
+    let api = Arc::new(Api::default());
+    api.add_user(
+        CLUSTER_ADMIN_TOKEN,
+        "kubernetes-admin",
+        &["system:masters", "system:authenticated"],
+    );
+    let mut objects = objects;
+    for object in &mut objects {
+        api.bump(object);
+    }
+    *api.objects.lock().unwrap() = objects;
+    let app = axum::Router::new().fallback(handle).with_state(api.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let kubeconfig = kubeconfig(dir, port, TOKEN);
+    Cluster { api, kubeconfig }
+}
+
+/// A kubeconfig for the API server on `port`, in the controller's namespace.
+pub(crate) fn kubeconfig(dir: &std::path::Path, port: u16, token: &str) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\n\
+             clusters: [{{name: fake, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n\
+             users: [{{name: promoter, user: {{token: {token}}}}}]\n\
+             contexts: [{{name: fake, context: {{cluster: fake, user: promoter, namespace: {CONTROLLER_NS}}}}}]\n\
+             current-context: fake\n"
+        ),
+    )
+    .unwrap();
+    path
+}
