@@ -49,7 +49,7 @@ ENV PROMOTER_DATA_DIR=/var/lib/promoter \
     PROMOTER_LOG_FORMAT=json
 
 # The binary's default listeners: 8082 public (/promotion, /approval), 8080 internal
-# (/metrics, /healthz, /readyz, /promotions). The chart moves them to 8080 and 9090.
+# (/metrics, /healthz, /readyz, /promotions). The chart and the CLI use the same ports.
 EXPOSE 8082 8080
 
 ENTRYPOINT ["/usr/local/bin/promoter"]

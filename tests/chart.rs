@@ -199,11 +199,13 @@ fn args(docs: &[Value]) -> Vec<String> {
     strings(&container(docs)["args"])
 }
 
-/// The value of `--flag=value` in the container's arguments.
+/// The value of `--flag=value` in the container's arguments (the last one wins, as in
+/// `promoter serve`).
 fn flag(docs: &[Value], name: &str) -> Option<String> {
     let prefix = format!("{name}=");
     args(docs)
         .iter()
+        .rev()
         .find_map(|a| a.strip_prefix(&prefix).map(str::to_string))
 }
 
@@ -941,6 +943,113 @@ fn the_network_policy_admits_only_the_two_listeners_and_reaches_out_only_where_l
     assert_eq!(api["to"].as_array().unwrap().len(), 2);
 }
 
+/// The peers admitted to the webhook port by the NetworkPolicy of `docs`.
+fn webhook_peers(docs: &[Value]) -> Vec<Value> {
+    let policy = one(docs, "NetworkPolicy", RELEASE);
+    let port = listen_port(docs, "--webhook-addr");
+    let rule = policy["spec"]["ingress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["ports"][0]["port"] == port)
+        .expect("a rule for the webhook port");
+    rule["from"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn restricting_the_webhook_still_admits_the_clusters_own_notification_controller() {
+    let notification_controller = json!({
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "flux-system"}},
+        "podSelector": {"matchLabels": {"app": "notification-controller"}},
+    });
+    let peers = webhook_peers(&render_ok(&[&all_values()], &[]));
+    assert!(
+        peers.contains(&notification_controller),
+        "the in-cluster address NOTES print must stay reachable from Flux: {peers:#?}"
+    );
+    assert!(peers.iter().any(
+        |p| p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == "ingress-nginx"
+    ));
+
+    let off = render_ok(
+        &[&all_values()],
+        &["networkPolicy.ingress.fromNotificationController=false"],
+    );
+    assert!(!webhook_peers(&off).contains(&notification_controller));
+
+    // Without webhookFrom anyone may connect: no `from` at all, nothing to add to.
+    let values = write_values(
+        "policy-open-webhook",
+        &json!({"networkPolicy": {"enabled": true, "egress": {"apiServer": {"cidrs": ["10.0.0.1/32"]}}}}),
+    );
+    let open = render_ok(&[&values], &[]);
+    assert!(webhook_peers(&open).is_empty());
+}
+
+#[test]
+fn the_chart_listens_where_the_image_and_the_cli_expect() {
+    let docs = render_ok(&[], &[]);
+    assert_eq!(
+        listen_port(&docs, "--webhook-addr"),
+        8082,
+        "Weave's webhook port"
+    );
+    assert_eq!(
+        listen_port(&docs, "--admin-addr"),
+        8080,
+        "the CLI's default --admin (http://127.0.0.1:8080) inside a pod"
+    );
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("EXPOSE 8082 8080"), "{dockerfile}");
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_promoter"))
+        .args(["promotions", "list", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("http://127.0.0.1:8080"), "{help}");
+}
+
+#[test]
+fn extra_args_repeating_a_chart_flag_override_it_instead_of_crash_looping() {
+    let values = write_values("extra-args", &json!({"extraArgs": ["--workers=9"]}));
+    let args = args(&render_ok(&[&values], &[]));
+    let workers: Vec<&String> = args
+        .iter()
+        .filter(|a| a.starts_with("--workers="))
+        .collect();
+    assert_eq!(workers.len(), 2, "the chart sets --workers too: {args:?}");
+    assert_eq!(args.last().unwrap(), "--workers=9", "extraArgs come last");
+    // The pod's command line, as the kubelet runs it (the downward-API variable expanded):
+    // clap must accept `--workers` twice. Without an API server the controller stops at
+    // start, after parsing, saying so.
+    let line: Vec<String> = args
+        .iter()
+        .map(|a| a.replace("$(POD_NAMESPACE)", "promoter-system"))
+        .collect();
+    let dir = scratch("extra-args");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promoter"))
+        .args(&line)
+        .env("KUBECONFIG", dir.join("no-kubeconfig"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(
+        out.status.code(),
+        Some(2),
+        "clap refused the arguments: {stderr}"
+    );
+    assert!(
+        !stderr.contains("cannot be used multiple times"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Kubernetes"),
+        "stops at the missing API server: {stderr}"
+    );
+}
+
 #[test]
 fn a_network_policy_without_the_api_servers_addresses_is_refused() {
     let err = render_err(&[], &["networkPolicy.enabled=true"]);
@@ -1283,7 +1392,7 @@ fn values_schema_rejects_unknown_and_mistyped_values() {
 }
 
 #[test]
-fn the_notes_render_for_the_default_and_the_full_values() {
+fn the_notes_render_for_the_default_and_the_full_values_and_say_what_the_replicas_do() {
     // chart-render, like `helm template`, leaves NOTES.txt out; render a copy in which it
     // is an ordinary template.
     let copy = scratch("notes").join("promoter");
@@ -1306,6 +1415,23 @@ fn the_notes_render_for_the_default_and_the_full_values() {
             "{label}: {notes}"
         );
         assert!(notes.contains("/promotion/"), "{label}: {notes}");
+    }
+    for (replicas, says) in [
+        (
+            "1",
+            "with 1 replica.\nIt serves the webhook, runs promotions",
+        ),
+        (
+            "2",
+            "with 2 replicas.\nEvery replica serves the webhook and runs promotions",
+        ),
+    ] {
+        let set = format!("replicaCount={replicas}");
+        let out = render_dir(&copy, &[], &[&set]).unwrap_or_else(|e| panic!("{set}: {e}"));
+        assert!(
+            out.contains(says),
+            "{set}: the notes should say {says:?}:\n{out}"
+        );
     }
 }
 

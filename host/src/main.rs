@@ -36,6 +36,8 @@ enum LogFormat {
 enum Command {
     /// Serve the webhook, run promotions: manifests from a folder (local mode, --manifests)
     /// or from the Kubernetes API (Kubernetes mode, without --manifests).
+    /// A flag given twice takes its last value, so a chart's extraArgs override its flags.
+    #[command(args_override_self = true)]
     Serve(ServeArgs),
     /// Show promotions recorded by a running server.
     #[command(subcommand)]
@@ -752,4 +754,27 @@ fn trim_newline(mut bytes: Vec<u8>) -> Vec<u8> {
         bytes.pop();
     }
     bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_serve_flag_given_twice_takes_the_last_value_so_extra_args_override_the_charts() {
+        let cli = Cli::try_parse_from([
+            "promoter",
+            "serve",
+            "--workers=4",
+            "--admin-addr=0.0.0.0:8080",
+            "--workers=9",
+            "--admin-addr=127.0.0.1:9999",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.workers, 9);
+        assert_eq!(args.admin_addr.to_string(), "127.0.0.1:9999");
+    }
 }
