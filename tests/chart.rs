@@ -1088,10 +1088,15 @@ fn every_plugin_config_map_carries_the_label_and_pins_its_component() {
         declared,
         "a labelled ConfigMap per declared plugin"
     );
+    let others: Vec<&str> = all(&docs, "ConfigMap")
+        .into_iter()
+        .filter(|cm| !cms.contains(cm))
+        .map(name_of)
+        .collect();
     assert_eq!(
-        all(&docs, "ConfigMap").len(),
-        cms.len(),
-        "every ConfigMap the chart renders is a labelled plugin"
+        others,
+        [format!("{RELEASE}-dashboard")],
+        "every ConfigMap the chart renders but the dashboard is a labelled plugin"
     );
     let names: BTreeSet<&str> = cms.iter().map(|cm| plugin_name(cm)).collect();
     let declared_names: BTreeSet<&str> = ["inline", "oci"]
@@ -1952,4 +1957,158 @@ fn the_crds_keep_weaves_printer_columns_and_tell_the_promotion_story() {
             "{file}: status subresource"
         );
     }
+}
+
+/// Runs `promtool ARGS…` in `dir`; its combined output, failing the test when it fails.
+fn promtool(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("promtool (Debian package prometheus) must be installed; .ci/run installs it");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool {args:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn the_prometheus_rule_passes_promtool_and_each_alert_fires_on_the_series_it_watches() {
+    assert!(
+        all(&render_ok(&[], &[]), "PrometheusRule").is_empty(),
+        "off by default"
+    );
+    let docs = render_ok(&[&all_values()], &[]);
+    let rule = one(&docs, "PrometheusRule", RELEASE);
+    assert_eq!(rule["metadata"]["labels"]["release"], "prometheus");
+    let dir = scratch("prometheus-rule");
+    let groups = json!({"groups": rule["spec"]["groups"]});
+    std::fs::write(
+        dir.join("rules.yaml"),
+        serde_yaml_ng::to_string(&groups).unwrap(),
+    )
+    .unwrap();
+    let checked = promtool(&dir, &["check", "rules", "rules.yaml"]);
+    assert!(checked.contains("SUCCESS: 4 rules found"), "{checked}");
+
+    // The expressions, run by Prometheus' rule engine on made-up series (annotations are
+    // checked above; promtool's unit tests would compare their rendered text too).
+    let mut bare = groups.clone();
+    for r in bare["groups"][0]["rules"].as_array_mut().unwrap() {
+        r.as_object_mut().unwrap().remove("annotations");
+    }
+    std::fs::write(
+        dir.join("bare.yaml"),
+        serde_yaml_ng::to_string(&bare).unwrap(),
+    )
+    .unwrap();
+    let alert = |labels: Value| json!([{"exp_labels": labels}]);
+    let team = |mut labels: Value| {
+        labels["team"] = json!("platform");
+        labels
+    };
+    let tests = json!({
+        "rule_files": ["bare.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": r#"promoter_promotions_total{pipeline="flux-system/podinfo",environment="prod",strategy="webhook",result="failed"}"#, "values": "0 0 1 1 1"},
+                    {"series": r#"promoter_promotions_total{pipeline="flux-system/podinfo",environment="test",strategy="webhook",result="succeeded"}"#, "values": "0 1 2 3 4"},
+                    // An approval waiting since t=0, with all-values' threshold of an hour.
+                    {"series": "promoter_oldest_approval_wait_seconds", "values": "0+60x100"},
+                    {"series": r#"promoter_events_received_total{pipeline="",result="unauthorized"}"#, "values": "0+60x30"},
+                    {"series": r#"promoter_events_received_total{pipeline="flux-system/podinfo",result="unavailable"}"#, "values": "0 0 0 5 5"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "4m", "alertname": "PromoterPromotionsFailing",
+                     "exp_alerts": alert(team(json!({"severity": "warning", "pipeline": "flux-system/podinfo", "environment": "prod"})))},
+                    {"eval_time": "30m", "alertname": "PromoterApprovalWaitingTooLong", "exp_alerts": []},
+                    {"eval_time": "70m", "alertname": "PromoterApprovalWaitingTooLong",
+                     "exp_alerts": alert(team(json!({"severity": "info"})))},
+                    {"eval_time": "8m", "alertname": "PromoterWebhookRefusalsRising", "exp_alerts": []},
+                    {"eval_time": "20m", "alertname": "PromoterWebhookRefusalsRising",
+                     "exp_alerts": alert(team(json!({"severity": "warning"})))},
+                    {"eval_time": "4m", "alertname": "PromoterStoreUnavailable",
+                     "exp_alerts": alert(team(json!({"severity": "critical"})))},
+                ],
+            },
+            {
+                // Busy but healthy: many ignored and accepted events, every promotion
+                // succeeding, no approval waiting. Nothing fires.
+                "interval": "1m",
+                "input_series": [
+                    {"series": r#"promoter_events_received_total{pipeline="flux-system/podinfo",result="ignored"}"#, "values": "0+600x60"},
+                    {"series": r#"promoter_events_received_total{pipeline="flux-system/podinfo",result="accepted"}"#, "values": "0+60x60"},
+                    {"series": r#"promoter_promotions_total{pipeline="flux-system/podinfo",environment="test",strategy="webhook",result="succeeded"}"#, "values": "0+60x60"},
+                    {"series": "promoter_oldest_approval_wait_seconds", "values": "0x60"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "59m", "alertname": "PromoterPromotionsFailing", "exp_alerts": []},
+                    {"eval_time": "59m", "alertname": "PromoterApprovalWaitingTooLong", "exp_alerts": []},
+                    {"eval_time": "59m", "alertname": "PromoterWebhookRefusalsRising", "exp_alerts": []},
+                    {"eval_time": "59m", "alertname": "PromoterStoreUnavailable", "exp_alerts": []},
+                ],
+            },
+        ],
+    });
+    std::fs::write(
+        dir.join("tests.yaml"),
+        serde_yaml_ng::to_string(&tests).unwrap(),
+    )
+    .unwrap();
+    let tested = promtool(&dir, &["test", "rules", "tests.yaml"]);
+    assert!(tested.contains("SUCCESS"), "{tested}");
+}
+
+#[test]
+fn the_grafana_dashboard_is_a_sidecar_config_map_whose_queries_prometheus_parses() {
+    assert!(
+        !all(&render_ok(&[], &[]), "ConfigMap")
+            .iter()
+            .any(|cm| name_of(cm).ends_with("-dashboard")),
+        "off by default"
+    );
+    let docs = render_ok(&[&all_values()], &[]);
+    let cm = all(&docs, "ConfigMap")
+        .into_iter()
+        .find(|cm| name_of(cm) == format!("{RELEASE}-dashboard"))
+        .expect("the dashboard ConfigMap");
+    assert_eq!(namespace_of(cm), "monitoring");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(cm["metadata"]["annotations"]["grafana_folder"], "Promoter");
+    let text = cm["data"]["promoter.json"].as_str().unwrap();
+    let dashboard: Value = serde_json::from_str(text).expect("the dashboard is JSON");
+    assert_eq!(dashboard["uid"], "promoter-overview");
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            exprs.push(target["expr"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    // Grafana's variables as Prometheus would see them once substituted.
+    let rules: Vec<Value> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let e = e
+                .replace("$__rate_interval", "2m")
+                .replace("$__range", "6h")
+                .replace("$pipeline", ".*")
+                .replace("$job", ".*");
+            json!({"record": format!("promoter:panel_{i}"), "expr": e})
+        })
+        .collect();
+    let dir = scratch("dashboard");
+    std::fs::write(
+        dir.join("panels.yaml"),
+        serde_yaml_ng::to_string(&json!({"groups": [{"name": "panels", "rules": rules}]})).unwrap(),
+    )
+    .unwrap();
+    promtool(&dir, &["check", "rules", "panels.yaml"]);
 }

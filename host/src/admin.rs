@@ -41,6 +41,13 @@ pub fn router(shared: Arc<Shared>, auth: Auth) -> Router {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let waiting = shared.store.waiting();
+    let metrics = &shared.metrics;
+    metrics.approvals_waiting.set(waiting.count as i64);
+    let waited = waiting
+        .oldest_created_at
+        .map_or(0, |at| crate::record::now_ms().saturating_sub(at));
+    metrics.oldest_approval_wait.set(waited as f64 / 1000.0);
     (
         [(
             header::CONTENT_TYPE,

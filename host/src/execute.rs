@@ -278,18 +278,14 @@ impl Executor {
         } else {
             "failed"
         };
+        let pipeline = format!("{}/{}", p.pipeline.namespace, p.pipeline.name);
         self.metrics
             .promotions
-            .with_label_values(&[
-                &format!("{}/{}", p.pipeline.namespace, p.pipeline.name),
-                &p.target_environment,
-                &p.strategy.plugin,
-                result,
-            ])
+            .with_label_values(&[&pipeline, &p.target_environment, &p.strategy.plugin, result])
             .inc();
         self.metrics
             .promotion_latency
-            .with_label_values(&[&p.strategy.plugin, result])
+            .with_label_values(&[&pipeline, &p.target_environment, &p.strategy.plugin, result])
             .observe(now.saturating_sub(p.created_at) as f64 / 1000.0);
         self.save(p).await;
     }

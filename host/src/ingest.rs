@@ -246,7 +246,16 @@ async fn promotion(
             (a.result, a.into_response())
         }
     };
-    shared.metrics.events.with_label_values(&[result]).inc();
+    // Only a Pipeline in force names a series: the path is the sender's to choose.
+    let pipeline = match shared.catalog().pipeline(&namespace, &name) {
+        Some(_) => format!("{namespace}/{name}"),
+        None => String::new(),
+    };
+    shared
+        .metrics
+        .events
+        .with_label_values(&[pipeline.as_str(), result])
+        .inc();
     response
 }
 

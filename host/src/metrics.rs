@@ -7,16 +7,24 @@ use prometheus::{
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// Events received on the webhook, by result (accepted, ignored, rejected, unauthorized, replay, invalid, unavailable).
+    /// Events received on the webhook, by pipeline (`namespace/name`, or empty when no
+    /// such Pipeline is in force: the path is the sender's to choose) and result
+    /// (accepted, ignored, rejected, unauthorized, replay, invalid, unavailable).
     pub events: IntCounterVec,
     /// Finished promotions by pipeline, environment, strategy and result (succeeded, failed).
     pub promotions: IntCounterVec,
-    /// From event accepted to promotion finished.
+    /// From event accepted to promotion finished, by pipeline, environment, strategy and
+    /// result.
     pub promotion_latency: HistogramVec,
     /// One plugin call, by plugin and result (ok or the error kind).
     pub plugin_calls: HistogramVec,
     /// Promotions waiting to run (pending or due for retry).
     pub queue_depth: IntGauge,
+    /// Promotions waiting for approval, and how long the oldest has waited (set at scrape).
+    pub approvals_waiting: IntGauge,
+    pub oldest_approval_wait: prometheus::Gauge,
+    /// Requests to the Kubernetes API, by verb, resource and status code.
+    pub kubernetes_requests: HistogramVec,
 }
 
 impl Metrics {
@@ -25,9 +33,9 @@ impl Metrics {
         let events = IntCounterVec::new(
             Opts::new(
                 "promoter_events_received_total",
-                "Flux events received on the webhook, by result.",
+                "Flux events received on the webhook, by pipeline (empty: no such Pipeline) and result.",
             ),
-            &["result"],
+            &["pipeline", "result"],
         )
         .unwrap();
         let promotions = IntCounterVec::new(
@@ -41,12 +49,12 @@ impl Metrics {
         let promotion_latency = HistogramVec::new(
             HistogramOpts::new(
                 "promoter_promotion_latency_seconds",
-                "Time from event accepted to promotion finished.",
+                "Time from event accepted to promotion finished, by pipeline and environment.",
             )
             .buckets(vec![
                 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0, 7200.0,
             ]),
-            &["strategy", "result"],
+            &["pipeline", "environment", "strategy", "result"],
         )
         .unwrap();
         let plugin_calls = HistogramVec::new(
@@ -63,6 +71,40 @@ impl Metrics {
             "Promotions waiting to run (pending or due for retry).",
         )
         .unwrap();
+        let approvals_waiting = IntGauge::new(
+            "promoter_approvals_waiting",
+            "Promotions waiting for approval.",
+        )
+        .unwrap();
+        let oldest_approval_wait = prometheus::Gauge::new(
+            "promoter_oldest_approval_wait_seconds",
+            "How long the oldest promotion waiting for approval has waited (0: none waits).",
+        )
+        .unwrap();
+        let kubernetes_requests = HistogramVec::new(
+            HistogramOpts::new(
+                "promoter_kubernetes_request_duration_seconds",
+                "Requests to the Kubernetes API until the response headers, by verb, resource \
+                 and status code (\"error\": no response).",
+            )
+            .buckets(vec![0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0]),
+            &["verb", "resource", "code"],
+        )
+        .unwrap();
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .unwrap();
+        registry
+            .register(Box::new(approvals_waiting.clone()))
+            .unwrap();
+        registry
+            .register(Box::new(oldest_approval_wait.clone()))
+            .unwrap();
+        registry
+            .register(Box::new(kubernetes_requests.clone()))
+            .unwrap();
         registry.register(Box::new(events.clone())).unwrap();
         registry.register(Box::new(promotions.clone())).unwrap();
         registry
@@ -77,6 +119,9 @@ impl Metrics {
             promotion_latency,
             plugin_calls,
             queue_depth,
+            approvals_waiting,
+            oldest_approval_wait,
+            kubernetes_requests,
         }
     }
 

@@ -71,11 +71,13 @@ enum Catalog {
 }
 
 impl Catalog {
-    async fn connect(source: &Source) -> anyhow::Result<Catalog> {
+    async fn connect(source: &Source, metrics: &Metrics) -> anyhow::Result<Catalog> {
         Ok(match source {
             Source::Folder(dir) => Catalog::Folder(dir.clone()),
             Source::Cluster { namespace } => {
-                let cluster = crate::cluster::source::Cluster::connect(namespace.clone()).await?;
+                let requests = metrics.kubernetes_requests.clone();
+                let cluster =
+                    crate::cluster::source::Cluster::connect(namespace.clone(), requests).await?;
                 Catalog::Cluster(Box::new(cluster))
             }
         })
@@ -336,7 +338,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 settings.max_plugin_size,
             )),
     );
-    let source = Catalog::connect(&settings.source).await?;
+    let metrics = Metrics::new();
+    let source = Catalog::connect(&settings.source, &metrics).await?;
     let admin_auth = match (&source, &settings.admin_token_file) {
         (Catalog::Folder(_), None) => crate::admin::auth::Auth::loopback_only(),
         (Catalog::Folder(_), Some(file)) => crate::admin::auth::Auth::token_file(file)?,
@@ -375,7 +378,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             Store::Resources(Arc::new(store))
         }
     };
-    let metrics = Metrics::new();
     let resolver = Arc::new(Resolver {
         shared: std::sync::OnceLock::new(),
     });

@@ -2,4 +2,5 @@
 
 pub mod crd;
 pub mod lease;
+pub mod requests;
 pub mod source;

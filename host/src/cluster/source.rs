@@ -87,14 +87,23 @@ pub struct Snapshot {
 }
 
 impl Cluster {
-    /// Connects with the pod's service account, or the kubeconfig outside a cluster.
-    pub async fn connect(namespace: Option<String>) -> anyhow::Result<Cluster> {
-        let client = Client::try_default().await.map_err(|e| {
+    /// Connects with the pod's service account, or the kubeconfig outside a cluster;
+    /// every request is measured into `requests`.
+    pub async fn connect(
+        namespace: Option<String>,
+        requests: prometheus::HistogramVec,
+    ) -> anyhow::Result<Cluster> {
+        let cannot = |e: &dyn std::fmt::Display| {
             anyhow::anyhow!(
                 "Kubernetes mode (no --manifests): cannot configure a client for the API server \
                  (in-cluster service account or KUBECONFIG): {e}"
             )
-        })?;
+        };
+        let config = kube::Config::infer().await.map_err(|e| cannot(&e))?;
+        let client = kube::client::ClientBuilder::try_from(config)
+            .map_err(|e| cannot(&e))?
+            .with_layer(&crate::cluster::requests::Measure(requests))
+            .build();
         let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_string());
         Ok(Cluster {
             namespace,

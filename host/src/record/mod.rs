@@ -287,6 +287,8 @@ struct Op {
 struct Index {
     history: HashMap<String, VersionIndex>,
     pending: HashMap<String, Due>,
+    /// Promotions waiting for approval: id -> created_at.
+    waiting: HashMap<String, u64>,
 }
 
 type SharedIndex = Arc<Mutex<Index>>;
@@ -317,6 +319,29 @@ impl Index {
         } else {
             self.pending.remove(&p.id);
         }
+        if p.phase == Phase::WaitingApproval {
+            self.waiting.insert(p.id.clone(), p.created_at);
+        } else {
+            self.waiting.remove(&p.id);
+        }
+    }
+}
+
+/// Promotions waiting for approval: how many, and when the oldest was accepted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Waiting {
+    pub count: usize,
+    pub oldest_created_at: Option<u64>,
+}
+
+impl FromIterator<u64> for Waiting {
+    fn from_iter<I: IntoIterator<Item = u64>>(created: I) -> Waiting {
+        created
+            .into_iter()
+            .fold(Waiting::default(), |w, at| Waiting {
+                count: w.count + 1,
+                oldest_created_at: Some(w.oldest_created_at.map_or(at, |o| o.min(at))),
+            })
     }
 }
 
@@ -470,6 +495,12 @@ impl LocalStore {
         }
     }
 
+    /// Promotions waiting for approval.
+    pub fn waiting(&self) -> Waiting {
+        let index = self.index.lock().unwrap();
+        index.waiting.values().copied().collect()
+    }
+
     /// Promotions in phase pending, with when they may run.
     pub fn pending(&self) -> Vec<(String, Due)> {
         let index = self.index.lock().unwrap();
@@ -592,6 +623,14 @@ impl Store {
         match self {
             Store::Local(s) => s.with_history(pipeline, f),
             Store::Resources(s) => s.with_history(pipeline, f),
+        }
+    }
+
+    /// Promotions waiting for approval.
+    pub fn waiting(&self) -> Waiting {
+        match self {
+            Store::Local(s) => s.waiting(),
+            Store::Resources(s) => s.waiting(),
         }
     }
 

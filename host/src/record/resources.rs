@@ -438,8 +438,8 @@ impl ResourceStore {
         (recorded, succeeded)
     }
 
-    /// Promotions that may be claimed: pending, or running with a lapsed hold.
-    pub fn pending(&self) -> Vec<(String, Due)> {
+    /// The promotions now in `phase` (a running one with a lapsed hold is pending).
+    fn in_phase(&self, phase: Phase) -> Vec<Promotion> {
         let now = now_ms();
         let cache = self.cache.lock().unwrap();
         cache
@@ -447,7 +447,22 @@ impl ResourceStore {
             .values()
             .filter(|e| e.canonical)
             .map(|e| e.current(now))
-            .filter(|p| p.phase == Phase::Pending)
+            .filter(|p| p.phase == phase)
+            .collect()
+    }
+
+    /// Promotions waiting for approval.
+    pub fn waiting(&self) -> super::Waiting {
+        self.in_phase(Phase::WaitingApproval)
+            .iter()
+            .map(|p| p.created_at)
+            .collect()
+    }
+
+    /// Promotions that may be claimed: pending, or running with a lapsed hold.
+    pub fn pending(&self) -> Vec<(String, Due)> {
+        self.in_phase(Phase::Pending)
+            .into_iter()
             .map(|p| {
                 let due = Due {
                     created_at: p.created_at,
