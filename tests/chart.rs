@@ -1854,21 +1854,93 @@ fn the_image_runs_as_the_charts_numeric_user_and_builds_with_the_pinned_toolchai
 #[test]
 fn the_charts_crds_are_the_ones_generated_from_the_rust_types() {
     for (file, generated) in promoter::cluster::crd::crds_yaml() {
-        let path = chart_dir().join("crds").join(file);
+        let path = chart_dir().join("files/crds").join(file);
         let shipped = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
             shipped == generated,
             "{} differs from the Rust types; regenerate it with \
-             `cargo run -p promoter -- crds --out charts/promoter/crds`",
+             `cargo run -p promoter -- crds --out charts/promoter/files/crds`",
             path.display()
         );
     }
 }
 
+fn numbers_as_floats(v: Value) -> Value {
+    match v {
+        Value::Number(n) => json!(n.as_f64().unwrap()),
+        Value::Array(a) => Value::Array(a.into_iter().map(numbers_as_floats).collect()),
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, v)| (k, numbers_as_floats(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+#[test]
+fn the_chart_installs_and_upgrades_the_crds_and_keeps_them_on_uninstall_unless_told() {
+    let crds = |sets: &[&str]| -> Vec<Value> {
+        all(&render_ok(&[], sets), "CustomResourceDefinition")
+            .into_iter()
+            .cloned()
+            .collect()
+    };
+    let rendered = crds(&[]);
+    assert_eq!(
+        rendered.len(),
+        2,
+        "both CRDs, as templates (so helm upgrade updates them)"
+    );
+    for (file, generated) in promoter::cluster::crd::crds_yaml() {
+        let mut expected = parse_documents(&generated).remove(0);
+        let mut crd = rendered
+            .iter()
+            .find(|c| name_of(c) == name_of(&expected))
+            .unwrap_or_else(|| panic!("{file} is not rendered"))
+            .clone();
+        assert_eq!(
+            crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+            "{file}: helm uninstall must not delete every Pipeline and Promotion"
+        );
+        assert_eq!(
+            crd["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "Helm"
+        );
+        // Otherwise exactly what `promoter crds` prints.
+        for m in [&mut crd["metadata"], &mut expected["metadata"]] {
+            let m = m.as_object_mut().unwrap();
+            m.remove("annotations");
+            m.remove("labels");
+        }
+        // Helm's fromYaml/toYaml turn `0.0` into `0`: the same number to the API server.
+        assert_eq!(
+            numbers_as_floats(crd),
+            numbers_as_floats(expected),
+            "{file}"
+        );
+    }
+    let unkept = crds(&["crds.keep=false"]);
+    assert_eq!(unkept.len(), 2);
+    assert!(
+        unkept
+            .iter()
+            .all(|c| c["metadata"]["annotations"]["helm.sh/resource-policy"].is_null())
+    );
+    assert!(
+        crds(&["crds.enabled=false"]).is_empty(),
+        "applied by the operator instead"
+    );
+    assert!(
+        !chart_dir().join("crds").exists(),
+        "crds/ is installed once and never upgraded by Helm; the CRDs are templates"
+    );
+}
+
 /// The openAPIV3Schema of the CRD in `file`, as a JSON Schema validator (the Kubernetes
 /// extensions, `x-kubernetes-*` and `nullable`, are ignored as unknown keywords).
 fn crd_schema(file: &str) -> jsonschema::Validator {
-    let text = std::fs::read_to_string(chart_dir().join("crds").join(file)).unwrap();
+    let text = std::fs::read_to_string(chart_dir().join("files/crds").join(file)).unwrap();
     let crd = &parse_documents(&text)[0];
     assert_eq!(kind_of(crd), "CustomResourceDefinition");
     let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
@@ -1922,7 +1994,7 @@ fn every_pipeline_shipped_or_tested_fits_the_crd_in_both_dialects() {
 #[test]
 fn the_crds_keep_weaves_printer_columns_and_tell_the_promotion_story() {
     let columns = |file: &str| -> Vec<(String, String)> {
-        let text = std::fs::read_to_string(chart_dir().join("crds").join(file)).unwrap();
+        let text = std::fs::read_to_string(chart_dir().join("files/crds").join(file)).unwrap();
         let crd = &parse_documents(&text)[0];
         crd["spec"]["versions"][0]["additionalPrinterColumns"]
             .as_array()
@@ -1949,7 +2021,7 @@ fn the_crds_keep_weaves_printer_columns_and_tell_the_promotion_story() {
         ]
     );
     for file in ["pipelines.yaml", "promotions.yaml"] {
-        let text = std::fs::read_to_string(chart_dir().join("crds").join(file)).unwrap();
+        let text = std::fs::read_to_string(chart_dir().join("files/crds").join(file)).unwrap();
         let crd = &parse_documents(&text)[0];
         assert_eq!(crd["spec"]["scope"], "Namespaced");
         assert!(

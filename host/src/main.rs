@@ -51,7 +51,8 @@ enum Command {
     #[command(subcommand)]
     Plugin(PluginCommand),
     /// Print the CustomResourceDefinitions (Pipeline, Promotion) as YAML, as the chart
-    /// ships them in crds/; or write them into a folder.
+    /// ships them (files/crds/): `promoter crds | kubectl apply --server-side -f -`; or
+    /// write them into a folder.
     Crds {
         /// Write `pipelines.yaml` and `promotions.yaml` into this folder instead.
         #[arg(long, value_name = "DIR")]

@@ -1,5 +1,5 @@
 //! The custom resources, as Rust types; their CRDs are generated from these types
-//! (`promoter crds`) and shipped in `charts/promoter/crds/`, and a test keeps the two the
+//! (`promoter crds`) and shipped in `charts/promoter/files/crds/`, and a test keeps the two the
 //! same.
 //!
 //! - `Pipeline` (`pipelines.weave.works/v1alpha1`): Weave's resource, unchanged for its

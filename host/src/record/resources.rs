@@ -403,8 +403,8 @@ impl ResourceStore {
             .map_err(|e| {
                 let hint = match &e {
                     kube::Error::Api(s) if s.code == 404 => {
-                        " (is the promoter.dev Promotion CRD installed? `promoter crds` prints it; \
-                         the chart installs it from crds/)"
+                        " (is the promoter.dev Promotion CRD installed? The chart installs it \
+                         with crds.enabled; or `promoter crds | kubectl apply --server-side -f -`)"
                     }
                     _ => "",
                 };
