@@ -553,6 +553,17 @@ fn rbac_grants_the_least_privilege_the_controller_needs() {
         // The admin API's callers, checked as kube-rbac-proxy checks them.
         rule("authentication.k8s.io", "tokenreviews", &["create"]),
         rule("authorization.k8s.io", "subjectaccessreviews", &["create"]),
+        // Its own CRDs, by name: are they the revision the controller needs?
+        (
+            "apiextensions.k8s.io".into(),
+            "customresourcedefinitions".into(),
+            ["get".to_string()].into(),
+            [
+                "pipelines.pipelines.weave.works".to_string(),
+                "promotions.promoter.dev".to_string(),
+            ]
+            .into(),
+        ),
     ]
     .into();
     assert_eq!(got, want, "ClusterRole {RELEASE}");

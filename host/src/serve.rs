@@ -480,7 +480,15 @@ async fn cluster_sync(shared: Arc<Shared>) {
     );
     let every = shared.settings.watch_interval.min(Duration::from_secs(5));
     let mut leading = false;
+    // The installed CRDs: at start, then every few minutes (a fix applied is seen then,
+    // or at once after a restart).
+    const CRD_RECHECK: Duration = Duration::from_secs(300);
+    let mut crds_checked: Option<tokio::time::Instant> = None;
     loop {
+        if crds_checked.is_none_or(|at| at.elapsed() >= CRD_RECHECK) {
+            cluster.check_crds().await;
+            crds_checked = Some(tokio::time::Instant::now());
+        }
         let lead = match leadership.lead().await {
             Ok(lead) => lead,
             Err(e) => {

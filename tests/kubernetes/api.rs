@@ -82,8 +82,9 @@ impl Api {
         let object = objects
             .iter_mut()
             .find(|o| {
+                // Cluster-scoped objects have no namespace: "" names them.
                 o["kind"] == kind
-                    && o["metadata"]["namespace"] == namespace
+                    && o["metadata"]["namespace"].as_str().unwrap_or_default() == namespace
                     && o["metadata"]["name"] == name
             })
             .unwrap_or_else(|| panic!("no {kind} {namespace}/{name}"));
@@ -716,6 +717,23 @@ pub(crate) async fn handle(
         // ClusterRole: tokenreviews and subjectaccessreviews create (the admin API's callers).
         ("POST", "authentication.k8s.io/v1", ["tokenreviews"]) => token_review(&api, &body),
         ("POST", "authorization.k8s.io/v1", ["subjectaccessreviews"]) => access_review(&api, &body),
+        // ClusterRole: its own two CRDs, get by name.
+        ("GET", "apiextensions.k8s.io/v1", ["customresourcedefinitions", name])
+            if *name == "pipelines.pipelines.weave.works" || *name == "promotions.promoter.dev" =>
+        {
+            match api
+                .of_kind("CustomResourceDefinition", None)
+                .into_iter()
+                .find(|c| c["metadata"]["name"] == *name)
+            {
+                Some(crd) => axum::Json(crd).into_response(),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("customresourcedefinitions.apiextensions.k8s.io {name:?} not found"),
+                ),
+            }
+        }
         // Elsewhere the chart grants nothing: the API server refuses, as a real one would.
         ("GET", "v1", ["namespaces", ns, "secrets", name]) => status(
             StatusCode::FORBIDDEN,
@@ -748,6 +766,16 @@ pub(crate) async fn cluster(dir: &std::path::Path, objects: Vec<Value>) -> Clust
         &["system:masters", "system:authenticated"],
     );
     let mut objects = objects;
+    // The CRDs, as the chart installs them, unless the test brings its own.
+    for (_, yaml) in promoter::cluster::crd::crds_yaml() {
+        let crd: Value = serde_yaml_ng::from_str(&yaml).unwrap();
+        if !objects
+            .iter()
+            .any(|o| o["metadata"]["name"] == crd["metadata"]["name"])
+        {
+            objects.push(crd);
+        }
+    }
     for object in &mut objects {
         api.bump(object);
     }

@@ -5,6 +5,7 @@
 
 mod api;
 mod metrics;
+mod migration;
 #[path = "../support/mod.rs"]
 mod support;
 
@@ -85,6 +86,17 @@ async fn serve_fails(dir: &std::path::Path, kubeconfig: &std::path::Path) -> Str
         .unwrap();
     assert!(!out.status.success(), "serve started");
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// dev reports `version` deployed; the promotion into test succeeds.
+async fn promoted_into_test(server: &Server, api: &Api, version: &str) {
+    let event = deployment_event("HelmRelease", "podinfo-dev", "podinfo", version);
+    let (code, body) = send(server, "dev", &event, Some(EVENTS_KEY)).await;
+    assert_eq!(code, 202, "{body}");
+    wait_until("the promotion into test", server, || {
+        promotion_of(api, "test", version).is_some_and(|p| p["status"]["phase"] == "succeeded")
+    })
+    .await;
 }
 
 async fn wait_until(what: &str, server: &Server, mut done: impl FnMut() -> bool) {

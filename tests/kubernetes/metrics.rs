@@ -2,9 +2,8 @@
 //! timed by verb, resource and code, never by object name.
 
 use crate::api::*;
-use crate::support::{EVENTS_KEY, Receiver, Server, check_with_promtool, scratch, send};
-use crate::{objects, promotion_of, wait_until};
-use promoter::client::deployment_event;
+use crate::support::{Receiver, Server, check_with_promtool, scratch};
+use crate::{objects, promoted_into_test, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_api_requests_are_measured_by_verb_resource_and_code() {
@@ -23,13 +22,7 @@ async fn kubernetes_api_requests_are_measured_by_verb_resource_and_code() {
     })
     .await;
 
-    let event = deployment_event("HelmRelease", "podinfo-dev", "podinfo", "6.5.4");
-    let (code, body) = send(&server, "dev", &event, Some(EVENTS_KEY)).await;
-    assert_eq!(code, 202, "{body}");
-    wait_until("the promotion into test", &server, || {
-        promotion_of(&api, "test", "6.5.4").is_some_and(|p| p["status"]["phase"] == "succeeded")
-    })
-    .await;
+    promoted_into_test(&server, &api, "6.5.4").await;
 
     let metrics = server.metrics().await;
     let count = |verb: &str, resource: &str, code: &str| -> u64 {

@@ -225,9 +225,116 @@ pub struct PromotionStatus {
 /// Both CRDs as YAML documents, as `promoter crds` prints them and the chart ships them.
 pub fn crds_yaml() -> Vec<(&'static str, String)> {
     use kube::CustomResourceExt;
-    let yaml = |crd| serde_yaml_ng::to_string(&crd).expect("a CRD serializes");
+    let yaml = |mut crd: CustomResourceDefinition| {
+        let annotations = crd.metadata.annotations.get_or_insert_default();
+        annotations.insert(REVISION_ANNOTATION.into(), CRD_REVISION.to_string());
+        serde_yaml_ng::to_string(&crd).expect("a CRD serializes")
+    };
     vec![
         ("pipelines.yaml", yaml(Pipeline::crd())),
         ("promotions.yaml", yaml(Promotion::crd())),
     ]
+}
+
+/// Which CRDs an installed CRD is: the annotation carries [`CRD_REVISION`] of the Promoter
+/// that generated it. Weave's CRD, or one from before the annotation, has none.
+pub const REVISION_ANNOTATION: &str = "promoter.dev/crd-revision";
+
+/// Raised whenever the generated CRDs change (a test pins their digest to it), so that a
+/// Promoter can tell that the installed CRDs are older than the ones it was built with.
+pub const CRD_REVISION: u32 = 2;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
+/// What is wrong with an installed CRD for this Promoter, if anything: Weave's closed
+/// Pipeline schema (the API server drops `strategy.plugin`, `baseBranch`, Promoter's
+/// status fields), or an older Promoter's.
+pub fn installed_problem(installed: &CustomResourceDefinition) -> Option<String> {
+    let name = installed.metadata.name.as_deref().unwrap_or_default();
+    let revision = installed
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REVISION_ANNOTATION))
+        .and_then(|r| r.parse::<u32>().ok());
+    let fix = "apply the CRDs this Promoter was built with: \
+               `promoter crds | kubectl apply --server-side --force-conflicts -f -` \
+               (or `helm upgrade` with crds.enabled=true), then restart the controller";
+    match revision {
+        Some(r) if r >= CRD_REVISION => None,
+        Some(r) => Some(format!(
+            "the installed CRD {name} is an older Promoter's (revision {r}; this Promoter \
+             needs {CRD_REVISION}): fields it added are dropped by the API server; {fix}"
+        )),
+        None if name == "pipelines.pipelines.weave.works" => Some(format!(
+            "the installed CRD {name} is Weave pipeline-controller's (or an early \
+             Promoter's): its closed schema makes the API server drop strategy.plugin, \
+             baseBranch, the seed dialect's pullRequest/webhook and Promoter's status \
+             fields from every Pipeline; {fix}"
+        )),
+        None => Some(format!(
+            "the installed CRD {name} predates CRD revisions (revision {CRD_REVISION} \
+             needed); {fix}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod revision_tests {
+    use super::*;
+    use sha2::Digest as _;
+
+    /// The digest of the generated CRDs at [`CRD_REVISION`].
+    const DIGEST: &str = "8dbd5d28b30687cb6c6849e88b1ab8188a9cd4fc32c7366cf7368e9be0a3f3a6";
+
+    #[test]
+    fn a_change_to_the_generated_crds_raises_their_revision() {
+        let mut hash = sha2::Sha256::new();
+        for (_, yaml) in crds_yaml() {
+            hash.update(yaml.as_bytes());
+        }
+        let digest = hex::encode(hash.finalize());
+        assert_eq!(
+            digest, DIGEST,
+            "the generated CRDs changed: raise CRD_REVISION (a Promoter built from this \
+             will then say that clusters with the older CRDs need them applied), set \
+             DIGEST to the new digest, and regenerate charts/promoter/files/crds"
+        );
+    }
+
+    fn installed(name: &str, revision: Option<&str>) -> CustomResourceDefinition {
+        let mut crd: CustomResourceDefinition = serde_yaml_ng::from_str(&crds_yaml()[0].1).unwrap();
+        crd.metadata.name = Some(name.into());
+        let annotations = crd.metadata.annotations.get_or_insert_default();
+        annotations.remove(REVISION_ANNOTATION);
+        if let Some(r) = revision {
+            annotations.insert(REVISION_ANNOTATION.into(), r.into());
+        }
+        crd
+    }
+
+    #[test]
+    fn weaves_crd_and_older_promoters_are_named_with_the_command_that_fixes_them() {
+        let weave = installed_problem(&installed("pipelines.pipelines.weave.works", None));
+        let weave = weave.expect("Weave's CRD has no revision");
+        assert!(weave.contains("Weave pipeline-controller's"), "{weave}");
+        assert!(weave.contains("strategy.plugin"), "{weave}");
+        assert!(
+            weave.contains("promoter crds | kubectl apply --server-side"),
+            "{weave}"
+        );
+        let older = installed_problem(&installed("promotions.promoter.dev", Some("1")));
+        let older = older.expect("revision 1 is older");
+        assert!(older.contains("older Promoter's (revision 1"), "{older}");
+        let current = CRD_REVISION.to_string();
+        let newer = (CRD_REVISION + 1).to_string();
+        for ok in [current.as_str(), newer.as_str()] {
+            let crd = installed("pipelines.pipelines.weave.works", Some(ok));
+            assert_eq!(
+                installed_problem(&crd),
+                None,
+                "revision {ok}: a newer CRD (a rolling upgrade) is fine"
+            );
+        }
+    }
 }

@@ -43,6 +43,9 @@ pub struct Cluster {
     secrets: Mutex<HashMap<(String, String), (std::time::Instant, Value)>>,
     /// The Secrets the last read needed.
     wanted: Mutex<BTreeSet<(String, String)>>,
+    /// What is wrong with the installed CRDs for this Promoter (Weave's Pipeline CRD, an
+    /// older revision), as found by [`Cluster::check_crds`]; said on every Pipeline.
+    crd_problems: Mutex<Vec<String>>,
     /// The phase of each promotion at the last report (None before the first).
     /// The phase last reported per promotion, by (namespace, id).
     phases: Mutex<Option<HashMap<(String, String), Phase>>>,
@@ -112,6 +115,7 @@ impl Cluster {
             phases: Mutex::default(),
             secrets: Mutex::default(),
             wanted: Mutex::default(),
+            crd_problems: Mutex::default(),
             recorder: Recorder::new(
                 client.clone(),
                 Reporter {
@@ -125,6 +129,28 @@ impl Cluster {
 
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// Reads the installed Pipeline and Promotion CRDs and notes (and logs, when new)
+    /// what makes them unfit for this Promoter; a CRD that cannot be read is logged and
+    /// assumed fine (the chart grants `get` on exactly these two).
+    pub async fn check_crds(&self) {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        let mut problems = Vec::new();
+        for name in ["pipelines.pipelines.weave.works", "promotions.promoter.dev"] {
+            match api.get(name).await {
+                Ok(crd) => problems.extend(crate::cluster::crd::installed_problem(&crd)),
+                Err(e) => tracing::warn!("cannot read the installed CRD {name}: {e}"),
+            }
+        }
+        let mut noted = self.crd_problems.lock().unwrap();
+        for p in &problems {
+            if !noted.contains(p) {
+                tracing::error!("{p}");
+            }
+        }
+        *noted = problems;
     }
 
     pub fn client(&self) -> &Client {
@@ -293,15 +319,26 @@ impl Cluster {
             let mine = promotions
                 .iter()
                 .filter(|p| p.pipeline.namespace == namespace && p.pipeline.name == name);
+            let mut conditions = vec![json!({
+                "type": "Ready",
+                "status": if ready { "True" } else { "False" },
+                "reason": reason,
+                "message": message,
+                "observedGeneration": generation,
+            })];
+            let crd_problems = self.crd_problems.lock().unwrap().clone();
+            if !crd_problems.is_empty() {
+                conditions.push(json!({
+                    "type": "CRDCurrent",
+                    "status": "False",
+                    "reason": "OutdatedCRD",
+                    "message": crd_problems.join("; "),
+                    "observedGeneration": generation,
+                }));
+            }
             let status = json!({
                 "observedGeneration": generation,
-                "conditions": [{
-                    "type": "Ready",
-                    "status": if ready { "True" } else { "False" },
-                    "reason": reason,
-                    "message": message,
-                    "observedGeneration": generation,
-                }],
+                "conditions": conditions,
                 "environments": environments(mine),
             });
             let key = (namespace.clone(), name.clone());
@@ -309,8 +346,10 @@ impl Cluster {
                 continue;
             }
             let mut patch = json!({"status": status.clone()});
-            patch["status"]["conditions"][0]["lastTransitionTime"] =
-                json!(jiff::Timestamp::now().to_string());
+            let now = jiff::Timestamp::now().to_string();
+            for condition in patch["status"]["conditions"].as_array_mut().unwrap() {
+                condition["lastTransitionTime"] = json!(now);
+            }
             let api: Api<DynamicObject> =
                 Api::namespaced_with(self.client.clone(), &namespace, &pipeline_resource());
             match api
