@@ -1062,6 +1062,21 @@ fn extra_args_repeating_a_chart_flag_override_it_instead_of_crash_looping() {
 }
 
 #[test]
+fn the_drain_fits_in_the_grace_period_or_the_render_fails() {
+    let docs = render_ok(&[], &[]);
+    assert_eq!(flag(&docs, "--drain-timeout").as_deref(), Some("20s"));
+    let grace = deployment(&docs)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap();
+    assert!(grace > 20, "grace {grace}");
+    let err = render_err(&[], &["config.drainTimeoutSeconds=30"]);
+    assert!(
+        err.contains("config.drainTimeoutSeconds must be below terminationGracePeriodSeconds"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_network_policy_without_the_api_servers_addresses_is_refused() {
     let err = render_err(&[], &["networkPolicy.enabled=true"]);
     assert!(

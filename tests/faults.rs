@@ -143,10 +143,24 @@ async fn a_full_data_dir_answers_503_keeps_nothing_it_could_not_write_and_recove
         "the cause is logged:\n{}",
         server.logs()
     );
+    let (status, why) = server.probe("/readyz").await;
+    assert_eq!(status, 503, "not ready while the store cannot write: {why}");
+    assert!(why.contains("promotion store"), "{why}");
+    assert_eq!(server.probe("/healthz").await.0, 200, "alive all the same");
 
-    // Space again: the same event (Flux retries with the same body) is accepted — it was
-    // not half-kept as a replay — and promoted once.
+    // Space again: ready again within seconds, without a write to try it; the same event
+    // (Flux retries with the same body) is accepted — it was not half-kept as a replay —
+    // and promoted once.
     std::fs::remove_file(&filler).unwrap();
+    let mut ready = server.probe("/readyz").await;
+    for _ in 0..50 {
+        if ready.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ready = server.probe("/readyz").await;
+    }
+    assert_eq!(ready.0, 200, "ready once the disk has room: {}", ready.1);
     let answer = post().await.unwrap();
     assert_eq!(answer.status(), 202, "{}", answer.text().await.unwrap());
     let all = server

@@ -242,6 +242,7 @@ fn main() {
             keep_finished: Duration::from_secs(3600),
             events_addr: None,
             admin_token_file: None,
+            drain_timeout: Duration::from_secs(5),
         };
         tokio::spawn(async move { promoter::serve::run(settings).await.unwrap() });
         wait_listening(bare_port).await;

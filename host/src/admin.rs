@@ -26,7 +26,7 @@ use std::sync::Arc;
 pub fn router(shared: Arc<Shared>, auth: Auth) -> Router {
     let open = Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz));
     // Every other route, and the fallback, is behind the auth layer.
     let guarded = Router::new()
@@ -58,12 +58,36 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
+/// Ready to take events: not draining, and the store can record them.
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    match shared.store.list() {
-        Ok(_) => (StatusCode::OK, "ready").into_response(),
+    if shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: draining").into_response();
+    }
+    match shared.store.ready() {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")).into_response(),
     }
 }
+
+/// Alive: the worker loop and the local store's writer thread go round.
+async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    let worker = shared.executor.since_heartbeat();
+    let problem = if worker > WORKER_SILENCE {
+        Some(format!(
+            "the promotion worker has not run for {}s",
+            worker.as_secs()
+        ))
+    } else {
+        shared.store.alive().err()
+    };
+    match problem {
+        None => (StatusCode::OK, "ok").into_response(),
+        Some(p) => (StatusCode::SERVICE_UNAVAILABLE, p).into_response(),
+    }
+}
+
+/// A worker loop silent this long (it goes round at least every second) is dead or stuck.
+const WORKER_SILENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A promotion as the API shows it: the record with readable times.
 pub fn view(p: &Promotion) -> Value {

@@ -11,7 +11,7 @@ use crate::pipeline::StrategyRef;
 use crate::promotion::{Outcome, PromotionRequest};
 use crate::record::{Phase, Promotion, Store, StoreError, now_ms};
 use crate::runtime::Plugin;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -86,6 +86,15 @@ pub struct Executor {
     concurrency: usize,
     wake: Notify,
     in_flight: Mutex<HashSet<String>>,
+    /// The tasks running a promotion, by id.
+    tasks: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    /// Promotions claimed (marked running) whose plugin call has not returned yet: what
+    /// a drain hands back when the call does not finish in time.
+    calling: Mutex<HashMap<String, Promotion>>,
+    /// Set by [`Executor::drain`]: nothing new is started.
+    draining: std::sync::atomic::AtomicBool,
+    /// When the work loop last went round (ms): a dead or stuck worker stops it.
+    heartbeat: std::sync::atomic::AtomicU64,
 }
 
 impl Executor {
@@ -104,7 +113,62 @@ impl Executor {
             concurrency: concurrency.max(1),
             wake: Notify::new(),
             in_flight: Mutex::default(),
+            tasks: Mutex::default(),
+            calling: Mutex::default(),
+            draining: std::sync::atomic::AtomicBool::new(false),
+            heartbeat: std::sync::atomic::AtomicU64::new(now_ms()),
         })
+    }
+
+    /// How long ago the work loop last went round.
+    pub fn since_heartbeat(&self) -> Duration {
+        let at = self.heartbeat.load(std::sync::atomic::Ordering::Relaxed);
+        Duration::from_millis(now_ms().saturating_sub(at))
+    }
+
+    /// Stops starting promotions and gives the running ones until `within` to finish.
+    /// Those whose plugin call is still going are then cancelled and handed back as
+    /// pending (Kubernetes: the claim released, so another replica takes it at once;
+    /// local: it runs at the next start). Their ids.
+    pub async fn drain(&self, within: Duration) -> Vec<String> {
+        use std::sync::atomic::Ordering;
+        self.draining.store(true, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.in_flight.lock().unwrap().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let cut: Vec<Promotion> = {
+            // Under the lock: a call returning now either is still listed (and is cut) or
+            // has taken itself off (and records its outcome).
+            let mut calling = self.calling.lock().unwrap();
+            let mut tasks = self.tasks.lock().unwrap();
+            for id in calling.keys() {
+                if let Some(task) = tasks.remove(id) {
+                    task.abort();
+                }
+            }
+            calling.drain().map(|(_, p)| p).collect()
+        };
+        let mut handed_back = Vec::new();
+        for mut p in cut {
+            p.phase = Phase::Pending;
+            p.next_attempt_at = None;
+            p.updated_at = now_ms();
+            let id = p.id.clone();
+            match self.store.put(p).await {
+                Ok(()) => {
+                    tracing::info!(promotion = %id, "handed back: its plugin call did not finish within the drain");
+                    handed_back.push(id);
+                }
+                Err(e) => tracing::warn!(promotion = %id, "cannot hand back: {e}"),
+            }
+        }
+        // Calls that returned in time are recording their outcomes: let them.
+        let settle = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !self.tasks.lock().unwrap().is_empty() && tokio::time::Instant::now() < settle {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        handed_back
     }
 
     pub fn wake(&self) {
@@ -119,6 +183,12 @@ impl Executor {
         let slots = Arc::new(tokio::sync::Semaphore::new(self.concurrency));
         loop {
             let now = now_ms();
+            self.heartbeat
+                .store(now, std::sync::atomic::Ordering::Relaxed);
+            if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
             let mut next_due: Option<u64> = None;
             let pending = self.store.pending();
             let depth = pending.len() as i64;
@@ -152,6 +222,7 @@ impl Executor {
                     }
                 };
                 let this = self.clone();
+                let task_id = id.clone();
                 let span = tracing::info_span!(
                     "promotion",
                     id = %p.id,
@@ -159,12 +230,15 @@ impl Executor {
                     environment = %p.target_environment,
                     version = %p.version,
                 );
-                tokio::spawn(async move {
+                let mut tasks = self.tasks.lock().unwrap();
+                let task = tokio::spawn(async move {
                     this.run_one(p).instrument(span).await;
+                    this.tasks.lock().unwrap().remove(&id);
                     this.in_flight.lock().unwrap().remove(&id);
                     drop(permit);
                     this.wake();
                 });
+                tasks.insert(task_id, task.abort_handle());
             }
             self.metrics.queue_depth.set(depth);
             let sleep = next_due
@@ -179,6 +253,9 @@ impl Executor {
     }
 
     async fn run_one(&self, mut p: Promotion) {
+        if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         p.phase = Phase::Running;
         p.attempts += 1;
         p.updated_at = now_ms();
@@ -207,11 +284,16 @@ impl Executor {
             }
         };
         let started = std::time::Instant::now();
+        self.calling.lock().unwrap().insert(p.id.clone(), p.clone());
         // Other replicas see the claim renewed while the plugin works.
         let result = tokio::select! {
             result = plugin.promote(&request) => result,
             _ = self.store.hold(&p.id) => unreachable!("a hold is kept until the call ends"),
         };
+        if self.calling.lock().unwrap().remove(&p.id).is_none() {
+            // A drain has cut this call and handed the promotion back.
+            return;
+        }
         let kind = match &result {
             Ok(_) => "ok",
             Err(e) => e.kind(),

@@ -153,6 +153,11 @@ struct ServeArgs {
     /// pipelines using that strategy are refused.
     #[arg(long, env = "PROMOTER_EVENTS_ADDR", value_name = "URL", value_parser = promoter::plugins::parse_events_addr)]
     events_addr: Option<String>,
+    /// On SIGTERM or SIGINT: how long running plugin calls get to finish. What has not
+    /// finished by then is handed back (Kubernetes: another replica takes it at once;
+    /// local: it runs again at the next start). Keep it below the pod's grace period.
+    #[arg(long, env = "PROMOTER_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    drain_timeout: Duration,
 }
 
 #[derive(Subcommand)]
@@ -470,6 +475,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         keep_finished: args.keep_finished,
         events_addr: args.events_addr,
         admin_token_file: args.admin_token_file,
+        drain_timeout: args.drain_timeout,
     };
     promoter::serve::run(settings).await?;
     Ok(std::process::ExitCode::SUCCESS)

@@ -48,6 +48,8 @@ pub struct Settings {
     /// Local mode: the admin API's bearer token is this file's content. `None`: the admin
     /// API answers loopback callers only. (Kubernetes mode checks Kubernetes tokens.)
     pub admin_token_file: Option<PathBuf>,
+    /// On SIGTERM/SIGINT, how long running plugin calls get before they are handed back.
+    pub drain_timeout: Duration,
 }
 
 /// Where Pipelines, Secrets and plugin ConfigMaps come from.
@@ -196,6 +198,8 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     pub executor: Arc<Executor>,
     pub settings: Settings,
+    /// Set on SIGTERM/SIGINT: `/readyz` fails while the process drains.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -396,6 +400,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         registry,
         executor: executor.clone(),
         settings: settings.clone(),
+        draining: std::sync::atomic::AtomicBool::new(false),
     });
     let _ = resolver.shared.set(Arc::downgrade(&shared));
 
@@ -431,14 +436,61 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     });
     let app = crate::ingest::router(shared.clone());
-    match &settings.tls {
-        None => axum::serve(webhook, app).await?,
-        Some((cert, key)) => {
-            let resolver = Arc::new(crate::tls::ReloadingCert::new(cert.clone(), key.clone())?);
-            serve_tls(webhook, app, Arc::new(resolver.server_config())).await?
+    // SIGTERM (a pod stopping) or SIGINT: readiness fails at once, the webhook stops
+    // accepting and finishes what it took in, running plugin calls get the drain timeout.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let why = stop_signal().await;
+        tracing::info!("{why}: draining (readiness fails, the webhook stops accepting)");
+        let _ = stop.send(true);
+    });
+    let stopped = {
+        let mut stopping = stopping.clone();
+        async move {
+            let _ = stopping.wait_for(|s| *s).await;
         }
-    }
+    };
+    let webhook = async {
+        match &settings.tls {
+            None => axum::serve(webhook, app)
+                .with_graceful_shutdown(stopped)
+                .await
+                .map_err(anyhow::Error::from),
+            Some((cert, key)) => {
+                let resolver = Arc::new(crate::tls::ReloadingCert::new(cert.clone(), key.clone())?);
+                serve_tls(webhook, app, Arc::new(resolver.server_config()), stopped).await
+            }
+        }
+    };
+    let drain = async {
+        let mut stopping = stopping.clone();
+        let _ = stopping.wait_for(|s| *s).await;
+        shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let started = std::time::Instant::now();
+        let handed_back = executor.drain(settings.drain_timeout).await;
+        (started, handed_back)
+    };
+    let (served, (started, handed_back)) = tokio::join!(webhook, drain);
+    served?;
+    tracing::info!(
+        handed_back = handed_back.len(),
+        "drained in {:.1}s; stopping",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT; which one.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
 }
 
 /// Every few minutes, drops the digests of events older than the event window (plus the
@@ -545,22 +597,29 @@ async fn serve_tls(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     config: Arc<rustls::ServerConfig>,
+    stopped: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(stopped);
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stopped => break,
         };
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
             let tls =
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
@@ -572,12 +631,15 @@ async fn serve_tls(
                     Err(_) => return,
                 };
             let service = TowerToHyperService::new(app);
-            if let Err(e) = Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
-                .await
-            {
+            let builder = Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection(TokioIo::new(tls), service);
+            if let Err(e) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
         });
     }
+    // The listener is closed; open connections finish their requests, then close.
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }

@@ -6,6 +6,7 @@
 mod api;
 mod metrics;
 mod migration;
+mod shutdown;
 #[path = "../support/mod.rs"]
 mod support;
 

@@ -29,6 +29,8 @@ impl Received {
 pub const RESET: u16 = 0;
 /// A scripted "status" that never answers (past any client's timeout).
 pub const STALL: u16 = 1;
+/// A scripted header that delays the answer by its value in milliseconds (not sent).
+pub const DELAY_MS: &str = "delay-ms";
 
 /// A minimal HTTP/1.1 server on 127.0.0.1 that counts connections (so a test can prove
 /// that nothing connected), records requests and answers each with `status` and `body`.
@@ -143,6 +145,13 @@ impl Receiver {
                     if status == STALL {
                         tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
                         return;
+                    }
+                    // A scripted ("delay-ms", N): answer after N ms (a slow far side).
+                    let (delay, extra): (Vec<_>, Vec<_>) =
+                        extra.into_iter().partition(|(k, _)| k == DELAY_MS);
+                    if let Some((_, ms)) = delay.first() {
+                        let ms = ms.parse().expect("delay-ms is a number");
+                        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
                     }
                     let extra: String =
                         extra.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
@@ -491,6 +500,27 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// Sends `signal` (e.g. SIGTERM, as the kubelet does to stop a pod) to the server.
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, signal).unwrap();
+    }
+
+    /// Waits up to `within` for the server to exit: how long it took, and its status.
+    pub fn wait_exit(
+        &mut self,
+        within: std::time::Duration,
+    ) -> Option<(std::time::Duration, std::process::ExitStatus)> {
+        let started = std::time::Instant::now();
+        while started.elapsed() < within {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some((started.elapsed(), status));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        None
+    }
+
     /// Starts again with the same ports, folders and flags.
     pub fn restart(&mut self) {
         self.kill();
@@ -529,6 +559,12 @@ impl Server {
             self.promotions().await,
             self.logs()
         );
+    }
+
+    /// `GET /readyz` (or `/healthz`): the status and body.
+    pub async fn probe(&self, path: &str) -> (u16, String) {
+        let answer = reqwest::get(format!("{}{path}", self.admin)).await.unwrap();
+        (answer.status().as_u16(), answer.text().await.unwrap())
     }
 
     pub async fn metrics(&self) -> String {

@@ -123,7 +123,10 @@ pub(super) fn writer(
     rx: mpsc::Receiver<Op>,
     index: SharedIndex,
     mut journal: Journal,
+    health: Arc<super::WriterHealth>,
 ) {
+    use std::sync::atomic::Ordering;
+    let failed = |yes: bool| health.failed.store(yes, Ordering::Relaxed);
     // The database, reopened (journal replayed) after a write failed.
     let database = |journal: &Journal| match slot.get() {
         Ok(db) => Ok(db),
@@ -139,13 +142,24 @@ pub(super) fn writer(
         let done = database(journal).and_then(|db| journal.checkpoint(&db));
         if let Err(e) = done {
             tracing::error!("promotion store checkpoint failed: {e}");
+            health.failed.store(true, Ordering::Relaxed);
             slot.close();
         }
     };
     loop {
+        health.beat.store(now_ms(), Ordering::Relaxed);
         let first = match rx.recv_timeout(CHECKPOINT_EVERY) {
             Ok(op) => op,
             Err(mpsc::RecvTimeoutError::Timeout) => {
+                // After a failed write, probe when idle, so readiness comes back once the
+                // disk has room again, without waiting for a write to try.
+                if health.failed.load(Ordering::Relaxed) {
+                    let probe = probe_write(&slot.path).and_then(|()| database(&journal).map(drop));
+                    match probe {
+                        Ok(()) => failed(false),
+                        Err(e) => tracing::debug!("promotion store still unwritable: {e}"),
+                    }
+                }
                 checkpoint(&mut journal);
                 continue;
             }
@@ -173,6 +187,7 @@ pub(super) fn writer(
         });
         match outcome {
             Ok(results) => {
+                failed(false);
                 let mut index = index.lock().unwrap();
                 for (change, result) in changes.iter().zip(&results) {
                     match (change, result) {
@@ -194,6 +209,7 @@ pub(super) fn writer(
                 }
             }
             Err(e) => {
+                failed(true);
                 tracing::error!("promotion store write failed: {e}");
                 for op in batch {
                     reply(op.reply, Err(StoreError::Write(e.clone())));
@@ -352,4 +368,16 @@ pub(super) fn apply(
     }
     txn.commit().map_err(|x| e(&x))?;
     Ok(results)
+}
+
+/// Whether a block can be written and made durable beside the database (`db`'s folder).
+fn probe_write(db: &Path) -> Result<(), String> {
+    use std::io::Write;
+    let probe = db.with_extension("probe");
+    let written = std::fs::File::create(&probe).and_then(|mut f| {
+        f.write_all(&[0u8; 4096])?;
+        f.sync_data()
+    });
+    let _ = std::fs::remove_file(&probe);
+    written.map_err(|e| format!("cannot write {}: {e}", probe.display()))
 }

@@ -327,6 +327,9 @@ impl Index {
     }
 }
 
+/// A writer thread silent for longer than this is dead or stuck.
+const WRITER_SILENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Promotions waiting for approval: how many, and when the oldest was accepted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Waiting {
@@ -413,6 +416,16 @@ pub struct LocalStore {
     db: Arc<Slot>,
     ops: mpsc::SyncSender<Op>,
     index: SharedIndex,
+    /// How the writer thread is doing.
+    health: Arc<WriterHealth>,
+}
+
+/// Kept by the writer thread, read by the health probes.
+pub(crate) struct WriterHealth {
+    /// When the writer thread last went round (ms; it does at least every second).
+    pub(crate) beat: std::sync::atomic::AtomicU64,
+    /// The last write (a batch, a checkpoint, or the idle probe after a failure) failed.
+    pub(crate) failed: std::sync::atomic::AtomicBool,
 }
 
 impl LocalStore {
@@ -471,6 +484,10 @@ impl LocalStore {
             db,
             ops,
             index: Arc::default(),
+            health: Arc::new(WriterHealth {
+                beat: std::sync::atomic::AtomicU64::new(now_ms()),
+                failed: std::sync::atomic::AtomicBool::new(false),
+            }),
         };
         {
             let mut index = store.index.lock().unwrap();
@@ -481,7 +498,10 @@ impl LocalStore {
         let index = store.index.clone();
         std::thread::Builder::new()
             .name("promotion-store".into())
-            .spawn(move || writer(writer_db, rx, index, journal))
+            .spawn({
+                let health = store.health.clone();
+                move || writer(writer_db, rx, index, journal, health)
+            })
             .map_err(|e| StoreError::Write(e.to_string()))?;
         Ok(store)
     }
@@ -493,6 +513,37 @@ impl LocalStore {
             Some(h) => f(h),
             None => f(&VersionIndex::default()),
         }
+    }
+
+    /// Whether the writer thread is alive (it goes round at least every second).
+    pub fn writer_alive(&self) -> Result<(), String> {
+        let beat = self.health.beat.load(std::sync::atomic::Ordering::Relaxed);
+        let silent = now_ms().saturating_sub(beat);
+        if silent > WRITER_SILENCE.as_millis() as u64 {
+            return Err(format!(
+                "the promotion store's writer thread has not run for {}s",
+                silent / 1000
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a write can be taken now: the database is open (it is closed after a
+    /// failed write until it is reopened) and the writer runs.
+    pub fn writable(&self) -> Result<(), String> {
+        self.writer_alive()?;
+        if self
+            .health
+            .failed
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(format!(
+                "the last write to the promotion store in {} failed (see the log); \
+                 retried every second",
+                self.db.path.parent().unwrap_or(&self.db.path).display()
+            ));
+        }
+        self.db.get().map(|_| ()).map_err(|e| e.to_string())
     }
 
     /// Promotions waiting for approval.
@@ -623,6 +674,23 @@ impl Store {
         match self {
             Store::Local(s) => s.with_history(pipeline, f),
             Store::Resources(s) => s.with_history(pipeline, f),
+        }
+    }
+
+    /// Readiness: whether an event can be recorded now (local: the database is open
+    /// and its writer runs; Kubernetes: the Promotion watch is in sync).
+    pub fn ready(&self) -> Result<(), String> {
+        match self {
+            Store::Local(s) => s.writable(),
+            Store::Resources(s) => s.in_sync(),
+        }
+    }
+
+    /// Liveness: the local store's writer thread runs.
+    pub fn alive(&self) -> Result<(), String> {
+        match self {
+            Store::Local(s) => s.writer_alive(),
+            Store::Resources(_) => Ok(()),
         }
     }
 
@@ -995,5 +1063,23 @@ mod tests {
         }
         assert_eq!(created, 50);
         assert_eq!(store.list().unwrap().len(), 50);
+    }
+
+    #[tokio::test]
+    async fn a_silent_writer_thread_fails_liveness_and_readiness() {
+        let dir = temp_dir("writer-health");
+        let store = LocalStore::open(&dir).unwrap();
+        assert_eq!(store.writer_alive(), Ok(()));
+        assert_eq!(store.writable(), Ok(()));
+        // As if the writer had stopped going round a minute ago (it goes round every
+        // second while alive).
+        let a_minute_ago = now_ms() - 60_000;
+        store
+            .health
+            .beat
+            .store(a_minute_ago, std::sync::atomic::Ordering::Relaxed);
+        let dead = store.writer_alive().unwrap_err();
+        assert!(dead.contains("writer thread has not run for 60s"), "{dead}");
+        assert!(store.writable().is_err());
     }
 }

@@ -255,7 +255,13 @@ pub struct ResourceStore {
     /// This replica's name in `status.holder` (the pod's name).
     replica: String,
     cache: Mutex<Cache>,
+    /// Since when the Promotion watch has been failing (None: it works).
+    watch_failing_since: Mutex<Option<std::time::Instant>>,
 }
+
+/// Readiness fails once the Promotion watch has failed for this long: what this replica
+/// knows of other replicas' claims and outcomes is then too old to record events on.
+const WATCH_FAILING_BOUND: Duration = Duration::from_secs(30);
 
 impl ResourceStore {
     /// Connects and reads every Promotion this controller manages.
@@ -264,6 +270,7 @@ impl ResourceStore {
             client,
             replica,
             cache: Mutex::default(),
+            watch_failing_since: Mutex::default(),
         };
         store.sync().await?;
         Ok(store)
@@ -271,6 +278,17 @@ impl ResourceStore {
 
     pub fn replica(&self) -> &str {
         &self.replica
+    }
+
+    /// Readiness: the Promotion watch works (or has failed for less than a bound).
+    pub fn in_sync(&self) -> Result<(), String> {
+        match *self.watch_failing_since.lock().unwrap() {
+            Some(since) if since.elapsed() >= WATCH_FAILING_BOUND => Err(format!(
+                "the watch of Promotion resources has been failing for {}s",
+                since.elapsed().as_secs()
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The Promotions of every namespace, and the label selector of those this
@@ -316,6 +334,15 @@ impl ResourceStore {
         // The resources a relist found, until it is complete.
         let mut relisted: Option<HashSet<Key>> = None;
         while let Some(event) = events.next().await {
+            {
+                let mut failing = self.watch_failing_since.lock().unwrap();
+                match &event {
+                    Err(_) => {
+                        failing.get_or_insert_with(std::time::Instant::now);
+                    }
+                    Ok(_) => *failing = None,
+                }
+            }
             match event {
                 Ok(watcher::Event::Init) => relisted = Some(HashSet::new()),
                 Ok(watcher::Event::InitApply(p)) => {
