@@ -537,8 +537,8 @@ fn rbac_grants_the_least_privilege_the_controller_needs() {
     let cluster = one(&docs, "ClusterRole", RELEASE);
     let got: BTreeSet<Rule> = rules(cluster).into_iter().collect();
     let want: BTreeSet<Rule> = [
-        // What Kubernetes mode calls (tests/kubernetes.rs serves exactly these).
-        rule("pipelines.weave.works", "pipelines", &["list"]),
+        // What Kubernetes mode calls (tests/kubernetes/api.rs serves exactly these).
+        rule("pipelines.weave.works", "pipelines", &["list", "watch"]),
         rule("pipelines.weave.works", "pipelines/status", &["patch"]),
         rule(
             "promoter.dev",
@@ -560,7 +560,7 @@ fn rbac_grants_the_least_privilege_the_controller_needs() {
     assert_eq!(namespace_of(local), NAMESPACE);
     let got: BTreeSet<Rule> = rules(local).into_iter().collect();
     let want: BTreeSet<Rule> = [
-        rule("", "configmaps", &["list"]),
+        rule("", "configmaps", &["list", "watch"]),
         rule(
             "coordination.k8s.io",
             "leases",
