@@ -803,7 +803,7 @@ fn replicas_share_the_records_in_the_api_server_and_a_budget_keeps_one_serving()
         assert!(data["emptyDir"]["sizeLimit"].is_string(), "{label}: {data}");
         let pdb = &all(&docs, "PodDisruptionBudget");
         assert_eq!(pdb.len(), 1, "{label}");
-        assert_eq!(namespace_of(&pdb[0]), NAMESPACE);
+        assert_eq!(namespace_of(pdb[0]), NAMESPACE);
     }
     let all_on = render_ok(&[&all_values()], &[]);
     assert_eq!(
