@@ -6,7 +6,7 @@
 
 use super::api::*;
 use super::support::{self, EVENTS_KEY, Receiver, Server, scratch};
-use super::{broken_pipeline, lease_holder, objects, wait_until};
+use super::{broken_pipeline, lease_holder, objects, serve_fails, wait_until};
 use promoter::client::{deployment_event, signature_header};
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
@@ -143,6 +143,21 @@ fn promotions_into(api: &Api, env: &str) -> Vec<Value> {
         .into_iter()
         .filter(|p| p["spec"]["targetEnvironment"] == env)
         .collect()
+}
+
+#[tokio::test]
+async fn an_accept_timeout_flux_would_not_wait_for_is_refused_at_start() {
+    let dir = scratch("kubernetes-accept-timeout");
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = kubeconfig(&dir, support::free_port(), TOKEN);
+    for flag in ["15s", "0s"] {
+        let err = serve_fails(&dir, &kubeconfig, &["--accept-timeout", flag]).await;
+        assert!(
+            err.contains(&format!("--accept-timeout {flag}"))
+                && err.contains("below the 15s Flux's notification-controller waits"),
+            "{err}"
+        );
+    }
 }
 
 /// The event's 202 `answer` recorded the promotion into test, which then ran once: one

@@ -67,8 +67,13 @@ async fn broken_dev_deployed(server: &Server, pipeline: &str) -> (u16, String) {
         .unwrap()
 }
 
-/// Runs `promoter serve` in Kubernetes mode, expecting it to stop at start; its stderr.
-async fn serve_fails(dir: &std::path::Path, kubeconfig: &std::path::Path) -> String {
+/// Runs `promoter serve` in Kubernetes mode with `extra` flags, expecting it to stop at
+/// start; its stderr.
+async fn serve_fails(
+    dir: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    extra: &[&str],
+) -> String {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_promoter"))
         .args(["serve", "--data-dir"])
         .arg(dir.join("data"))
@@ -78,6 +83,7 @@ async fn serve_fails(dir: &std::path::Path, kubeconfig: &std::path::Path) -> Str
             "--admin-addr",
             "127.0.0.1:0",
         ])
+        .args(extra)
         .env("KUBECONFIG", kubeconfig)
         .env_remove("POD_NAMESPACE")
         .output()
@@ -419,7 +425,7 @@ async fn without_an_api_server_kubernetes_mode_says_so_at_start() {
     std::fs::create_dir_all(&dir).unwrap();
     let port = support::free_port();
     let kubeconfig = kubeconfig(&dir, port, "any-token");
-    let err = serve_fails(&dir, &kubeconfig).await;
+    let err = serve_fails(&dir, &kubeconfig, &[]).await;
     assert!(err.contains("cannot list Pipelines"), "{err}");
 }
 
@@ -791,7 +797,7 @@ async fn without_the_promotion_crd_kubernetes_mode_stops_at_start_and_says_how_t
         .api
         .no_promotion_crd
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let err = serve_fails(&dir, &cluster.kubeconfig).await;
+    let err = serve_fails(&dir, &cluster.kubeconfig, &[]).await;
     assert!(
         err.contains("cannot list Promotion resources") && err.contains("promoter crds"),
         "{err}"
