@@ -539,8 +539,8 @@ fn rbac_grants_the_least_privilege_the_controller_needs() {
     let cluster = one(&docs, "ClusterRole", RELEASE);
     let got: BTreeSet<Rule> = rules(cluster).into_iter().collect();
     let want: BTreeSet<Rule> = [
-        // What Kubernetes mode calls (tests/kubernetes.rs serves exactly these).
-        rule("pipelines.weave.works", "pipelines", &["list"]),
+        // What Kubernetes mode calls (tests/kubernetes/api.rs serves exactly these).
+        rule("pipelines.weave.works", "pipelines", &["list", "watch"]),
         rule("pipelines.weave.works", "pipelines/status", &["patch"]),
         rule(
             "promoter.dev",
@@ -573,7 +573,7 @@ fn rbac_grants_the_least_privilege_the_controller_needs() {
     assert_eq!(namespace_of(local), NAMESPACE);
     let got: BTreeSet<Rule> = rules(local).into_iter().collect();
     let want: BTreeSet<Rule> = [
-        rule("", "configmaps", &["list"]),
+        rule("", "configmaps", &["list", "watch"]),
         rule(
             "coordination.k8s.io",
             "leases",
@@ -816,7 +816,7 @@ fn replicas_share_the_records_in_the_api_server_and_a_budget_keeps_one_serving()
         assert!(data["emptyDir"]["sizeLimit"].is_string(), "{label}: {data}");
         let pdb = &all(&docs, "PodDisruptionBudget");
         assert_eq!(pdb.len(), 1, "{label}");
-        assert_eq!(namespace_of(&pdb[0]), NAMESPACE);
+        assert_eq!(namespace_of(pdb[0]), NAMESPACE);
     }
     let all_on = render_ok(&[&all_values()], &[]);
     assert_eq!(

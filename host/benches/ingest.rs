@@ -240,6 +240,7 @@ fn main() {
             builtin_private_networks: false,
             watch_interval: Duration::from_secs(3600),
             keep_finished: Duration::from_secs(3600),
+            accept_timeout: Duration::from_secs(10),
             events_addr: None,
             admin_token_file: None,
             drain_timeout: Duration::from_secs(5),

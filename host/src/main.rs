@@ -139,8 +139,8 @@ struct ServeArgs {
     #[arg(long, env = "PROMOTER_BUILTIN_PRIVATE_NETWORKS")]
     builtin_private_networks: bool,
     /// How often the manifests folder is checked for changes (Kubernetes mode: how often
-    /// Pipelines, their Secrets and plugin ConfigMaps are read again; the Lease is renewed
-    /// at least every 5 s, Promotions are watched).
+    /// the Pipelines and plugin ConfigMaps, followed by watches, are checked again and
+    /// their Secrets read; the Lease is renewed at least every 5 s).
     #[arg(long, env = "PROMOTER_WATCH_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     watch_interval: Duration,
     /// Kubernetes mode: Promotion resources finished longer ago than this are deleted,
@@ -148,6 +148,12 @@ struct ServeArgs {
     /// compare versions with).
     #[arg(long, env = "PROMOTER_KEEP_FINISHED", default_value = "720h", value_parser = parse_duration)]
     keep_finished: Duration,
+    /// Kubernetes mode: how long recording an event (creating its Promotion resources)
+    /// may take before the webhook answers 503 with Retry-After, so Flux retries rather
+    /// than timing out (it waits 15 s). A throttled or slow API server is retried within
+    /// this time; a create that lands later is found, not duplicated, when Flux retries.
+    #[arg(long, env = "PROMOTER_ACCEPT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    accept_timeout: Duration,
     /// Flux notification-controller's event receiver, where the notification strategy posts
     /// (e.g. http://notification-controller.flux-system.svc.cluster.local./). Without it,
     /// pipelines using that strategy are refused.
@@ -473,6 +479,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         builtin_private_networks: args.builtin_private_networks,
         watch_interval: args.watch_interval,
         keep_finished: args.keep_finished,
+        accept_timeout: args.accept_timeout,
         events_addr: args.events_addr,
         admin_token_file: args.admin_token_file,
         drain_timeout: args.drain_timeout,

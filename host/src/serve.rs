@@ -41,6 +41,9 @@ pub struct Settings {
     pub watch_interval: Duration,
     /// Kubernetes mode: how long finished Promotion resources are kept.
     pub keep_finished: Duration,
+    /// Kubernetes mode: how long recording an event (creating its Promotions) may take
+    /// before the webhook answers 503 with Retry-After; below Flux's 15 s timeout.
+    pub accept_timeout: Duration,
     /// Flux notification-controller's event receiver, where the notification strategy
     /// posts (checked with [`crate::plugins::parse_events_addr`]). `None`: pipelines using
     /// that strategy are refused at load.
@@ -318,7 +321,19 @@ fn fingerprint(dir: &Path) -> (Option<SystemTime>, usize) {
     (newest, count)
 }
 
+/// Flux's notification-controller gives up on a webhook after this long.
+const FLUX_TIMEOUT: Duration = Duration::from_secs(15);
+
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    if settings.accept_timeout.is_zero() || settings.accept_timeout >= FLUX_TIMEOUT {
+        bail!(
+            "--accept-timeout {}: must be above zero and below the {} Flux's \
+             notification-controller waits for an answer (the default, 10s, leaves it time \
+             to read the 503 and retry)",
+            humantime::format_duration(settings.accept_timeout),
+            humantime::format_duration(FLUX_TIMEOUT)
+        );
+    }
     std::fs::create_dir_all(&settings.data_dir).with_context(|| {
         format!(
             "cannot create data directory {}",
@@ -377,6 +392,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             let store = crate::record::resources::ResourceStore::open(
                 cluster.client().clone(),
                 replica_identity(),
+                settings.accept_timeout,
             )
             .await?;
             Store::Resources(Arc::new(store))
@@ -418,13 +434,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     );
 
     tokio::spawn(executor.clone().run());
+    // Kubernetes mode: the sync that holds the Lease, stopped before the Lease is released.
+    let mut syncing: Option<tokio::task::JoinHandle<()>> = None;
     tokio::spawn(watch(shared.clone(), loaded_from));
     if matches!(shared.source, Catalog::Cluster(_)) {
         if let Store::Resources(store) = &shared.store {
             let worker = executor.clone();
             tokio::spawn(store.clone().follow(move || worker.wake()));
         }
-        tokio::spawn(cluster_sync(shared.clone()));
+        syncing = Some(tokio::spawn(cluster_sync(shared.clone())));
     }
     tokio::spawn(forget_old_events(shared.clone()));
     // With the peer address of each connection: the loopback rule reads it.
@@ -474,6 +492,24 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let (served, (started, handed_back)) = tokio::join!(webhook, drain);
     served?;
+    // The Lease, released once this replica has stopped writing status: another replica
+    // reports the Pipelines at its next sync, not after the Lease runs out.
+    if let (Some(sync), Catalog::Cluster(cluster), Store::Resources(store)) =
+        (syncing, &shared.source, &shared.store)
+    {
+        sync.abort();
+        let _ = sync.await;
+        let leadership = crate::cluster::lease::Leadership::new(
+            cluster.client().clone(),
+            cluster.namespace(),
+            store.replica(),
+        );
+        match tokio::time::timeout(Duration::from_secs(5), leadership.release()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("cannot release the lease: {e}"),
+            Err(_) => tracing::warn!("the API server did not answer the lease release"),
+        }
+    }
     tracing::info!(
         handed_back = handed_back.len(),
         "drained in {:.1}s; stopping",
@@ -519,13 +555,18 @@ fn replica_identity() -> String {
 }
 
 /// Kubernetes mode, every sync (the watch interval, at most 5 s): takes or renews the
-/// Lease; its holder writes the Pipelines' status and Events.
+/// Lease; its holder writes the Pipelines' status and Events and prunes finished
+/// Promotions, within the renew deadline of the renewal (a slow API server cannot keep
+/// it writing once another replica may hold the Lease); then Promotions created as
+/// requests are checked.
 async fn cluster_sync(shared: Arc<Shared>) {
+    use crate::cluster::lease::{Leadership, RENEW_DEADLINE};
+    use tokio::time::{Instant, timeout, timeout_at};
     let (Catalog::Cluster(cluster), Store::Resources(store)) = (&shared.source, &shared.store)
     else {
         return;
     };
-    let leadership = crate::cluster::lease::Leadership::new(
+    let leadership = Leadership::new(
         cluster.client().clone(),
         cluster.namespace(),
         store.replica(),
@@ -541,27 +582,48 @@ async fn cluster_sync(shared: Arc<Shared>) {
             cluster.check_crds().await;
             crds_checked = Some(tokio::time::Instant::now());
         }
-        let lead = match leadership.lead().await {
-            Ok(lead) => lead,
-            Err(e) => {
+        let asked = Instant::now();
+        // Everything this sync writes is sent before the deadline.
+        let deadline = asked + RENEW_DEADLINE;
+        let lead = match timeout(RENEW_DEADLINE, leadership.lead()).await {
+            Ok(Ok(lead)) => lead,
+            Ok(Err(e)) => {
                 tracing::warn!("cannot take or renew the lease: {e}");
                 false
             }
+            Err(_) => {
+                tracing::warn!(
+                    "the API server did not answer the lease renewal within {}",
+                    humantime::format_duration(RENEW_DEADLINE)
+                );
+                false
+            }
         };
-        // Promotions created as requests (kubectl), checked against the Pipelines in force.
-        let catalog = shared.catalog();
-        store
-            .admit_requests(|ns, name| catalog.pipeline(ns, name).cloned())
-            .await;
         if lead {
-            cluster.report(&store.list()).await;
-            store.prune(shared.settings.keep_finished).await;
+            let work = async {
+                cluster.report(&store.list()).await;
+                store.prune(shared.settings.keep_finished).await;
+            };
+            if timeout_at(deadline, work).await.is_err() {
+                tracing::warn!(
+                    "the Pipelines' status and pruning were cut short {} after the lease \
+                     renewal (the API server is slow); the rest waits for the next sync",
+                    humantime::format_duration(RENEW_DEADLINE)
+                );
+            }
         } else if leading {
             tracing::info!("lost the lease: another replica reports the Pipelines' status");
             cluster.forget_reported();
         }
         leading = lead;
-        tokio::time::sleep(every).await;
+        // Promotions created as requests (kubectl), checked against the Pipelines in force;
+        // bounded too, so that the next renewal is not held up.
+        let catalog = shared.catalog();
+        let admit = store.admit_requests(|ns, name| catalog.pipeline(ns, name).cloned());
+        if timeout_at(deadline, admit).await.is_err() {
+            tracing::warn!("checking requested Promotions was cut short (the API server is slow)");
+        }
+        tokio::time::sleep_until(asked + every).await;
     }
 }
 

@@ -50,6 +50,23 @@ pub(crate) struct Api {
     pub(crate) access_reviews: Mutex<Vec<(Value, bool)>>,
     /// Reviews refused for not having the documented shape: what was wrong.
     pub(crate) malformed: Mutex<Vec<String>>,
+    /// Every change to a Pipeline or a ConfigMap, as their watches report it:
+    /// (resourceVersion, event).
+    pub(crate) catalog_changes: Mutex<Vec<(u64, Value)>>,
+    /// Scenario "API priority and fairness": the next this many lists (GET of a collection,
+    /// not a watch) answer 429 TooManyRequests with `Retry-After: retry_after`.
+    pub(crate) throttle_lists: std::sync::atomic::AtomicUsize,
+    /// Likewise for the next this many Promotion creates (nothing is stored).
+    pub(crate) throttle_creates: std::sync::atomic::AtomicUsize,
+    /// Scenario "504 after commit": the next this many Promotion creates are stored (and
+    /// watchers told) but answered 504 Timeout with `Retry-After: retry_after`, as an API
+    /// server whose storage answered late does.
+    pub(crate) timeout_after_commit: std::sync::atomic::AtomicUsize,
+    /// Seconds the 429s and 504s above ask the client to wait.
+    pub(crate) retry_after: std::sync::atomic::AtomicU64,
+    /// Scenario "slow API server": each Pipeline status patch is answered (and applied) only
+    /// this long after it arrived.
+    pub(crate) slow_status: Mutex<Option<std::time::Duration>>,
 }
 
 impl Api {
@@ -60,14 +77,41 @@ impl Api {
         object["metadata"]["resourceVersion"] = json!(v.to_string());
     }
 
-    /// Notes a change of a Promotion for its watchers.
+    /// Notes a change of a Promotion (or of a Pipeline or ConfigMap) for its watchers.
     pub(crate) fn changed(&self, kind: &str, object: &Value) {
         if object["kind"] == "Promotion" {
             let version = object["metadata"]["resourceVersion"].as_str().unwrap();
             let event = json!({"type": kind, "object": object});
             let mut changes = self.changes.lock().unwrap();
             changes.push((version.parse().unwrap(), event));
+        } else if object["kind"] == "Pipeline" || object["kind"] == "ConfigMap" {
+            let version = object["metadata"]["resourceVersion"].as_str().unwrap();
+            let event = json!({"type": kind, "object": object});
+            let mut changes = self.catalog_changes.lock().unwrap();
+            changes.push((version.parse().unwrap(), event));
         }
+    }
+
+    /// Stores `object` as a user's create would (a new resourceVersion, watchers told).
+    pub(crate) fn add(&self, mut object: Value) {
+        self.bump(&mut object);
+        self.changed("ADDED", &object);
+        self.objects.lock().unwrap().push(object);
+    }
+
+    /// Lists answered so far, of the collection at `path` (e.g.
+    /// `/apis/pipelines.weave.works/v1alpha1/pipelines`), watches left out.
+    pub(crate) fn lists_of(&self, path: &str) -> usize {
+        let requests = self.requests.lock().unwrap();
+        requests
+            .iter()
+            .filter(|r| {
+                r.strip_prefix("GET ")
+                    .and_then(|r| r.strip_prefix(path))
+                    .is_some_and(|q| q.starts_with('?'))
+            })
+            .filter(|r| !r.contains("watch=true"))
+            .count()
     }
 
     /// Changes a stored object as a user's update would (a new resourceVersion).
@@ -339,6 +383,127 @@ pub(crate) fn watch(api: Arc<Api>, query: &str) -> Response {
         .unwrap()
 }
 
+/// A watch of Pipelines (every namespace) or of the ConfigMaps of `namespace` carrying the
+/// label `selector` (`key=value`) asks for: each change after the resourceVersion asked
+/// for, one JSON object per line, until the timeout asked for or the client goes. An
+/// object that no longer carries the label is reported DELETED, as the API server does.
+pub(crate) fn watch_catalog(
+    api: Arc<Api>,
+    query: &str,
+    kind: &'static str,
+    namespace: Option<String>,
+    selector: Option<(String, String)>,
+) -> Response {
+    let number = |name: &str| {
+        query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+    };
+    let mut after = number("resourceVersion").unwrap_or(0);
+    let seconds = number("timeoutSeconds").unwrap_or(290);
+    let (lines, mut rx) = tokio::sync::mpsc::channel::<String>(16);
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+        while tokio::time::Instant::now() < deadline {
+            let fresh: Vec<(u64, Value)> = api
+                .catalog_changes
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(version, event)| {
+                    let object = &event["object"];
+                    *version > after
+                        && object["kind"] == kind
+                        && namespace
+                            .as_ref()
+                            .is_none_or(|ns| object["metadata"]["namespace"] == ns.as_str())
+                })
+                .cloned()
+                .collect();
+            for (version, mut event) in fresh {
+                after = version;
+                if let Some((key, value)) = &selector
+                    && event["object"]["metadata"]["labels"][key.as_str()] != value.as_str()
+                {
+                    event["type"] = json!("DELETED");
+                }
+                if lines.send(format!("{event}\n")).await.is_err() {
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    });
+    let body = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx)
+            .map(|line| line.map(Ok::<_, std::io::Error>))
+    });
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from_stream(body))
+        .unwrap()
+}
+
+/// The scenario knobs that answer a request before it is looked at: 429 for a throttled
+/// list or Promotion create, a pause before a slow Pipeline status patch.
+async fn knobs(api: &Api, method: &Method, rest: &[&str], query: &str) -> Option<Response> {
+    use std::sync::atomic::Ordering;
+    let take = |knob: &std::sync::atomic::AtomicUsize| {
+        knob.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    };
+    // A collection's path has an odd number of segments: [resource] or
+    // [namespaces, ns, resource].
+    let list = *method == Method::GET && rest.len() % 2 == 1 && !query.contains("watch=true");
+    let create = *method == Method::POST && rest.last() == Some(&"promotions");
+    if (list && take(&api.throttle_lists)) || (create && take(&api.throttle_creates)) {
+        let mut answer = status(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "the server has received too many requests and has asked us to try again later".into(),
+        );
+        retry_after(api, &mut answer);
+        return Some(answer);
+    }
+    let status_patch =
+        *method == Method::PATCH && matches!(rest, ["namespaces", _, "pipelines", _, "status"]);
+    let slow = *api.slow_status.lock().unwrap();
+    if let (true, Some(delay)) = (status_patch, slow) {
+        tokio::time::sleep(delay).await;
+    }
+    None
+}
+
+fn retry_after(api: &Api, answer: &mut Response) {
+    let seconds = api.retry_after.load(std::sync::atomic::Ordering::SeqCst);
+    answer
+        .headers_mut()
+        .insert("retry-after", seconds.to_string().parse().unwrap());
+}
+
+/// A Promotion create's answer, unless scenario "504 after commit" turns a stored one
+/// into a timeout.
+fn after_commit(api: &Api, created: Response) -> Response {
+    use std::sync::atomic::Ordering;
+    let knob = &api.timeout_after_commit;
+    if created.status() != StatusCode::CREATED
+        || knob
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_err()
+    {
+        return created;
+    }
+    let mut answer = status(
+        StatusCode::GATEWAY_TIMEOUT,
+        "Timeout",
+        "Timeout: request did not complete within the allotted timeout".into(),
+    );
+    retry_after(api, &mut answer);
+    answer
+}
+
 /// A create: the object gets its namespace and a resourceVersion; one that exists is
 /// refused (checked and stored under one lock, so of two creates at once one fails).
 pub(crate) fn create(api: &Api, mut object: Value, ns: &str, resource: &str) -> Response {
@@ -507,6 +672,9 @@ pub(crate) async fn handle(
         ["apis", group, version, rest @ ..] => (format!("{group}/{version}"), rest),
         _ => (String::new(), &[]),
     };
+    if let Some(answer) = knobs(&api, &method, rest, query.as_deref().unwrap_or_default()).await {
+        return answer;
+    }
     if group == "promoter.dev/v1alpha1"
         && api
             .no_promotion_crd
@@ -518,7 +686,32 @@ pub(crate) async fn handle(
             "the server could not find the requested resource".into(),
         );
     }
+    let watching = query.as_deref().unwrap_or_default().contains("watch=true");
     match (method.as_str(), group.as_str(), rest) {
+        // ClusterRole: pipelines watch.
+        ("GET", "pipelines.weave.works/v1alpha1", ["pipelines"]) if watching => watch_catalog(
+            api.clone(),
+            &query.unwrap_or_default(),
+            "Pipeline",
+            None,
+            None,
+        ),
+        // Role in the controller's namespace: configmaps watch, by the plugin label.
+        ("GET", "v1", ["namespaces", ns, "configmaps"]) if watching && *ns == CONTROLLER_NS => {
+            let selector = query.unwrap_or_default();
+            assert!(
+                selector.contains("labelSelector=promoter.dev%2Fplugin%3Dtrue"),
+                "plugin ConfigMaps are watched by label: {selector}"
+            );
+            let label = ("promoter.dev/plugin".to_string(), "true".to_string());
+            watch_catalog(
+                api.clone(),
+                &selector,
+                "ConfigMap",
+                Some(ns.to_string()),
+                Some(label),
+            )
+        }
         // ClusterRole: pipelines list.
         ("GET", "pipelines.weave.works/v1alpha1", ["pipelines"]) => list(
             "Pipeline",
@@ -592,7 +785,7 @@ pub(crate) async fn handle(
                 object["metadata"]["labels"]["app.kubernetes.io/managed-by"],
                 "promoter"
             );
-            create(&api, object, ns, "promotions")
+            after_commit(&api, create(&api, object, ns, "promotions"))
         }
         ("DELETE", "promoter.dev/v1alpha1", ["namespaces", ns, "promotions", name]) => {
             let mut objects = api.objects.lock().unwrap();

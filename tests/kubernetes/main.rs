@@ -4,6 +4,7 @@
 //! event in, a promotion out.
 
 mod api;
+mod load;
 mod metrics;
 mod migration;
 mod shutdown;
@@ -69,8 +70,13 @@ async fn broken_dev_deployed(server: &Server, pipeline: &str) -> (u16, String) {
         .unwrap()
 }
 
-/// Runs `promoter serve` in Kubernetes mode, expecting it to stop at start; its stderr.
-async fn serve_fails(dir: &std::path::Path, kubeconfig: &std::path::Path) -> String {
+/// Runs `promoter serve` in Kubernetes mode with `extra` flags, expecting it to stop at
+/// start; its stderr.
+async fn serve_fails(
+    dir: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    extra: &[&str],
+) -> String {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_promoter"))
         .args(["serve", "--data-dir"])
         .arg(dir.join("data"))
@@ -80,6 +86,7 @@ async fn serve_fails(dir: &std::path::Path, kubeconfig: &std::path::Path) -> Str
             "--admin-addr",
             "127.0.0.1:0",
         ])
+        .args(extra)
         .env("KUBECONFIG", kubeconfig)
         .env_remove("POD_NAMESPACE")
         .output()
@@ -138,6 +145,7 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
     });
     applied.push(reused);
     let cluster = cluster(&dir, applied).await;
+    let started = std::time::Instant::now();
     let mut server = Server::start_in_cluster(
         &cluster.kubeconfig,
         &dir.join("data"),
@@ -242,16 +250,11 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
         "not in force: the same answer as no pipeline: {body}"
     );
 
-    // Fixed in the cluster: in force at the next read, without a restart.
-    {
-        let mut objects = api.objects.lock().unwrap();
-        let broken = objects
-            .iter_mut()
-            .find(|o| o["metadata"]["name"] == "broken")
-            .unwrap();
+    // Fixed in the cluster: in force once the watch brings it, without a restart.
+    api.update("Pipeline", "flux-system", "broken", |broken| {
         broken["spec"]["promotion"] = json!({"webhook": {"url": ci.url("/job/broken")}});
         broken["metadata"]["generation"] = json!(4);
-    }
+    });
     wait_until("the fixed Pipeline to be Ready", &server, || {
         api.ready("flux-system/broken")
             .is_some_and(|c| c["status"] == "True" && c["observedGeneration"] == 4)
@@ -271,10 +274,11 @@ async fn pipelines_from_the_api_promote_and_report_ready_and_a_broken_one_does_n
             || r.starts_with("GET /api/v1/namespaces/team-a/secrets/shop-events?")),
         "Secrets are read by the names Pipelines give: {secrets:#?}"
     );
-    let reads = requests
-        .iter()
-        .filter(|r| r.starts_with("GET /apis/pipelines.weave.works/v1alpha1/pipelines?"))
-        .count();
+    // Pipelines are listed once and then watched, not listed at every read.
+    let pipeline_lists = api.lists_of("/apis/pipelines.weave.works/v1alpha1/pipelines");
+    assert!(pipeline_lists <= 2, "{requests:#?}");
+    // Reads so far: one per --watch-interval (200 ms) since the server started.
+    let reads = started.elapsed().as_millis() / 200;
     // Promotions are listed at start (once before serving, once by the watch) and then
     // followed by a watch, not listed again at every read.
     let promotions = |watch: bool| {
@@ -435,7 +439,7 @@ async fn without_an_api_server_kubernetes_mode_says_so_at_start() {
     std::fs::create_dir_all(&dir).unwrap();
     let port = support::free_port();
     let kubeconfig = kubeconfig(&dir, port, "any-token");
-    let err = serve_fails(&dir, &kubeconfig).await;
+    let err = serve_fails(&dir, &kubeconfig, &[]).await;
     assert!(err.contains("cannot list Pipelines"), "{err}");
 }
 
@@ -807,7 +811,7 @@ async fn without_the_promotion_crd_kubernetes_mode_stops_at_start_and_says_how_t
         .api
         .no_promotion_crd
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let err = serve_fails(&dir, &cluster.kubeconfig).await;
+    let err = serve_fails(&dir, &cluster.kubeconfig, &[]).await;
     assert!(
         err.contains("cannot list Promotion resources") && err.contains("promoter crds"),
         "{err}"

@@ -9,6 +9,12 @@
 //! between nodes' clocks does not matter.
 //! Taking and renewing are updates carrying the resourceVersion read, so two replicas
 //! cannot both take it.
+//!
+//! The holder writes only within [`RENEW_DEADLINE`] of sending its last renewal (client-go's
+//! renew deadline): work a slow API server holds up past it is abandoned, so no write of a
+//! holder that may have lost the Lease is sent after another replica could have taken it.
+//! A replica going away gives the Lease up ([`Leadership::release`], as client-go's
+//! ReleaseOnCancel), so another takes it at its next sync rather than after the duration.
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -21,6 +27,12 @@ pub const LEASE_NAME: &str = "promoter";
 
 /// How long the Lease holds unless renewed: three syncs (at most 5 s apart).
 pub const LEASE_DURATION: Duration = Duration::from_secs(15);
+
+/// How long after sending a renewal the holder may go on writing: two thirds of the
+/// duration, as client-go's defaults (10 s of 15 s). Another replica takes the Lease no
+/// sooner than [`LEASE_DURATION`] after it saw that renewal, which was sent before it saw
+/// it: the 5 s between leave room for a write in flight at the deadline.
+pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
 
 pub struct Leadership {
     api: Api<Lease>,
@@ -64,6 +76,12 @@ impl Leadership {
         };
         let spec = lease.spec.get_or_insert_with(Default::default);
         let mine = spec.holder_identity.as_deref() == Some(self.identity.as_str());
+        // Released (client-go writes an empty holder; so does `release`).
+        let vacant = spec
+            .holder_identity
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty();
         let record = format!("{:?} {:?}", spec.holder_identity, spec.renew_time);
         let lapsed = {
             let mut observed = self.observed.lock().unwrap();
@@ -77,7 +95,7 @@ impl Leadership {
             let duration = spec
                 .lease_duration_seconds
                 .map_or(LEASE_DURATION, |s| Duration::from_secs(s.max(0) as u64));
-            spec.holder_identity.is_none() || since.elapsed() >= duration
+            vacant || since.elapsed() >= duration
         };
         if !mine && !lapsed {
             return Ok(false);
@@ -100,6 +118,38 @@ impl Leadership {
         {
             Ok(_) => Ok(true),
             // Someone else renewed or took it since it was read.
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives the Lease up if this replica holds it, as client-go's ReleaseOnCancel does: no
+    /// holder, and a duration of one second, so another replica takes it at its next sync
+    /// instead of after [`LEASE_DURATION`]. For the shutdown path, once this replica has
+    /// stopped writing the Pipelines' status. Whether it was released (false: another
+    /// replica holds it, or took it meanwhile).
+    pub async fn release(&self) -> Result<bool, kube::Error> {
+        let Some(mut lease) = self.api.get_opt(LEASE_NAME).await? else {
+            return Ok(false);
+        };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(false);
+        }
+        let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.acquire_time = Some(now.clone());
+        spec.renew_time = Some(now);
+        match self
+            .api
+            .replace(LEASE_NAME, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!("lease released: another replica reports the Pipelines' status now");
+                Ok(true)
+            }
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(e),
         }

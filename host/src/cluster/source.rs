@@ -2,6 +2,12 @@
 //! the controller's namespace, and the Secrets these name, read by name (never listed).
 //! Each Pipeline's status says whether it is in force (the `Ready` condition, and why
 //! not) and, per environment, the latest promotion and what waits for approval.
+//!
+//! Pipelines and plugin ConfigMaps are watched, as informers do: listed once (from the API
+//! server's watch cache), then followed, and listed again only when a watch expires. Every
+//! read comes from these caches. Listing them at every read instead (every 2 s, by every
+//! replica, with plugin ConfigMaps of up to ~768 KiB each) is the load API priority and
+//! fairness answers with 429.
 
 use super::crd::{EnvironmentStatus, LatestPromotion, WaitingApproval};
 use crate::pipeline::{Manifests, PLUGIN_LABEL};
@@ -9,10 +15,11 @@ use crate::record::{Phase, Promotion};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Secret};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Api, Client};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Client, Resource};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Weave's Pipeline resource, read as plain JSON: one malformed Pipeline must not stop
 /// the list (the host reports it in that Pipeline's status instead).
@@ -22,6 +29,79 @@ fn pipeline_resource() -> ApiResource {
         "v1alpha1",
         "Pipeline",
     ))
+}
+
+/// Plugin ConfigMaps per page of the first list: each may carry ~768 KiB of component,
+/// and a page is one response the API server builds in memory.
+const PLUGIN_PAGE: u32 = 8;
+
+/// A collection followed by a watch into a cache (kube-runtime's reflector store).
+struct Followed<K: Resource + 'static>
+where
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    store: reflector::Store<K>,
+    /// The last error the watch met, until it works again.
+    error: tokio::sync::watch::Receiver<Option<String>>,
+    /// What it is, as errors name it ("Pipelines").
+    what: String,
+}
+
+impl<K> Followed<K>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone + Send + Sync,
+{
+    /// Starts following `api`'s objects `config` selects (for the life of the process).
+    fn start(api: Api<K>, config: watcher::Config, dyntype: K::DynamicType, what: String) -> Self {
+        use futures_util::StreamExt;
+        let writer = reflector::store::Writer::new(dyntype);
+        let store = writer.as_reader();
+        let (report, error) = tokio::sync::watch::channel(None::<String>);
+        let label = what.clone();
+        tokio::spawn(async move {
+            let mut events = reflector(writer, watcher(api, config))
+                .default_backoff()
+                .boxed();
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(_) => {
+                        if report.send_replace(None).is_some() {
+                            tracing::info!("watching {label} again");
+                        }
+                    }
+                    Err(e) => {
+                        let e = e.to_string();
+                        if report.borrow().as_ref() != Some(&e) {
+                            tracing::warn!(
+                                "cannot watch {label} (what was read last stays in force; \
+                                 retried with backoff): {e}"
+                            );
+                        }
+                        report.send_replace(Some(e));
+                    }
+                }
+            }
+        });
+        Followed { store, error, what }
+    }
+
+    /// What the cache holds, once the first list has filled it; until then, the error that
+    /// keeps it from being filled, if any.
+    async fn items(&self) -> anyhow::Result<Vec<Arc<K>>> {
+        let mut error = self.error.clone();
+        tokio::select! {
+            biased;
+            ready = self.store.wait_until_ready() => {
+                ready.map_err(|e| anyhow::anyhow!("cannot list {}: {e}", self.what))?;
+            }
+            failed = error.wait_for(Option::is_some) => {
+                let e = failed.map(|e| e.clone().unwrap_or_default()).unwrap_or_default();
+                anyhow::bail!("cannot list {}: {e}", self.what);
+            }
+        }
+        Ok(self.store.state())
+    }
 }
 
 /// How long a Secret read is used before it is read again: a rotated key or token counts
@@ -46,10 +126,13 @@ pub struct Cluster {
     /// What is wrong with the installed CRDs for this Promoter (Weave's Pipeline CRD, an
     /// older revision), as found by [`Cluster::check_crds`]; said on every Pipeline.
     crd_problems: Mutex<Vec<String>>,
-    /// The phase of each promotion at the last report (None before the first).
-    /// The phase last reported per promotion, by (namespace, id).
+    /// The phase last reported per promotion, by (namespace, id) (None before the first).
     phases: Mutex<Option<HashMap<(String, String), Phase>>>,
     recorder: Recorder,
+    /// Every namespace's Pipelines, followed.
+    pipelines: Followed<DynamicObject>,
+    /// The plugin ConfigMaps of the controller's namespace, followed.
+    plugins: Followed<ConfigMap>,
 }
 
 #[derive(Clone, Default)]
@@ -108,7 +191,25 @@ impl Cluster {
             .with_layer(&crate::cluster::requests::Measure(requests))
             .build();
         let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_string());
+        let resource = pipeline_resource();
+        let pipelines = Followed::start(
+            Api::all_with(client.clone(), &resource),
+            watcher::Config::default(),
+            resource,
+            "Pipelines".into(),
+        );
+        let selector = format!("{PLUGIN_LABEL}=true");
+        let plugins = Followed::start(
+            Api::namespaced(client.clone(), &namespace),
+            watcher::Config::default()
+                .labels(&selector)
+                .page_size(PLUGIN_PAGE),
+            (),
+            format!("plugin ConfigMaps ({selector}) in {namespace}"),
+        );
         Ok(Cluster {
+            pipelines,
+            plugins,
             namespace,
             written: Mutex::default(),
             observed: Mutex::default(),
@@ -178,37 +279,23 @@ impl Cluster {
         *self.wanted.lock().unwrap() = wanted;
     }
 
-    /// Lists the Pipelines and plugin ConfigMaps, and gets each Secret in `secrets`.
+    /// The Pipelines and plugin ConfigMaps as followed (waiting for their first list), and
+    /// each Secret in `secrets`.
     pub async fn read(&self, secrets: &BTreeSet<(String, String)>) -> anyhow::Result<Snapshot> {
         let mut objects = Vec::new();
         let mut forbidden = BTreeSet::new();
         let resource = pipeline_resource();
-        let pipelines: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
-        let list = pipelines
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot list Pipelines: {e}"))?;
-        for item in list.items {
+        for item in sorted(self.pipelines.items().await?) {
             objects.push(typed(
-                serde_json::to_value(item)?,
+                serde_json::to_value(&*item)?,
                 &resource.api_version,
                 &resource.kind,
             ));
         }
-        let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
-        let selector = format!("{PLUGIN_LABEL}=true");
-        let list = config_maps
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot list plugin ConfigMaps ({selector}) in {}: {e}",
-                    self.namespace
-                )
-            })?;
-        let selects_namespaces = list.items.iter().any(grant_selects_namespaces);
-        for item in list.items {
-            objects.push(typed(serde_json::to_value(item)?, "v1", "ConfigMap"));
+        let plugins = sorted(self.plugins.items().await?);
+        let selects_namespaces = plugins.iter().any(|cm| grant_selects_namespaces(cm));
+        for item in plugins {
+            objects.push(typed(serde_json::to_value(&*item)?, "v1", "ConfigMap"));
         }
         // A plugin grant's namespaceSelector is matched against the Namespaces' labels:
         // read only when a grant has one (the chart's ClusterRole grants list).
@@ -501,6 +588,16 @@ fn grant_selects_namespaces(cm: &ConfigMap) -> bool {
         .and_then(|d| d.get("grant"))
         .and_then(|g| serde_yaml_ng::from_str::<crate::plugins::GrantSpec>(g).ok())
         .is_some_and(|g| g.namespace_selector.is_some())
+}
+
+/// A cache's objects in the order a list gives them (namespace, then name), so that reads
+/// of one state agree.
+fn sorted<K: Resource>(mut items: Vec<Arc<K>>) -> Vec<Arc<K>> {
+    items.sort_by(|a, b| {
+        let key = |o: &K| (o.meta().namespace.clone(), o.meta().name.clone());
+        key(a).cmp(&key(b))
+    });
+    items
 }
 
 /// Items of a list come without apiVersion and kind; the loader needs them.

@@ -193,6 +193,14 @@ pub enum StoreError {
     NotWaiting { id: String, phase: &'static str },
     #[error("promotion {id} was claimed by {by}")]
     Claimed { id: String, by: String },
+    /// The store did not confirm the write within its bound (Kubernetes mode's
+    /// `--accept-timeout`): it may still land, and a retry of the same event finds it.
+    #[error(
+        "the API server did not confirm the record within {}; retry (the same event is \
+         recorded once)",
+        humantime::format_duration(*after)
+    )]
+    TimedOut { after: Duration },
     /// The record under an id is another promotion than the one asked for: refused, never
     /// taken for it.
     #[error("promotion {id} records {recorded}, not {requested}; refused")]

@@ -3,7 +3,13 @@
 //!
 //! - **Accept**: the resource is created before the webhook answers 202. Its name is the
 //!   promotion's id, so a duplicate event, on any replica, meets `AlreadyExists`; the
-//!   event's digest is kept in an annotation, so a replay is recognised as one.
+//!   event's digest is kept in an annotation, and the first status (written before the
+//!   202) says an event asked for it, so a replay of an answered event is recognised as
+//!   one. Accepting is bounded ([`ResourceStore::open`]'s `accept_timeout`, below the 15 s
+//!   Flux waits): past it the webhook answers 503 with Retry-After. A create that
+//!   committed without its answer (504 after commit; the bound passed) carries the
+//!   event's digest and no status: the same event again — kube-client's own retry, or
+//!   Flux's — finishes recording it rather than calling it a replay or making another.
 //! - **Claim**: a replica runs a promotion only after writing `phase: running` with itself
 //!   as `holder` — a status update carrying the resourceVersion it read, so two replicas
 //!   cannot both claim (the second gets 409 Conflict). A conflict caused by something
@@ -62,6 +68,19 @@ const CONFLICT_RETRIES: usize = 5;
 /// How long a Promotion without a status is left to the replica that created it (which
 /// writes the first status at once) before any replica checks it as a request.
 const REQUEST_GRACE: Duration = Duration::from_secs(2);
+
+/// The `Accepted` condition's reason on a Promotion an event created: written as its first
+/// status, before the webhook's 2xx.
+const BY_EVENT: &str = "Event";
+
+/// Whether the event that created `r` was answered: its first status says so.
+fn acknowledged(r: &crd::Promotion) -> bool {
+    r.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Accepted" && c.reason == BY_EVENT)
+    })
+}
 
 /// (namespace, name) of a Promotion resource.
 type Key = (String, String);
@@ -257,6 +276,9 @@ pub struct ResourceStore {
     cache: Mutex<Cache>,
     /// Since when the Promotion watch has been failing (None: it works).
     watch_failing_since: Mutex<Option<std::time::Instant>>,
+    /// How long [`Self::accept`] may take (kube-client retries 429, 503 and 504 honouring
+    /// Retry-After, with no read timeout of its own).
+    accept_timeout: Duration,
 }
 
 /// Readiness fails once the Promotion watch has failed for this long: what this replica
@@ -264,13 +286,19 @@ pub struct ResourceStore {
 const WATCH_FAILING_BOUND: Duration = Duration::from_secs(30);
 
 impl ResourceStore {
-    /// Connects and reads every Promotion this controller manages.
-    pub async fn open(client: Client, replica: String) -> Result<ResourceStore, StoreError> {
+    /// Connects and reads every Promotion this controller manages. Accepting an event
+    /// gives up after `accept_timeout`.
+    pub async fn open(
+        client: Client,
+        replica: String,
+        accept_timeout: Duration,
+    ) -> Result<ResourceStore, StoreError> {
         let store = ResourceStore {
             client,
             replica,
             cache: Mutex::default(),
             watch_failing_since: Mutex::default(),
+            accept_timeout,
         };
         store.sync().await?;
         Ok(store)
@@ -500,15 +528,31 @@ impl ResourceStore {
             .collect()
     }
 
+    /// Whether an event with this body was accepted and answered before.
     pub fn seen(&self, body: &[u8]) -> bool {
         let digest = digest(body);
         let cache = self.cache.lock().unwrap();
-        cache.entries.values().any(|e| e.digest() == Some(&digest))
+        cache
+            .entries
+            .values()
+            .any(|e| e.digest() == Some(&digest) && acknowledged(&e.resource))
     }
 
-    /// Creates a Promotion resource per promotion. One that exists already is left as it
-    /// is; when all exist and were created by this very event, it is a replay.
+    /// Creates a Promotion resource per promotion, within the accept timeout (else
+    /// [`StoreError::TimedOut`]). One that exists already is left as it is; when all exist
+    /// and were created and answered for this very event, it is a replay.
     pub async fn accept(
+        &self,
+        body: &[u8],
+        promotions: Vec<Promotion>,
+    ) -> Result<Accepted, StoreError> {
+        let after = self.accept_timeout;
+        tokio::time::timeout(after, self.record(body, promotions))
+            .await
+            .unwrap_or(Err(StoreError::TimedOut { after }))
+    }
+
+    async fn record(
         &self,
         body: &[u8],
         promotions: Vec<Promotion>,
@@ -578,31 +622,7 @@ impl ResourceStore {
             };
             match created {
                 Ok(made) => {
-                    self.remember(made.clone());
-                    // The phase for `kubectl get promotions`; without it the spec says. It
-                    // is written onto the object as created, and only there: if another
-                    // replica changed it meanwhile (approved or claimed it), that stands.
-                    let mut first = made;
-                    let mut status = self.status(&p);
-                    status.conditions = vec![accepted_condition(
-                        true,
-                        "Event",
-                        &format!(
-                            "a signed Flux event from {} asked for it",
-                            p.source_environment
-                        ),
-                    )];
-                    first.status = Some(status);
-                    match api
-                        .replace_status(&p.id, &PostParams::default(), &first)
-                        .await
-                    {
-                        Ok(written) => self.remember(written),
-                        Err(kube::Error::Api(s)) if s.code == 409 => {}
-                        Err(e) => {
-                            tracing::warn!(promotion = %p.id, "cannot write the first status: {e}")
-                        }
-                    }
+                    self.first_status(&api, &p, made).await;
                     accepted.created.push(p.id);
                 }
                 Err(kube::Error::Api(s)) if s.code == 409 => {
@@ -631,7 +651,19 @@ impl ResourceStore {
                             requested: p.describe(),
                         });
                     }
-                    same_event &= found.annotations().get(EVENT_DIGEST) == Some(&digest);
+                    let ours = found.annotations().get(EVENT_DIGEST) == Some(&digest);
+                    if ours && found.status.is_none() {
+                        // This event's create committed, but its answer never came (504
+                        // after commit and kube-client's retry, or the accept timeout and
+                        // Flux's retry): finish recording it.
+                        tracing::info!(promotion = %p.id, "the event's Promotion was created by an earlier, unanswered attempt");
+                        self.first_status(&api, &p, found).await;
+                        accepted.created.push(p.id);
+                        continue;
+                    }
+                    // An unanswered attempt's Promotion, admitted meanwhile as a request, is
+                    // this event's too: not a replay.
+                    same_event &= ours && acknowledged(&found);
                     self.remember(found);
                     accepted.existing.push(p.id);
                 }
@@ -645,6 +677,36 @@ impl ResourceStore {
         }
         accepted.replay = accepted.created.is_empty() && same_event;
         Ok(accepted)
+    }
+
+    /// Keeps `made`, the Promotion `p`'s event created, and writes its first status: the
+    /// phase for `kubectl get promotions`, and the condition saying an event asked for it
+    /// (what tells a replay of this event from a retry of an unanswered one). It is
+    /// written onto the object as created, and only there: if another replica changed it
+    /// meanwhile (approved or claimed it), that stands.
+    async fn first_status(&self, api: &Api<crd::Promotion>, p: &Promotion, made: crd::Promotion) {
+        self.remember(made.clone());
+        let mut first = made;
+        let mut status = self.status(p);
+        status.conditions = vec![accepted_condition(
+            true,
+            BY_EVENT,
+            &format!(
+                "a signed Flux event from {} asked for it",
+                p.source_environment
+            ),
+        )];
+        first.status = Some(status);
+        match api
+            .replace_status(&p.id, &PostParams::default(), &first)
+            .await
+        {
+            Ok(written) => self.remember(written),
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => {
+                tracing::warn!(promotion = %p.id, "cannot write the first status: {e}")
+            }
+        }
     }
 
     /// Writes the promotion's state. Marking it running claims it for this replica: that
