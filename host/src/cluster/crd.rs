@@ -136,6 +136,9 @@ pub struct LatestPromotion {
     namespaced,
     status = "PromotionStatus",
     shortname = "promo",
+    // `kubectl get promotions --field-selector spec.pipeline=<name>` (Kubernetes 1.31+):
+    // selects by any Pipeline name, also one too long for the promoter.dev/pipeline label.
+    selectable = ".spec.pipeline",
     printcolumn(name = "Pipeline", type_ = "string", json_path = ".spec.pipeline"),
     printcolumn(name = "To", type_ = "string", json_path = ".spec.targetEnvironment"),
     printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
