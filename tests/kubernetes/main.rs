@@ -4,6 +4,7 @@
 //! event in, a promotion out.
 
 mod api;
+mod shapes;
 #[path = "../support/mod.rs"]
 mod support;
 
