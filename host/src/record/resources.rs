@@ -1045,8 +1045,9 @@ mod tests {
         r
     }
 
-    #[test]
-    fn a_relist_drops_what_it_did_not_list_unless_changed_since_it_began() {
+    // A runtime: the client, though never called, spawns its request buffer.
+    #[tokio::test]
+    async fn a_relist_drops_what_it_did_not_list_unless_changed_since_it_began() {
         let store = offline_store();
         // Listed before the watch expired: a (rv 5) and b (rv 9, newer than anything the
         // relist will list — what the old rule kept forever once deleted).
