@@ -182,6 +182,10 @@ pub(crate) fn object_key(object: &Value) -> (String, String) {
     )
 }
 
+/// The longest Pipeline or environment name: a Kubernetes object name's limit, and the
+/// Promotion CRD's for `spec.pipeline` and `spec.targetEnvironment`.
+const MAX_NAME: usize = 253;
+
 fn parse(object: &Value, problems: &mut Vec<String>) -> Option<Pipeline> {
     match object.get("apiVersion").and_then(Value::as_str) {
         Some(API_VERSION) => {}
@@ -197,6 +201,12 @@ fn parse(object: &Value, problems: &mut Vec<String>) -> Option<Pipeline> {
         .unwrap_or_default();
     if name.is_empty() {
         problems.push("metadata.name: expected the Pipeline's name, found nothing".into());
+    } else if name.len() > MAX_NAME {
+        problems.push(format!(
+            "metadata.name: {} characters, more than the {MAX_NAME} a Kubernetes name (and a \
+             Promotion's spec.pipeline) may have; choose a shorter name",
+            name.len()
+        ));
     }
     let (namespace, _) = object_key(object);
     let Some(spec) = object.get("spec").filter(|s| s.is_object()) else {
@@ -282,6 +292,14 @@ fn parse_environments(
                 continue;
             }
         };
+        if name.len() > MAX_NAME {
+            problems.push(format!(
+                "{path}.name: {} characters, more than the {MAX_NAME} a Promotion's \
+                 spec.targetEnvironment may have; choose a shorter environment name",
+                name.len()
+            ));
+            continue;
+        }
         let path = format!("{path} ({name})");
         if envs.iter().any(|(e, _, _)| e.name == name) {
             problems.push(format!(

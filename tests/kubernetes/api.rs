@@ -8,6 +8,15 @@
 //! and resources with `*`, User, Group and ServiceAccount subjects, and `system:masters`),
 //! refusing reviews not shaped as authentication.k8s.io/v1 and authorization.k8s.io/v1
 //! document them.
+//!
+//! As strict as the real server where Promoter could meet the difference: merge patches
+//! merge (RFC 7386: `null` deletes a key, anything else is merged or replaced), creates and
+//! status updates are checked against the generated CRD schemas (types, required fields,
+//! enums, lengths) and labels against their syntax (422 Invalid), Secrets' `stringData`
+//! is folded into `data`, and a write that changes nothing keeps the resourceVersion.
+//! Scenario knobs break watches the ways a real one breaks: closed early
+//! ([`Api::close_watches`]), reset mid-event ([`Api::reset_watches`]), and expired across
+//! an API server upgrade ([`Api::upgrade`]: 410 Gone, then a relist).
 
 use crate::support::CLUSTER_ADMIN_TOKEN;
 use axum::extract::{RawQuery, State};
@@ -67,6 +76,18 @@ pub(crate) struct Api {
     /// Scenario "slow API server": each Pipeline status patch is answered (and applied) only
     /// this long after it arrived.
     pub(crate) slow_status: Mutex<Option<std::time::Duration>>,
+    /// Writes refused with 422 Invalid: the causes given.
+    pub(crate) invalid: Mutex<Vec<String>>,
+    /// Bumped to end every watch open now ([`Api::close_watches`]).
+    pub(crate) watch_epoch: std::sync::atomic::AtomicU64,
+    /// Scenario "connection reset": open watches send half of their next event, then the
+    /// connection is reset.
+    pub(crate) reset_next: std::sync::atomic::AtomicBool,
+    /// The oldest resourceVersion a watch may start from: older ones are answered with an
+    /// ERROR event, 410 Gone ("too old resource version"), as after etcd's compaction.
+    pub(crate) compacted: std::sync::atomic::AtomicU64,
+    /// Watches answered 410 Gone.
+    pub(crate) expired: std::sync::atomic::AtomicUsize,
 }
 
 impl Api {
@@ -132,9 +153,41 @@ impl Api {
                     && o["metadata"]["name"] == name
             })
             .unwrap_or_else(|| panic!("no {kind} {namespace}/{name}"));
+        let before = object.clone();
         change(object);
-        self.bump(object);
-        self.changed("MODIFIED", object);
+        if *object != before {
+            self.bump(object);
+            self.changed("MODIFIED", object);
+        }
+    }
+
+    /// Ends every watch open now, cleanly, long before its timeout (as an API server does
+    /// when it shuts down, or spreads its watches): the client watches again from the
+    /// last resourceVersion it saw.
+    pub(crate) fn close_watches(&self) {
+        self.watch_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Open watches send half of their next event and then their connection is reset.
+    pub(crate) fn reset_watches(&self) {
+        self.reset_next
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// An API server upgrade: every watch closes, `change` happens while none is open,
+    /// and the new server's watch history starts after it — a watch from any earlier
+    /// resourceVersion is answered 410 Gone, so what `change` did is learnt only by
+    /// listing again.
+    pub(crate) fn upgrade(&self, change: impl FnOnce(&mut Vec<Value>)) {
+        use std::sync::atomic::Ordering;
+        // No watch hears of `change` (it is not among the changes watches replay), and
+        // none reopened from before it is served: history starts after it, then the
+        // watches open now close.
+        change(&mut self.objects.lock().unwrap());
+        let now = self.revision.fetch_add(1, Ordering::SeqCst) + 1;
+        self.compacted.store(now, Ordering::SeqCst);
+        self.close_watches();
     }
 
     /// Fails the test if any request asked for more than the chart's RBAC grants.
@@ -247,15 +300,13 @@ impl Api {
             .find(|o| o["metadata"]["name"] == name)
     }
 
-    /// The status last written for `pipeline` (namespace/name).
+    /// The status of `pipeline` (namespace/name) as the API server holds it, once
+    /// Promoter wrote one.
     pub(crate) fn status(&self, pipeline: &str) -> Option<Value> {
-        self.patches
-            .lock()
-            .unwrap()
-            .iter()
-            .rev()
-            .find(|(name, _)| name == pipeline)
-            .map(|(_, patch)| patch["status"].clone())
+        let (ns, name) = pipeline.split_once('/').unwrap();
+        self.find("Pipeline", ns, name)
+            .map(|p| p["status"].clone())
+            .filter(|s| !s.is_null())
     }
 
     pub(crate) fn ready(&self, pipeline: &str) -> Option<Value> {
@@ -276,6 +327,164 @@ pub(crate) fn status(code: StatusCode, reason: &str, message: String) -> Respons
         "message": message, "reason": reason, "code": code.as_u16(),
     });
     (code, axum::Json(body)).into_response()
+}
+
+/// A JSON merge patch applied as the API server applies one (RFC 7386): objects merge key
+/// by key, `null` deletes the key, anything else replaces what was there.
+pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
+    json_patch::merge(target, patch);
+}
+
+/// The generated CRDs (`promoter crds`, as the chart installs them): by kind, the
+/// validator of the schema the API server checks each write of that kind against.
+fn crd_schemas() -> &'static std::collections::BTreeMap<String, jsonschema::Validator> {
+    static SCHEMAS: std::sync::OnceLock<std::collections::BTreeMap<String, jsonschema::Validator>> =
+        std::sync::OnceLock::new();
+    SCHEMAS.get_or_init(|| {
+        promoter::cluster::crd::crds_yaml()
+            .into_iter()
+            .map(|(_, yaml)| {
+                let crd: Value = serde_yaml_ng::from_str(&yaml).unwrap();
+                let kind = crd["spec"]["names"]["kind"].as_str().unwrap().to_string();
+                let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+                (kind, jsonschema::validator_for(schema).unwrap())
+            })
+            .collect()
+    })
+}
+
+/// Drops null fields, as the API server prunes them before validating a custom resource.
+fn without_nulls(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(without_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(without_nulls),
+        _ => {}
+    }
+}
+
+/// A label's name, or a label value when `value` (apimachinery's qualified-name and
+/// label-value rules): at most 63 characters of alphanumerics, '-', '_' and '.',
+/// beginning and ending with an alphanumeric; a value may be empty.
+fn label_part_problem(text: &str, value: bool) -> Option<String> {
+    if text.is_empty() {
+        return (!value).then(|| "name part must be non-empty".to_string());
+    }
+    if text.len() > 63 {
+        return Some("must be no more than 63 characters".into());
+    }
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    let inner = text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    (!(inner && edge(text.chars().next()) && edge(text.chars().last()))).then(|| {
+        "a valid label must be an empty string or consist of alphanumeric characters, '-', \
+         '_' or '.', and must start and end with an alphanumeric character"
+            .to_string()
+    })
+}
+
+/// A DNS-1123 subdomain (an object's name, a label key's prefix): at most 253
+/// characters of lowercase alphanumerics, '-' and '.', beginning and ending with an
+/// alphanumeric.
+fn subdomain_problem(text: &str) -> Option<String> {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let inner = text
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'));
+    if text.len() > 253 {
+        Some("must be no more than 253 characters".into())
+    } else if !(inner && edge(text.chars().next()) && edge(text.chars().last())) {
+        Some(
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, \
+             '-' or '.', and must start and end with an alphanumeric character"
+                .into(),
+        )
+    } else {
+        None
+    }
+}
+
+/// What the API server refuses in `object` on a write, as "field: Invalid value: …"
+/// causes: its name, its labels' keys and values and, for a custom resource, its CRD's
+/// schema (nulls pruned first, as for a custom resource).
+pub(crate) fn invalid_causes(object: &Value) -> Vec<String> {
+    let mut causes = Vec::new();
+    let meta = &object["metadata"];
+    let name = meta["name"].as_str().unwrap_or_default();
+    if let Some(why) = subdomain_problem(name) {
+        causes.push(format!("metadata.name: Invalid value: {name:?}: {why}"));
+    }
+    if let Some(labels) = meta["labels"].as_object() {
+        for (key, value) in labels {
+            let (prefix, part) = match key.split_once('/') {
+                Some((prefix, part)) => (Some(prefix), part),
+                None => (None, key.as_str()),
+            };
+            let key_problem = prefix
+                .and_then(subdomain_problem)
+                .map(|why| format!("prefix part {why}"))
+                .or_else(|| label_part_problem(part, false));
+            if let Some(why) = key_problem {
+                causes.push(format!("metadata.labels: Invalid value: {key:?}: {why}"));
+            }
+            match value.as_str() {
+                Some(v) => {
+                    if let Some(why) = label_part_problem(v, true) {
+                        causes.push(format!("metadata.labels: Invalid value: {v:?}: {why}"));
+                    }
+                }
+                None => causes.push(format!("metadata.labels.{key}: must be a string")),
+            }
+        }
+    }
+    if let Some(validator) = object["kind"].as_str().and_then(|k| crd_schemas().get(k)) {
+        let mut pruned = object.clone();
+        without_nulls(&mut pruned);
+        for error in validator.iter_errors(&pruned) {
+            let at = error.instance_path().to_string();
+            let field = at.trim_start_matches('/').replace('/', ".");
+            causes.push(format!("{field}: Invalid value: {error}"));
+        }
+    }
+    causes
+}
+
+/// 422 Invalid for `object` when the API server would refuse it, recorded in
+/// `Api::invalid`; None when it is valid.
+pub(crate) fn refuse_invalid(api: &Api, object: &Value) -> Option<Response> {
+    let causes = invalid_causes(object);
+    if causes.is_empty() {
+        return None;
+    }
+    api.invalid.lock().unwrap().extend(causes.iter().cloned());
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    let message = format!("{kind} {name:?} is invalid: {}", causes.join(", "));
+    Some(status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message))
+}
+
+/// An object as `kubectl apply` leaves it on the API server: a Secret's `stringData` is
+/// folded into `data` (base64), and the write is checked as the server checks it.
+pub(crate) fn applied(mut object: Value) -> Result<Value, Vec<String>> {
+    use base64::Engine;
+    if object["kind"] == "Secret"
+        && let Some(Value::Object(strings)) = object.as_object_mut().unwrap().remove("stringData")
+    {
+        for (key, value) in strings {
+            let text = value.as_str().unwrap_or_default().to_string();
+            let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+            object["data"][key] = json!(encoded);
+        }
+    }
+    let causes = invalid_causes(&object);
+    if causes.is_empty() {
+        Ok(object)
+    } else {
+        Err(causes)
+    }
 }
 
 /// Items of a list, as the API server serves them: without apiVersion and kind.
@@ -339,15 +548,27 @@ pub(crate) fn update(
             ),
         );
     }
-    apply(object, new);
-    api.bump(object);
-    api.changed("MODIFIED", object);
+    let mut changed = object.clone();
+    apply(&mut changed, new);
+    if let Some(refused) = refuse_invalid(api, &changed) {
+        return refused;
+    }
+    // A write that changes nothing keeps the resourceVersion (and tells no watcher).
+    if changed != *object {
+        *object = changed;
+        api.bump(object);
+        api.changed("MODIFIED", object);
+    }
     axum::Json(object.clone()).into_response()
 }
 
 /// A watch of Promotions: every change after the resourceVersion asked for, one JSON
-/// object per line, until the timeout asked for.
+/// object per line, until the timeout asked for — or until [`Api::close_watches`] ends it,
+/// or [`Api::reset_watches`] cuts it mid-event. A resourceVersion older than the history
+/// kept ([`Api::upgrade`]) is answered with one ERROR event, 410 Gone, as the API server
+/// answers it (the watch itself is a 200), and the stream ends.
 pub(crate) fn watch(api: Arc<Api>, query: &str) -> Response {
+    use std::sync::atomic::Ordering;
     let param = |name: &str| {
         query
             .split('&')
@@ -357,26 +578,56 @@ pub(crate) fn watch(api: Arc<Api>, query: &str) -> Response {
     let from = param("resourceVersion").unwrap_or(0);
     let until = std::time::Instant::now()
         + std::time::Duration::from_secs(param("timeoutSeconds").unwrap_or(290));
-    let lines = futures_util::stream::unfold(0usize, move |mut next| {
-        let api = api.clone();
-        async move {
-            while std::time::Instant::now() < until {
-                let found = {
-                    let changes = api.changes.lock().unwrap();
-                    let at = (next..changes.len()).find(|&i| changes[i].0 > from);
-                    next = changes.len();
-                    at.map(|i| (i, changes[i].1.to_string()))
-                };
-                match found {
-                    Some((i, line)) => {
-                        return Some((Ok::<_, std::io::Error>(format!("{line}\n")), i + 1));
+    let epoch = api.watch_epoch.load(Ordering::SeqCst);
+    let compacted = api.compacted.load(Ordering::SeqCst);
+    let lines: futures_util::stream::BoxStream<'static, Result<String, std::io::Error>> = if from
+        < compacted
+    {
+        api.expired.fetch_add(1, Ordering::SeqCst);
+        let gone = json!({"type": "ERROR", "object": {
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("too old resource version: {from} ({compacted})"),
+            "reason": "Expired", "code": 410,
+        }});
+        Box::pin(futures_util::stream::iter([Ok(format!("{gone}\n"))]))
+    } else {
+        Box::pin(futures_util::stream::unfold(
+            (0usize, false),
+            move |(mut next, cut)| {
+                let api = api.clone();
+                async move {
+                    if cut {
+                        return Some((
+                            Err(std::io::Error::other("connection reset")),
+                            (next, true),
+                        ));
                     }
-                    None => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                    while std::time::Instant::now() < until
+                        && api.watch_epoch.load(Ordering::SeqCst) == epoch
+                    {
+                        let found = {
+                            let changes = api.changes.lock().unwrap();
+                            let at = (next..changes.len()).find(|&i| changes[i].0 > from);
+                            next = changes.len();
+                            at.map(|i| (i, changes[i].1.to_string()))
+                        };
+                        match found {
+                            Some((i, line)) if api.reset_next.swap(false, Ordering::SeqCst) => {
+                                // Half of the event, then the connection is reset.
+                                let half = line[..line.len() / 2].to_string();
+                                return Some((Ok(half), (i, true)));
+                            }
+                            Some((i, line)) => {
+                                return Some((Ok(format!("{line}\n")), (i + 1, false)));
+                            }
+                            None => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                        }
+                    }
+                    None
                 }
-            }
-            None
-        }
-    });
+            },
+        ))
+    };
     Response::builder()
         .header("content-type", "application/json")
         .body(axum::body::Body::from_stream(lines))
@@ -508,6 +759,9 @@ fn after_commit(api: &Api, created: Response) -> Response {
 /// refused (checked and stored under one lock, so of two creates at once one fails).
 pub(crate) fn create(api: &Api, mut object: Value, ns: &str, resource: &str) -> Response {
     object["metadata"]["namespace"] = json!(ns);
+    if let Some(refused) = refuse_invalid(api, &object) {
+        return refused;
+    }
     api.bump(&mut object);
     let mut objects = api.objects.lock().unwrap();
     let same = |o: &Value| {
@@ -649,6 +903,22 @@ pub(crate) fn access_review(api: &Api, body: &[u8]) -> Response {
     (StatusCode::CREATED, axum::Json(body)).into_response()
 }
 
+/// 415 for a PATCH that is not a JSON merge patch: the only kind this fake applies (a
+/// real server would apply the others by their own rules, which no test here checks).
+fn merge_patch_only(headers: &HeaderMap) -> Option<Response> {
+    let kind = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    (kind != "application/merge-patch+json").then(|| {
+        status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!("the fake API server applies merge patches only, not {kind:?}"),
+        )
+    })
+}
+
 pub(crate) async fn handle(
     State(api): State<Arc<Api>>,
     method: Method,
@@ -724,17 +994,32 @@ pub(crate) async fn handle(
             "pipelines.weave.works/v1alpha1",
             ["namespaces", ns, "pipelines", name, "status"],
         ) => {
+            if let Some(refused) = merge_patch_only(&headers) {
+                return refused;
+            }
             let patch: Value = serde_json::from_slice(&body).unwrap();
             let key = format!("{ns}/{name}");
-            let found = api
-                .of_kind("Pipeline", Some(ns))
-                .into_iter()
-                .find(|p| p["metadata"]["name"] == *name);
+            let mut objects = api.objects.lock().unwrap();
+            let found = objects.iter_mut().find(|o| {
+                o["kind"] == "Pipeline"
+                    && o["metadata"]["namespace"] == *ns
+                    && o["metadata"]["name"] == *name
+            });
             match found {
-                Some(mut p) => {
+                Some(p) => {
                     api.patches.lock().unwrap().push((key, patch.clone()));
-                    p["status"] = patch["status"].clone();
-                    axum::Json(p).into_response()
+                    // The status subresource: only the status is patched.
+                    let mut changed = p.clone();
+                    merge_patch(&mut changed, &json!({"status": patch["status"]}));
+                    if let Some(refused) = refuse_invalid(&api, &changed) {
+                        return refused;
+                    }
+                    if changed != *p {
+                        *p = changed;
+                        api.bump(p);
+                        api.changed("MODIFIED", p);
+                    }
+                    axum::Json(p.clone()).into_response()
                 }
                 None => status(
                     StatusCode::NOT_FOUND,
@@ -756,6 +1041,9 @@ pub(crate) async fn handle(
         }
         // A repeat of an Event is a merge patch of its series.
         ("PATCH", "events.k8s.io/v1", ["namespaces", ns, "events", name]) => {
+            if let Some(refused) = merge_patch_only(&headers) {
+                return refused;
+            }
             let patch: Value = serde_json::from_slice(&body).unwrap();
             let mut events = api.events.lock().unwrap();
             match events
@@ -763,7 +1051,7 @@ pub(crate) async fn handle(
                 .find(|e| e["metadata"]["name"] == *name && e["metadata"]["namespace"] == *ns)
             {
                 Some(event) => {
-                    event["series"] = patch["series"].clone();
+                    merge_patch(event, &patch);
                     axum::Json(event.clone()).into_response()
                 }
                 None => status(
@@ -958,7 +1246,13 @@ pub(crate) async fn cluster(dir: &std::path::Path, objects: Vec<Value>) -> Clust
         "kubernetes-admin",
         &["system:masters", "system:authenticated"],
     );
-    let mut objects = objects;
+    let mut objects: Vec<Value> = objects
+        .into_iter()
+        .map(|o| {
+            let what = format!("{} {}", o["kind"], o["metadata"]["name"]);
+            applied(o).unwrap_or_else(|causes| panic!("the API server refuses {what}: {causes:#?}"))
+        })
+        .collect();
     // The CRDs, as the chart installs them, unless the test brings its own.
     for (_, yaml) in promoter::cluster::crd::crds_yaml() {
         let crd: Value = serde_yaml_ng::from_str(&yaml).unwrap();

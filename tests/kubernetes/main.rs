@@ -7,6 +7,7 @@ mod api;
 mod load;
 mod metrics;
 mod migration;
+mod shapes;
 mod shutdown;
 #[path = "../support/mod.rs"]
 mod support;

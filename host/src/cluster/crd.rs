@@ -136,6 +136,9 @@ pub struct LatestPromotion {
     namespaced,
     status = "PromotionStatus",
     shortname = "promo",
+    // `kubectl get promotions --field-selector spec.pipeline=<name>` (Kubernetes 1.31+):
+    // selects by any Pipeline name, also one too long for the promoter.dev/pipeline label.
+    selectable = ".spec.pipeline",
     printcolumn(name = "Pipeline", type_ = "string", json_path = ".spec.pipeline"),
     printcolumn(name = "To", type_ = "string", json_path = ".spec.targetEnvironment"),
     printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
@@ -242,7 +245,7 @@ pub const REVISION_ANNOTATION: &str = "promoter.dev/crd-revision";
 
 /// Raised whenever the generated CRDs change (a test pins their digest to it), so that a
 /// Promoter can tell that the installed CRDs are older than the ones it was built with.
-pub const CRD_REVISION: u32 = 2;
+pub const CRD_REVISION: u32 = 3;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
@@ -285,7 +288,7 @@ mod revision_tests {
     use sha2::Digest as _;
 
     /// The digest of the generated CRDs at [`CRD_REVISION`].
-    const DIGEST: &str = "8dbd5d28b30687cb6c6849e88b1ab8188a9cd4fc32c7366cf7368e9be0a3f3a6";
+    const DIGEST: &str = "00e2173c85e23712fe8399cca92cbca61c31ebc7311ff06a4eb02e3451c44086";
 
     #[test]
     fn a_change_to_the_generated_crds_raises_their_revision() {

@@ -151,6 +151,8 @@ struct Observed {
     name: String,
     generation: Option<i64>,
     uid: Option<String>,
+    /// Its status as read: the keys a status write must remove, if gone.
+    status: Option<Value>,
 }
 
 impl Observed {
@@ -384,6 +386,7 @@ impl Cluster {
             namespace,
             name,
             generation,
+            status: read,
             ..
         } in pipelines
         {
@@ -429,14 +432,23 @@ impl Cluster {
                 "environments": environments(mine),
             });
             let key = (namespace.clone(), name.clone());
-            if self.written.lock().unwrap().get(&key) == Some(&status) {
+            let before = self.written.lock().unwrap().get(&key).cloned();
+            if before.as_ref() == Some(&status) {
                 continue;
             }
-            let mut patch = json!({"status": status.clone()});
+            let mut new = status.clone();
             let now = jiff::Timestamp::now().to_string();
-            for condition in patch["status"]["conditions"].as_array_mut().unwrap() {
+            for condition in new["conditions"].as_array_mut().unwrap() {
                 condition["lastTransitionTime"] = json!(now);
             }
+            // A merge patch deletes only what it sets to null (RFC 7386): every key the
+            // API server may hold — as read, or as this replica last wrote it, should the
+            // read predate that write — and the new status lacks is written as null, so an
+            // approved promotion's `waitingApproval` goes (Weave's UI offers Approve while
+            // it is there). A patch, not a replace: no resourceVersion to conflict with
+            // every edit of the Pipeline's spec, and the chart's `patch` grant suffices.
+            let held: Vec<&Value> = read.iter().chain(before.iter()).collect();
+            let patch = json!({"status": removing(&new, &held)});
             let api: Api<DynamicObject> =
                 Api::namespaced_with(self.client.clone(), &namespace, &pipeline_resource());
             match api
@@ -554,6 +566,28 @@ impl Cluster {
     }
 }
 
+/// `new` as a JSON merge patch over any of `held` (objects a server may hold): each key
+/// of a held object that `new` lacks is set to null, nested objects alike (arrays and
+/// other values are replaced whole, as a merge patch does anyway).
+fn removing(new: &Value, held: &[&Value]) -> Value {
+    let Value::Object(fields) = new else {
+        return new.clone();
+    };
+    let mut out = serde_json::Map::new();
+    for (k, v) in fields {
+        let inner: Vec<&Value> = held.iter().filter_map(|h| h.get(k)).collect();
+        out.insert(k.clone(), removing(v, &inner));
+    }
+    for k in held
+        .iter()
+        .filter_map(|h| h.as_object())
+        .flat_map(|h| h.keys())
+    {
+        out.entry(k.clone()).or_insert(Value::Null);
+    }
+    Value::Object(out)
+}
+
 /// Per target environment: the newest promotion, and the newest one waiting for approval.
 fn environments<'a>(promotions: impl Iterator<Item = &'a Promotion>) -> Value {
     let mut out: BTreeMap<String, EnvironmentStatus> = BTreeMap::new();
@@ -628,6 +662,7 @@ fn pipelines_in(objects: &[Value]) -> Vec<Observed> {
                     .and_then(|m| m.get("generation"))
                     .and_then(Value::as_i64),
                 uid: text("uid"),
+                status: o.get("status").filter(|s| s.is_object()).cloned(),
             }
         })
         .collect()
@@ -639,4 +674,32 @@ pub fn without_invalid(manifests: &mut Manifests, problems: &[String]) {
         let label = format!("Pipeline {p}:");
         !problems.iter().any(|m| m.contains(&label))
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_patch_nulls_what_the_server_holds_and_the_new_status_lacks() {
+        let read = json!({"environments": {
+            "prod": {"waitingApproval": {"revision": "1.0.0"}, "latestPromotion": {"phase": "waiting-approval"}},
+            "gone": {"latestPromotion": {"phase": "succeeded"}},
+        }, "conditions": [{"type": "Ready"}]});
+        let written = json!({"observedGeneration": 2});
+        let new = json!({"environments": {"prod": {"latestPromotion": {"phase": "succeeded"}}},
+                         "conditions": [{"type": "Ready", "status": "True"}]});
+        let patch = removing(&new, &[&read, &written]);
+        assert_eq!(
+            patch,
+            json!({"environments": {
+                "prod": {"waitingApproval": null, "latestPromotion": {"phase": "succeeded"}},
+                "gone": null,
+            }, "conditions": [{"type": "Ready", "status": "True"}], "observedGeneration": null})
+        );
+        // Applied as RFC 7386 says, it leaves exactly the new status.
+        let mut server = read.clone();
+        json_patch::merge(&mut server, &patch);
+        assert_eq!(server, new);
+    }
 }

@@ -256,9 +256,19 @@ fn plugin(value: &Value, path: &str, problems: &mut Vec<String>) -> Option<Strat
             return None;
         }
     };
+    // Handed to the plugin as a JSON object, and what a Promotion's status and the admin
+    // API show of it is one: a string or a list would load here and fail at every run.
     let config = match map.get("config") {
         None | Some(Value::Null) => json!({}),
-        Some(c) => c.clone(),
+        Some(c @ Value::Object(_)) => c.clone(),
+        Some(other) => {
+            problems.push(format!(
+                "{path}.config: expected a mapping of the plugin's settings, found {}; write \
+                 them as keys, e.g. `config: {{threshold: 3}}` (or leave config out)",
+                describe(Some(other))
+            ));
+            return None;
+        }
     };
     ok.then(|| strategy(&name, config))
 }

@@ -259,6 +259,49 @@ fn a_custom_plugin_is_named_with_its_config() {
 }
 
 #[test]
+fn a_custom_plugins_config_that_is_not_a_mapping_is_refused_naming_the_pipeline() {
+    for (config, found) in [("\"threshold=3\"", "\"threshold=3\""), ("[1, 2]", "a list")] {
+        let yaml = with_promotion(&format!(
+            "    strategy:\n      plugin:\n        name: canary-gate\n        config: {config}\n"
+        ));
+        assert_eq!(
+            problems(&yaml),
+            [format!(
+                "pipeline.yaml: Pipeline default/app: spec.promotion.strategy.plugin.config: \
+                 expected a mapping of the plugin's settings, found {found}; write them as keys, \
+                 e.g. `config: {{threshold: 3}}` (or leave config out)"
+            )]
+        );
+    }
+}
+
+#[test]
+fn names_longer_than_a_promotion_can_carry_are_refused_at_load() {
+    let long = "a".repeat(254);
+    let found = problems(&MINIMAL.replace("{name: app}", &format!("{{name: {long}}}")));
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("metadata.name: 254 characters")
+                && p.contains("choose a shorter name")),
+        "{found:?}"
+    );
+    let found = problems(&MINIMAL.replace("{name: prod,", &format!("{{name: {long},")));
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("spec.environments[1].name: 254 characters")
+                && p.contains("spec.targetEnvironment")),
+        "{found:?}"
+    );
+    // 253 is a valid Kubernetes name, and loads.
+    one(
+        "pipeline.yaml",
+        &MINIMAL.replace("{name: app}", &format!("{{name: {}}}", "a".repeat(253))),
+    );
+}
+
+#[test]
 fn a_pipeline_without_promotion_loads_with_none_resolved() {
     let p = one("pipeline.yaml", MINIMAL);
     assert_eq!(p.namespace, "default");

@@ -54,7 +54,11 @@ const ACCEPTED_AT: &str = "promoter.dev/accepted-at";
 /// SHA-256 of the event body that created the promotion.
 const EVENT_DIGEST: &str = "promoter.dev/event-digest";
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "promoter");
+/// The Pipeline's name, for `kubectl get promotions -l promoter.dev/pipeline=<name>`:
+/// see [`pipeline_label`] for names longer than a label value may be.
 const PIPELINE_LABEL: &str = "promoter.dev/pipeline";
+/// A label value's limit (a Pipeline's name may have 253 characters).
+const LABEL_VALUE_MAX: usize = 63;
 
 /// How long a claim holds unless renewed. The holder renews it every third of this;
 /// a replica that has seen no renewal for this long (by its own clock, as client-go's
@@ -95,10 +99,15 @@ fn key_of(r: &crd::Promotion) -> Key {
 struct Cache {
     entries: HashMap<Key, Entry>,
     ids: HashMap<String, Key>,
+    /// Counts the changes made to the cache (inserts and removals): an entry notes the
+    /// count at its last change, so a relist can tell what changed since it began.
+    changes: u64,
 }
 
 impl Cache {
-    fn insert(&mut self, key: Key, entry: Entry) {
+    fn insert(&mut self, key: Key, mut entry: Entry) {
+        self.changes += 1;
+        entry.changed = self.changes;
         if entry.canonical {
             self.ids.insert(entry.promotion.id.clone(), key.clone());
         }
@@ -106,6 +115,7 @@ impl Cache {
     }
 
     fn remove(&mut self, key: &Key) {
+        self.changes += 1;
         if let Some(e) = self.entries.remove(key)
             && self.ids.get(&e.promotion.id) == Some(key)
         {
@@ -125,6 +135,9 @@ struct Entry {
     canonical: bool,
     /// When this replica first saw it (ms, own clock).
     first_seen: u64,
+    /// [`Cache::changes`] when it was last inserted (by the watch or this replica's
+    /// own writes).
+    changed: u64,
     /// When this replica first saw the current claim (holder and heldUntil), by its own
     /// clock (ms): the claim lapses [`CLAIM_TTL`] after that unless renewed.
     claim_seen_at: u64,
@@ -219,6 +232,7 @@ impl Entry {
             promotion,
             canonical,
             first_seen: known.map_or(now, |k| k.first_seen),
+            changed: 0,
             claim_seen_at,
         }
     }
@@ -359,8 +373,9 @@ impl ResourceStore {
         let mut events = watcher(all, watcher::Config::default().labels(&selector))
             .default_backoff()
             .boxed();
-        // The resources a relist found, until it is complete.
-        let mut relisted: Option<HashSet<Key>> = None;
+        // While a relist runs (after the watch expired, 410 Gone, or broke): where the
+        // cache's change count stood when it began, and the resources it listed so far.
+        let mut relisted: Option<(u64, HashSet<Key>)> = None;
         while let Some(event) = events.next().await {
             {
                 let mut failing = self.watch_failing_since.lock().unwrap();
@@ -372,16 +387,19 @@ impl ResourceStore {
                 }
             }
             match event {
-                Ok(watcher::Event::Init) => relisted = Some(HashSet::new()),
+                Ok(watcher::Event::Init) => {
+                    let began = self.cache.lock().unwrap().changes;
+                    relisted = Some((began, HashSet::new()));
+                }
                 Ok(watcher::Event::InitApply(p)) => {
-                    if let Some(keys) = relisted.as_mut() {
+                    if let Some((_, keys)) = relisted.as_mut() {
                         keys.insert(key_of(&p));
                     }
                     self.observe(p).await;
                 }
                 Ok(watcher::Event::InitDone) => {
-                    if let Some(keys) = relisted.take() {
-                        self.forget_unlisted(&keys);
+                    if let Some((began, keys)) = relisted.take() {
+                        self.forget_unlisted(began, &keys);
                     }
                 }
                 Ok(watcher::Event::Apply(p)) => self.observe(p).await,
@@ -423,27 +441,19 @@ impl ResourceStore {
         }
     }
 
-    /// After a relist: drops what is gone from the API (deleted by someone), but not what
-    /// was written after the list was taken.
-    fn forget_unlisted(&self, keys: &HashSet<Key>) {
+    /// After a relist: drops every entry it did not list — deleted while the watch was
+    /// down — except those changed since it began (`began`, a [`Cache::changes`] count):
+    /// this replica's own creates and writes, which the list may predate.
+    fn forget_unlisted(&self, began: u64, listed: &HashSet<Key>) {
         let mut cache = self.cache.lock().unwrap();
-        let listed_at = keys
-            .iter()
-            .filter_map(|k| {
-                let e = cache.entries.get(k)?;
-                resource_version(&e.resource)
-            })
-            .max();
         let gone: Vec<Key> = cache
             .entries
             .iter()
-            .filter(|(key, e)| {
-                !keys.contains(*key)
-                    && !matches!((resource_version(&e.resource), listed_at), (Some(v), Some(at)) if v > at)
-            })
+            .filter(|(key, e)| !listed.contains(*key) && e.changed <= began)
             .map(|(key, _)| key.clone())
             .collect();
         for key in gone {
+            tracing::debug!(promotion = %key.1, "gone from the API server: deleted while the watch was down");
             cache.remove(&key);
         }
     }
@@ -1058,6 +1068,20 @@ fn digest(body: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(body))
 }
 
+/// The `promoter.dev/pipeline` label's value for the Pipeline `name`: the name itself when
+/// it fits a label value (63 characters; a Pipeline's name, a DNS subdomain, has only
+/// characters a label value allows), else its first 50 characters and 12 hex digits of
+/// its SHA-256 — always a valid label, so the create never meets 422. Any name can be
+/// selected by `--field-selector spec.pipeline=<name>` (the CRD's selectable field).
+pub fn pipeline_label(name: &str) -> String {
+    if name.len() <= LABEL_VALUE_MAX {
+        return name.to_string();
+    }
+    let cut = name.char_indices().nth(50).map_or(name.len(), |(at, _)| at);
+    let head = name[..cut].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    format!("{head}-{}", &digest(name.as_bytes())[..12])
+}
+
 fn new_resource(p: &Promotion, digest: &str) -> crd::Promotion {
     let mut object = crd::Promotion::new(
         &p.id,
@@ -1074,7 +1098,7 @@ fn new_resource(p: &Promotion, digest: &str) -> crd::Promotion {
     object.metadata.labels = Some(
         [
             (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
-            (PIPELINE_LABEL.to_string(), p.pipeline.name.clone()),
+            (PIPELINE_LABEL.to_string(), pipeline_label(&p.pipeline.name)),
         ]
         .into(),
     );
@@ -1105,6 +1129,67 @@ mod tests {
             "createdAt": 1764583200123u64, "updatedAt": 1764583200123u64
         }))
         .unwrap()
+    }
+
+    /// A store whose client points nowhere: for what happens in its cache.
+    fn offline_store() -> ResourceStore {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        ResourceStore {
+            client: Client::try_from(config).unwrap(),
+            replica: "promoter-0".into(),
+            cache: Mutex::default(),
+            watch_failing_since: Mutex::default(),
+            accept_timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn stored(name: &str, version: u64) -> crd::Promotion {
+        let mut p = promotion();
+        p.id = name.into();
+        let mut r = new_resource(&p, "d1");
+        r.metadata.resource_version = Some(version.to_string());
+        r
+    }
+
+    // A runtime: the client, though never called, spawns its request buffer.
+    #[tokio::test]
+    async fn a_relist_drops_what_it_did_not_list_unless_changed_since_it_began() {
+        let store = offline_store();
+        // Listed before the watch expired: a (rv 5) and b (rv 9, newer than anything the
+        // relist will list — what the old rule kept forever once deleted).
+        store.remember(stored("a", 5));
+        store.remember(stored("b", 9));
+        let began = store.cache.lock().unwrap().changes;
+        // During the relist: a listed again; c created by this replica (rv 12), which
+        // the list, taken before, does not have.
+        store.remember(stored("a", 5));
+        store.remember(stored("c", 12));
+        let listed: HashSet<Key> = [("flux-system".to_string(), "a".to_string())].into();
+        store.forget_unlisted(began, &listed);
+        let mut left: Vec<String> = store.list().into_iter().map(|p| p.id).collect();
+        left.sort();
+        assert_eq!(left, ["a", "c"], "b was deleted while the watch was down");
+    }
+
+    #[test]
+    fn the_pipeline_label_is_the_name_when_it_fits_and_a_valid_label_value_always() {
+        assert_eq!(pipeline_label("podinfo"), "podinfo");
+        let fits = "a".repeat(63);
+        assert_eq!(pipeline_label(&fits), fits);
+        let valid = |v: &str| {
+            v.len() <= 63
+                && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && v.ends_with(|c: char| c.is_ascii_alphanumeric())
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        // 253 characters, a '.' where the cut falls: still valid, and distinct.
+        let long = format!("{}.{}", "b".repeat(49), "c".repeat(203));
+        let other = format!("{}.{}", "b".repeat(49), "d".repeat(203));
+        let (a, b) = (pipeline_label(&long), pipeline_label(&other));
+        assert!(valid(&a) && valid(&b), "{a} {b}");
+        assert_ne!(a, b);
+        assert!(a.starts_with(&"b".repeat(49)));
     }
 
     #[test]
