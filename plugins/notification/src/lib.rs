@@ -23,20 +23,36 @@
 //! were dropped on the way. Keys: `pipeline` (`<ns>/<name>`), `environment`, `version`,
 //! `namespace` (the target environment's target namespaces, in order, `, `-separated),
 //! `cluster` (their clusters as `<ns>/<name>`, `management` for a target without a
-//! `clusterRef`; only when some target has one) and `promotion` (the promotion id: the
-//! idempotency key, also sent as `Idempotency-Key`).
+//! `clusterRef`; only when some target has one), `promotion` (the promotion id: the
+//! idempotency key, also sent as `Idempotency-Key`) and `token` (see below).
 //!
 //! The address is not the Pipeline's to choose: a Pipeline writes `notification: {}` and the
 //! host adds `address` (the server's `--events-addr`) to the configuration, and grants this
 //! plugin that one origin and nothing else.
 //!
-//! Answers: 2xx is done. 408, 5xx and timeouts or connection failures are retried (a
-//! `Retry-After` in seconds is honoured). 429 is retried on the first attempt; on a later
-//! attempt it counts as delivered: notification-controller answers 429 to an event
-//! identical (same object, message and revision) to one it accepted within its rate-limit
-//! interval, and only this promotion produces this event, so an earlier attempt got it
-//! there (Flux's own event recorder never retries a 429 either). Other statuses fail for
-//! good with the status, a hint and the start of the body.
+//! Duplicates. notification-controller's receiver answers 429 to an event whose key it saw
+//! within `--rate-limit-interval` (5 minutes by default); the key is the involved object's
+//! name, namespace and kind, the message, and the metadata `<group>/originRevision`,
+//! `<group>/revision` and `<group>/token` (`internal/server/event_server.go`, `eventKeyFunc`).
+//! Name and message alone would make a second promotion of one version into one environment
+//! (a deleted Promotion run again from a new deployment event, a second Promoter on the same
+//! notification-controller) a duplicate of the first, dropped unseen. So every event carries
+//! `pipelines.weave.works/token`, Flux's key for "what makes this event unique"
+//! (`eventv1.MetaTokenKey`), which notification-controller removes before any Provider sees
+//! it (since v1.2.3, `excludeInternalMetadata`): the promotion id, and when the promotion
+//! came from a Flux event, `@` and that event's timestamp. It is stable across the
+//! retries of one promotion and differs between two promotions of the same version.
+//!
+//! Answers: 2xx is done — but notification-controller answers 202 also when no Alert
+//! matches the event and it drops it, so "done" says the event reached the receiver, not a
+//! Provider (an Alert on `kind: Pipeline` needs Flux's Alert CRD patched: see the README).
+//! 408, 429, 5xx and timeouts or connection failures are retried (a `Retry-After` in
+//! seconds is honoured). One 429 is not retried: notification-controller's duplicate filter
+//! (an answer carrying its `X-RateLimit-Limit`) on a later attempt. The token is this
+//! promotion's own, so the filter saw this very event pass within its window: an earlier
+//! attempt delivered it and its answer was lost (a timeout, a replica that died), and
+//! counting it delivered is what keeps a retry from announcing the promotion twice.
+//! Other statuses fail for good with the status, a hint and the start of the body.
 
 mod time;
 
@@ -58,6 +74,20 @@ pub const API_VERSION: &str = "pipelines.weave.works/v1alpha1";
 pub const REASON: &str = "Promote";
 /// The event's `reportingController`.
 pub const REPORTING_CONTROLLER: &str = "promoter";
+/// The header notification-controller's rate limiter (go-limiter's `httplimit`) sets on
+/// every answer, a 429 included; a proxy's 429 does not carry it.
+const RATE_LIMIT_HEADER: &str = "x-ratelimit-limit";
+
+/// The `<group>/token` value for `request`: the promotion id, then `@` and the timestamp of
+/// the Flux event it came from, when there is one. Stable across retries (both are
+/// recorded with the promotion); a promotion of the same version recorded again from a
+/// later deployment event gets another.
+pub fn token(request: &PromotionRequest) -> String {
+    match request.event.timestamp.as_str() {
+        "" => request.id.clone(),
+        timestamp => format!("{}@{timestamp}", request.id),
+    }
+}
 
 /// The configuration: what a Pipeline writes (`{}`) plus what the host adds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -151,13 +181,14 @@ fn answer(
     if response.is_success() {
         host.info(&format!("notification-controller answered HTTP {status}"));
         return Ok(Outcome::done().with_details(format!(
-            "event {REASON} posted to {address} (HTTP {status})"
+            "event {REASON} posted to {address} (HTTP {status}); notification-controller \
+             answers so also when no Alert on kind Pipeline matches and it drops the event"
         )));
     }
-    if status == 429 && attempt > 1 {
+    if status == 429 && attempt > 1 && response.header(RATE_LIMIT_HEADER).is_some() {
         host.info(
-            "notification-controller answered HTTP 429: it accepted this same event from an \
-             earlier attempt and drops the duplicate",
+            "notification-controller answered HTTP 429: its duplicate filter saw this \
+             promotion's event (its own token) pass from an earlier attempt",
         );
         return Ok(Outcome::done().with_details(format!(
             "event {REASON} posted to {address} by an earlier attempt (HTTP 429 to a repeat)"
@@ -177,6 +208,11 @@ fn answer(
         401 | 403 | 407 => Some(
             "the event receiver takes no credentials; is --events-addr notification-controller's \
              event receiver?"
+                .to_string(),
+        ),
+        429 => Some(
+            "notification-controller drops an event identical to one it accepted within its \
+             --rate-limit-interval; retried"
                 .to_string(),
         ),
         404 | 405 => Some(
@@ -246,6 +282,7 @@ impl<'a> Event<'a> {
         metadata.insert(key("environment"), request.target_environment.clone());
         metadata.insert(key("version"), request.version.clone());
         metadata.insert(key("promotion"), request.id.clone());
+        metadata.insert(key("token"), token(request));
         if !request.targets.is_empty() {
             let namespaces: Vec<&str> = request
                 .targets

@@ -59,6 +59,7 @@ fn the_body_is_a_flux_event_about_the_pipeline() {
                 "pipelines.weave.works/environment": "prod",
                 "pipelines.weave.works/version": "1.2.3",
                 "pipelines.weave.works/promotion": request.id,
+                "pipelines.weave.works/token": format!("{}@2025-01-01T12:00:00Z", request.id),
                 "pipelines.weave.works/namespace": "podinfo, podinfo",
                 "pipelines.weave.works/cluster": "management, flux-system/prod-eu"
             },
@@ -177,7 +178,8 @@ fn through_the_sdk_the_event_is_stamped_with_the_clock() {
         .as_secs();
     let outcome = promoter_sdk::promote::<Notification>(&host, &request()).unwrap();
     assert!(
-        matches!(outcome, Outcome::Done { url: None, details: Some(d) } if d.contains("HTTP 202"))
+        matches!(outcome, Outcome::Done { url: None, details: Some(d) }
+            if d.contains("HTTP 202") && d.contains("no Alert on kind Pipeline"))
     );
     let stamp = sent_event(&host)["timestamp"].as_str().unwrap().to_string();
     assert_eq!(stamp.len(), "2023-11-14T22:13:20Z".len(), "{stamp}");
@@ -231,20 +233,30 @@ fn connection_failures_are_retried_and_a_host_refusal_is_not() {
     assert!(error.message.contains("--events-addr"), "{error}");
 }
 
+/// notification-controller's duplicate filter answers as go-limiter's `httplimit` does:
+/// the limiter's headers, Retry-After the end of its window (a date), a plain-text body.
+fn rate_limited() -> HttpResponse {
+    HttpResponse::new(429)
+        .with_header("X-RateLimit-Limit", "1")
+        .with_header("X-RateLimit-Remaining", "0")
+        .with_header("X-RateLimit-Reset", "Tue, 14 Nov 2023 22:18:20 UTC")
+        .with_header("Retry-After", "Tue, 14 Nov 2023 22:18:20 UTC")
+        .with_body("Too Many Requests\n")
+}
+
 #[test]
-fn a_429_is_retried_first_and_counts_as_delivered_on_a_later_attempt() {
-    // notification-controller's duplicate filter: Retry-After is the end of its window, a date.
-    let limited = || {
-        HttpResponse::new(429)
-            .with_header("Retry-After", "Tue, 14 Nov 2023 22:18:20 UTC")
-            .with_body("Too Many Requests\n")
-    };
-    let host = MockHost::new().respond(limited());
+fn a_429_on_the_first_attempt_is_retried() {
+    let host = MockHost::new().respond(rate_limited());
     let error = at_now(&host, &request()).unwrap_err();
     assert!(error.retryable, "{error}");
+    assert!(error.message.contains("HTTP 429"), "{error}");
+    assert!(error.message.contains("--rate-limit-interval"), "{error}");
     assert_eq!(error.retry_after, None, "an HTTP-date is not waited out");
+}
 
-    let host = MockHost::new().respond(limited());
+#[test]
+fn the_duplicate_filters_429_on_a_retry_means_an_earlier_attempt_delivered() {
+    let host = MockHost::new().respond(rate_limited());
     let mut again = request();
     again.attempt = 2;
     match at_now(&host, &again) {
@@ -254,6 +266,48 @@ fn a_429_is_retried_first_and_counts_as_delivered_on_a_later_attempt() {
         }) => assert!(details.contains("earlier attempt"), "{details}"),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_429_without_the_limiters_headers_is_retried_on_every_attempt() {
+    // A proxy or gateway in front of notification-controller throttling: nothing says the
+    // event got through.
+    for attempt in [1, 2, 5] {
+        let host = MockHost::new().respond(HttpResponse::new(429).with_header("Retry-After", "30"));
+        let mut request = request();
+        request.attempt = attempt;
+        let error = at_now(&host, &request).unwrap_err();
+        assert!(error.retryable, "attempt {attempt}: {error}");
+        assert_eq!(error.retry_after, Some(Duration::from_secs(30)));
+    }
+}
+
+#[test]
+fn the_token_is_the_promotions_own_stable_across_retries() {
+    let token = |request: &PromotionRequest| {
+        let host = MockHost::new().respond(HttpResponse::new(202));
+        at_now(&host, request).unwrap();
+        sent_event(&host)["metadata"]["pipelines.weave.works/token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let first = request();
+    let mut retry = first.clone();
+    retry.attempt = 3;
+    assert_eq!(token(&first), token(&retry));
+    assert!(token(&first).starts_with(&first.id));
+
+    // The same version into the same environment, recorded again from a later deployment
+    // event (the first Promotion deleted): same message, same id, another token.
+    let mut again = first.clone();
+    again.event.timestamp = "2025-01-01T12:03:00Z".into();
+    assert_ne!(token(&first), token(&again));
+
+    // A request with no Flux event behind it: the id alone.
+    let mut requested = first.clone();
+    requested.event.timestamp.clear();
+    assert_eq!(token(&requested), first.id);
 }
 
 #[test]
