@@ -237,11 +237,12 @@ async fn a_wrong_token_fails_permanently<D: Dialect>(name: &str) {
         "{error}"
     );
     assert!(!error.contains(REVOKED), "{error}");
-    let f = rig.forge.lock().unwrap();
-    assert_eq!(f.refused.len(), 1, "{:?}", f.refused);
-    assert!(f.refused[0].contains("credentials"), "{:?}", f.refused);
-    assert_eq!(f.pulls.len(), 1, "nothing opened");
-    drop(f);
+    {
+        let f = rig.forge.lock().unwrap();
+        assert_eq!(f.refused.len(), 1, "{:?}", f.refused);
+        assert!(f.refused[0].contains("credentials"), "{:?}", f.refused);
+        assert_eq!(f.pulls.len(), 1, "nothing opened");
+    }
     rig.assert_no_credential_leaked(REVOKED).await;
 }
 

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use support::{
-    EVENTS_KEY, PASSWORD, Server, USER, base64_encode, deployed_in_dev, git, git_server, scratch,
+    PASSWORD, Server, USER, base64_encode, deployed_in_dev, git, git_server, scratch,
     ssh_git_server,
 };
 

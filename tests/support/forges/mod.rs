@@ -652,6 +652,8 @@ impl Default for Setup<'_> {
 pub struct Rig {
     /// The bare repository the fake forge serves.
     pub bare: PathBuf,
+    /// Its URL on the fake forge, the pipeline's `url`.
+    pub repo_url: String,
     pub forge: Shared,
     pub server: Server,
 }
@@ -684,6 +686,7 @@ pub async fn start<D: Dialect>(
     let server = Server::start(&manifests, &dir.join("data"), &[]);
     Rig {
         bare,
+        repo_url,
         forge,
         server,
     }
