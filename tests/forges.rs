@@ -1,7 +1,16 @@
-//! The pull-request strategy end to end on GitLab, Gitea (Forgejo), Bitbucket Server and
-//! Azure DevOps: the real binary, a real git server (git http-backend behind basic auth) and
-//! a fake of each forge's API that checks every request against the forge's documentation
-//! and refuses anything else in the forge's own error shape (tests/support/forges/).
+//! The pull-request strategy end to end on GitHub Enterprise Server, GitLab, Gitea (Forgejo),
+//! Bitbucket Server and Azure DevOps: the real binary and a fake of each forge that serves the repository (the
+//! real `git http-backend`) and the API on one origin, checks every request against the
+//! forge's documentation and refuses anything else in the forge's own error shape
+//! (tests/support/forges/). Pipelines name the repository `url` alone (no `apiBase`) and
+//! their Secrets hold a token alone, as users write them: Promoter must find the API from the
+//! URL and authenticate git the way each forge takes a token.
+//!
+//! Cloud URL shapes (dev.azure.com, ssh.dev.azure.com, www.github.com, *.ghe.com) cannot be
+//! reached from a test (no DNS override, no custom CA); the unit tests of
+//! `promoter_sdk::forge` and the host's grant test (`plugins.rs`,
+//! `the_host_binds_the_token_to_the_origin_the_plugin_calls_for_every_cloud_url_shape`)
+//! cover them.
 
 #[path = "support/forges/mod.rs"]
 mod fake;
@@ -10,6 +19,7 @@ mod support;
 use fake::azure::Azure;
 use fake::bitbucket::{self, Bitbucket};
 use fake::gitea::Gitea;
+use fake::github::GitHub;
 use fake::gitlab::GitLab;
 use fake::{BASE, Dialect, Forge, HEAD, Rig, Setup, TOKEN, assert_files_at, promotion};
 use support::{EVENTS_KEY, deployed_in_dev, git, send};
@@ -134,6 +144,11 @@ async fn one_pull_request_per_environment<D: Dialect>(
     assert_eq!(lines[opening.len()..], *updating);
 
     rig.assert_no_credential_leaked(TOKEN).await;
+    let git = rig.forge.lock().unwrap().git_log.clone();
+    assert!(
+        git.iter().any(|l| l.contains("/git-receive-pack 200")),
+        "the branch was pushed to the forge itself: {git:#?}"
+    );
     rig
 }
 
@@ -150,7 +165,16 @@ async fn gitea_one_pull_request_with_exactly_the_marked_values_changed_then_upda
 }
 
 #[tokio::test]
+async fn github_enterprise_server_found_from_the_url_alone_one_pull_request_then_updated() {
+    // `type: github` on a server of its own: the API is /api/v3 of the repository's origin.
+    let setup = Setup::typed("github");
+    one_pull_request_per_environment::<GitHub>("github-enterprise", setup, |_| {}).await;
+}
+
+#[tokio::test]
 async fn bitbucket_server_inferred_from_the_url_one_pull_request_then_updated_keeping_reviewers() {
+    // A token alone: git must send it as Bearer (Basic with a made-up user is refused, as
+    // Bitbucket refuses it for project and repository access tokens).
     // No type: a /scm/{project}/{repo} URL is Bitbucket Server's. Someone adds a reviewer
     // between the promotions (which bumps the version); the update must send that version
     // back and keep the reviewer.
@@ -194,8 +218,10 @@ async fn azure_devops_inferred_from_the_url_one_pull_request_then_updated_readin
 /// fix, without quoting it.
 async fn a_wrong_token_fails_permanently<D: Dialect>(name: &str) {
     const REVOKED: &str = "revoked-pat-0000";
+    // git gets the account's password, so the token is first tried by the API.
     let setup = Setup {
         token: REVOKED,
+        account: true,
         ..Setup::default()
     };
     let rig = fake::start::<D>(name, setup, |_| {}).await;
@@ -211,11 +237,12 @@ async fn a_wrong_token_fails_permanently<D: Dialect>(name: &str) {
         "{error}"
     );
     assert!(!error.contains(REVOKED), "{error}");
-    let f = rig.forge.lock().unwrap();
-    assert_eq!(f.refused.len(), 1, "{:?}", f.refused);
-    assert!(f.refused[0].contains("credentials"), "{:?}", f.refused);
-    assert_eq!(f.pulls.len(), 1, "nothing opened");
-    drop(f);
+    {
+        let f = rig.forge.lock().unwrap();
+        assert_eq!(f.refused.len(), 1, "{:?}", f.refused);
+        assert!(f.refused[0].contains("credentials"), "{:?}", f.refused);
+        assert_eq!(f.pulls.len(), 1, "nothing opened");
+    }
     rig.assert_no_credential_leaked(REVOKED).await;
 }
 
@@ -266,4 +293,75 @@ async fn gitlab_rate_limit_delays_the_promotion_which_then_completes() {
 #[tokio::test]
 async fn azure_devops_rate_limit_delays_the_promotion_which_then_completes() {
     a_rate_limit_delays_then_completes::<Azure>("azure-429", None).await;
+}
+
+#[tokio::test]
+async fn azure_devops_description_over_4000_characters_is_cut_keeping_the_metadata_block() {
+    // Azure DevOps refuses a longer description with 400 (the fake does too), which no
+    // retry could fix.
+    let body = format!("{{app}} {{version}}: {}", "Release notes. ".repeat(400));
+    let setup = Setup {
+        body: Some(&body),
+        ..Setup::default()
+    };
+    let rig = fake::start::<Azure>("azure-long", setup, |_| {}).await;
+    rig.promote_successfully("6.5.4").await;
+    rig.assert_nothing_refused();
+    let pr = rig.the_open_one::<Azure>();
+    assert!(pr.body.chars().count() <= 4000, "{}", pr.body.len());
+    assert!(
+        pr.body.starts_with("podinfo 6.5.4: Release notes."),
+        "{}",
+        pr.body
+    );
+    assert!(
+        pr.body
+            .trim_end()
+            .ends_with("flux-system/podinfo/test\n</details>"),
+        "Weave's metadata block survives: {}",
+        pr.body
+    );
+}
+
+/// A Pipeline Promoter cannot serve is refused when it loads, naming the fix, instead of
+/// failing each promotion later.
+fn refused_at_load(name: &str, url: &str, also: &[&str], setup: Setup<'_>) -> String {
+    let dir = support::scratch(name);
+    let manifests = dir.join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    fake::write_pipeline(&manifests, url, also, &setup);
+    support::serve_fails(&manifests, &dir.join("data"), &[])
+}
+
+#[tokio::test]
+async fn a_token_alone_for_an_ssh_remote_is_refused_at_load_saying_to_add_an_ssh_key() {
+    // The API (https://dev.azure.com/acme) could take the token, but git over SSH cannot.
+    let refused = refused_at_load(
+        "forge-ssh-token",
+        "git@ssh.dev.azure.com:v3/acme/ops/config",
+        &["https://dev.azure.com"],
+        Setup::default(),
+    );
+    assert!(
+        refused.contains("Pipeline flux-system/podinfo: promotion into test")
+            && refused.contains("Secret flux-system/forge-creds")
+            && refused.contains("add the private key as identity"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn a_url_whose_forge_api_cannot_be_found_is_refused_at_load_asking_for_the_type() {
+    let refused = refused_at_load(
+        "forge-unknown",
+        "https://git.example.com/org/config.git",
+        &[],
+        Setup::default(),
+    );
+    assert!(
+        refused.contains("Pipeline flux-system/podinfo: promotion into test")
+            && refused.contains("cannot tell which forge hosts")
+            && refused.contains("set type to one of github, gitlab"),
+        "{refused}"
+    );
 }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use support::{
-    EVENTS_KEY, PASSWORD, Server, USER, base64_encode, deployed_in_dev, git, git_server, scratch,
+    PASSWORD, Server, USER, base64_encode, deployed_in_dev, git, git_server, scratch,
     ssh_git_server,
 };
 
@@ -226,50 +226,9 @@ async fn serve(
     let dir = scratch(name);
     let m = dir.join("manifests");
     std::fs::create_dir_all(&m).unwrap();
-    manifests(&m, repo_url, &api, creds);
+    support::pull_request_pipeline(&m, repo_url, &api, creds);
     let server = Server::start(&m, &dir.join("data"), &[]);
     (forge, server)
-}
-
-fn manifests(dir: &std::path::Path, repo_url: &str, api: &str, creds: &str) {
-    std::fs::write(
-        dir.join("pipeline.yaml"),
-        format!(
-            r#"apiVersion: pipelines.weave.works/v1alpha1
-kind: Pipeline
-metadata: {{name: podinfo, namespace: flux-system}}
-spec:
-  appRef: {{apiVersion: helm.toolkit.fluxcd.io/v2beta1, kind: HelmRelease, name: podinfo}}
-  environments:
-    - name: dev
-      targets: [{{namespace: podinfo-dev}}]
-    - name: test
-      targets: [{{namespace: podinfo-test}}]
-  promotion:
-    strategy:
-      secretRef: {{name: podinfo-events}}
-      pull-request:
-        type: github
-        url: {repo_url}
-        baseBranch: main
-        apiBase: {api}
-        secretRef: {{name: git-creds}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: podinfo-events, namespace: flux-system}}
-stringData: {{hmac-key: {events}}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: git-creds, namespace: flux-system, annotations: {{{hosts}}}}}
-{creds}
-"#,
-            events = std::str::from_utf8(EVENTS_KEY).unwrap(),
-            hosts = support::allowed_hosts(&[repo_url, api]),
-        ),
-    )
-    .unwrap();
 }
 
 #[tokio::test]

@@ -92,7 +92,7 @@ async fn script(rig: &Rig, api: &str, i: usize, version: &str) -> Duration {
     let out = tokio::process::Command::new("bash")
         .arg("-c")
         .arg(SCRIPT)
-        .env("REPO", &rig.git.url)
+        .env("REPO", &rig.repo_url)
         .env("API", api)
         .env("AUTH", auth)
         .env("TOKEN", TOKEN)

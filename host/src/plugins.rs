@@ -494,10 +494,12 @@ impl Registry {
         if strategy.plugin == "pull-request"
             && let Some(name) = secret_name(&strategy.config)
             && let Some(secret) = manifests.secret(namespace, name)
+            // A URL the forge's API cannot be found from is the plugin's validate-config
+            // problem (the same function, the same message); nothing more to say here.
+            && let Ok(location) = forge_location(&strategy.config)
         {
-            let url =
-                config_text(&strategy.config, "url").ok_or("pull-request strategy has no url")?;
-            pull_request_consent(secret, url, &forge_api(&strategy.config, url)?)?;
+            pull_request_consent(secret, &location)?;
+            git_auth(Some(secret), &location)?;
         }
         Ok(())
     }
@@ -777,16 +779,16 @@ fn custom_grant(namespace: &str, spec: &GrantSpec, manifests: &Manifests) -> Res
 /// The pull-request plugin may open the configuration repository and call its forge's
 /// API; the Secret its `secretRef` names (Weave's keys: `username`/`password`, `token`,
 /// `caFile`, or `identity`/`known_hosts` for SSH) authenticates both, applied by the host.
+/// The API is where the plugin itself finds it ([`forge_location`]).
 fn pull_request_grant(
     namespace: &str,
     config: &serde_json::Value,
     manifests: &Manifests,
 ) -> Result<Grant, String> {
-    use crate::runtime::git::{GitAuth, GitRemote};
-    let text = |k: &str| config_text(config, k);
-    let url = text("url").ok_or("pull-request strategy has no url")?;
-    // The forge's API: where the plugin opens pull requests.
-    let api = forge_api(config, url)?;
+    use crate::runtime::git::GitRemote;
+    let location = forge_location(config)?;
+    let url = config_text(config, "url").unwrap_or_default();
+    let api = Origin::parse(&location.api_base)?;
     let secret = secret_name(config)
         .map(|name| {
             manifests.secret(namespace, name).ok_or_else(|| {
@@ -797,53 +799,33 @@ fn pull_request_grant(
         })
         .transpose()?;
     if let Some(secret) = secret {
-        pull_request_consent(secret, url, &api)?;
+        pull_request_consent(secret, &location)?;
     }
     let key = |k: &str| secret.and_then(|s| s.get(k)).filter(|v| !v.is_empty());
-    let utf8 = |k: &str| key(k).map(|v| String::from_utf8_lossy(v).trim().to_string());
-    let token = utf8("token");
-    let auth = if let Some(identity) = key("identity") {
-        GitAuth::Ssh {
-            identity: Secret::new(identity),
-            known_hosts: key("known_hosts").map(Secret::new),
-        }
-    } else if let Some(password) = key("password") {
-        GitAuth::Basic {
-            username: utf8("username").unwrap_or_else(|| "promoter".into()),
-            password: Secret::new(password),
-        }
-    } else if let Some(token) = &token {
-        GitAuth::Basic {
-            username: utf8("username").unwrap_or_else(|| "promoter".into()),
-            password: Secret::from(token.as_str()),
-        }
-    } else {
-        GitAuth::None
-    };
     let mut grant = Grant {
         repos: vec![GitRemote {
             url: url.to_string(),
-            auth,
+            auth: git_auth(secret, &location)?,
             ca: key("caFile").map(Secret::new),
         }],
         ..Grant::default()
     };
-    let kind = text("type")
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_else(|| infer_forge(url).to_string());
-    if let Some(token) = &token {
+    if let Some(token) = key("token").map(|v| String::from_utf8_lossy(v).trim().to_string()) {
         use base64::Engine;
-        let (header, value) = match kind.as_str() {
-            "gitlab" => ("private-token", token.clone()),
-            "gitea" | "forgejo" => ("authorization", format!("token {token}")),
-            "azure-devops" => (
+        use promoter_sdk::forge::ForgeKind;
+        let (header, value) = match location.kind {
+            ForgeKind::GitLab => ("private-token", token),
+            ForgeKind::Gitea => ("authorization", format!("token {token}")),
+            ForgeKind::AzureDevOps => (
                 "authorization",
                 format!(
                     "Basic {}",
                     base64::engine::general_purpose::STANDARD.encode(format!(":{token}"))
                 ),
             ),
-            _ => ("authorization", format!("Bearer {token}")),
+            ForgeKind::GitHub | ForgeKind::BitbucketServer => {
+                ("authorization", format!("Bearer {token}"))
+            }
         };
         grant.credentials.push(Credential {
             origin: api.clone(),
@@ -853,6 +835,73 @@ fn pull_request_grant(
     }
     grant.origins.push(api);
     Ok(grant)
+}
+
+/// How git authenticates to the repository with the strategy's Secret, or why the Secret
+/// cannot serve this remote. An ssh remote needs the SSH key (`identity`); an https one a
+/// `password` or `token` (sent as Basic with `username`, or a stand-in user name the forge
+/// ignores). A token alone on Bitbucket Data Center goes as `Authorization: Bearer`: its
+/// project and repository HTTP access tokens belong to no user, so Basic with a made-up
+/// user name is refused.
+fn git_auth(
+    secret: Option<&crate::pipeline::Secret>,
+    location: &promoter_sdk::forge::Location,
+) -> Result<crate::runtime::git::GitAuth, String> {
+    use crate::runtime::git::GitAuth;
+    use promoter_sdk::forge::{ForgeKind, Transport};
+    let Some(secret) = secret else {
+        return Ok(GitAuth::None);
+    };
+    let key = |k: &str| secret.get(k).filter(|v| !v.is_empty());
+    let utf8 = |k: &str| key(k).map(|v| String::from_utf8_lossy(v).trim().to_string());
+    let label = format!(
+        "Secret {}/{} (the pull-request strategy's secretRef)",
+        secret.namespace, secret.name
+    );
+    let remote = &location.remote;
+    if remote.transport == Transport::Ssh {
+        let Some(identity) = key("identity") else {
+            return Err(format!(
+                "{label} has no identity, and the repository url is an SSH remote ({}), which \
+                 git can only use with an SSH key: add the private key as identity (and the \
+                 server's key as known_hosts), or use the repository's https URL, with which \
+                 git takes the token or username/password",
+                remote.host
+            ));
+        };
+        return Ok(GitAuth::Ssh {
+            identity: Secret::new(identity),
+            known_hosts: key("known_hosts").map(Secret::new),
+        });
+    }
+    let username = utf8("username");
+    if let Some(password) = key("password") {
+        return Ok(GitAuth::Basic {
+            username: username.unwrap_or_else(|| "promoter".into()),
+            password: Secret::new(password),
+        });
+    }
+    match (utf8("token"), username) {
+        (Some(token), Some(username)) => Ok(GitAuth::Basic {
+            username,
+            password: Secret::from(token.as_str()),
+        }),
+        (Some(token), None) if location.kind == ForgeKind::BitbucketServer => Ok(GitAuth::Bearer {
+            token: Secret::from(token.as_str()),
+        }),
+        (Some(token), None) => Ok(GitAuth::Basic {
+            username: "promoter".into(),
+            password: Secret::from(token.as_str()),
+        }),
+        (None, _) if key("identity").is_some() => Err(format!(
+            "{label} holds an SSH key (identity) but the repository url is {}, which git \
+             reaches over {}: use the repository's SSH URL, or put a token (or \
+             username/password) in the Secret",
+            crate::runtime::git::redact(&location.url),
+            remote.transport.scheme()
+        )),
+        (None, _) => Ok(GitAuth::None),
+    }
 }
 
 /// A non-empty string value of a strategy's configuration, trimmed.
@@ -873,43 +922,27 @@ fn secret_name(config: &serde_json::Value) -> Option<&str> {
         .map(str::trim)
 }
 
-/// The pull-request strategy's forge API origin: `apiBase`, or derived from the
-/// repository `url` (`github.com` → `https://api.github.com`, else the repository's host).
-fn forge_api(config: &serde_json::Value, url: &str) -> Result<Origin, String> {
-    if let Some(base) = config_text(config, "apiBase") {
-        return Origin::parse(base);
-    }
-    let host = repo_host(url).ok_or_else(|| {
-        format!(
-            "pull-request url {:?} names no host",
-            crate::runtime::git::redact(url)
-        )
-    })?;
-    let scheme = if url.starts_with("http://") {
-        "http"
-    } else {
-        "https"
-    };
-    if host.eq_ignore_ascii_case("github.com") {
-        Origin::parse("https://api.github.com")
-    } else {
-        Origin::parse(&format!("{scheme}://{host}"))
-    }
+/// The pull-request strategy's repository and forge API, found as the plugin finds them
+/// (`type`, `url`, `apiBase`).
+fn forge_location(config: &serde_json::Value) -> Result<promoter_sdk::forge::Location, String> {
+    let url = config_text(config, "url").ok_or("pull-request strategy has no url")?;
+    promoter_sdk::forge::locate(
+        url,
+        config_text(config, "type"),
+        config_text(config, "apiBase"),
+    )
+    .map_err(|e| format!("pull-request: {e}"))
 }
 
 /// The pull-request strategy sends its Secret's values to the repository's host (git
 /// authentication) and to the forge API's (the token): the Secret must name both.
 fn pull_request_consent(
     secret: &crate::pipeline::Secret,
-    url: &str,
-    api: &Origin,
+    location: &promoter_sdk::forge::Location,
 ) -> Result<(), String> {
-    let repository = Endpoint::of_url(url).ok_or_else(|| {
-        format!(
-            "pull-request url {:?} names no host its Secret could be sent to",
-            crate::runtime::git::redact(url)
-        )
-    })?;
+    let remote = &location.remote;
+    let repository = Endpoint::new(&remote.host, remote.port, remote.transport.default_port());
+    let api = Origin::parse(&location.api_base)?;
     let default_port = if api.scheme == "http" { 80 } else { 443 };
     let api = Endpoint::new(&api.host, Some(api.port), default_port);
     may_send(
@@ -919,75 +952,9 @@ fn pull_request_consent(
     )
 }
 
-/// `https://host/…`, `ssh://git@host/…` or `git@host:…` → `host` (with its port, if any).
-fn repo_host(url: &str) -> Option<String> {
-    let rest = match url.split_once("://") {
-        Some((_, rest)) => rest,
-        None => url.split_once(':').map(|(host, _)| host)?,
-    };
-    let authority = rest.split('/').next()?;
-    let host = authority.rsplit('@').next()?;
-    let host = if url.starts_with("ssh://") {
-        host.split(':').next()?
-    } else {
-        host
-    };
-    (!host.is_empty()).then(|| host.to_string())
-}
-
-/// The forge a URL points at, by the pull-request plugin's own rules (`Repo::infer`):
-/// only hosts and paths that say so; anything else needs an explicit `type`, which the
-/// plugin's config validation asks for.
-fn infer_forge(url: &str) -> &'static str {
-    let host = repo_host(url).unwrap_or_default().to_ascii_lowercase();
-    let host = host.split(':').next().unwrap_or_default();
-    if host == "github.com" || host == "www.github.com" {
-        "github"
-    } else if host == "gitlab.com" || host == "www.gitlab.com" {
-        "gitlab"
-    } else if host == "dev.azure.com"
-        || host == "ssh.dev.azure.com"
-        || host.ends_with(".visualstudio.com")
-        || url.contains("/_git/")
-    {
-        "azure-devops"
-    } else if url.contains("/scm/") {
-        "bitbucket-server"
-    } else {
-        "unknown"
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn repository_hosts_come_from_https_ssh_and_scp_like_urls() {
-        assert_eq!(
-            repo_host("https://github.com/org/repo.git").as_deref(),
-            Some("github.com")
-        );
-        assert_eq!(
-            repo_host("ssh://git@gitlab.example.com:2222/g/r.git").as_deref(),
-            Some("gitlab.example.com")
-        );
-        assert_eq!(
-            repo_host("git@github.com:org/repo.git").as_deref(),
-            Some("github.com")
-        );
-        assert_eq!(
-            infer_forge("https://bitbucket.example.com/scm/ops/config.git"),
-            "bitbucket-server"
-        );
-        assert_eq!(
-            infer_forge("https://dev.azure.com/org/project/_git/repo"),
-            "azure-devops"
-        );
-        // As the plugin decides: a self-hosted forge is named by `type`, not guessed.
-        assert_eq!(infer_forge("https://gitlab.example.com/g/r.git"), "unknown");
-        assert_eq!(infer_forge("https://git.example.com/o/r.git"), "unknown");
-    }
 
     #[test]
     fn a_pull_request_strategy_gets_its_repository_and_forge_api_with_the_secrets_token() {
@@ -1024,7 +991,7 @@ mod tests {
         )
         .unwrap();
         // Flux's bootstrap Secret never opted in.
-        let flux = serde_json::json!({"url": "https://evil.example/o/r.git", "secretRef": {"name": "flux-system"}});
+        let flux = serde_json::json!({"type": "gitea", "url": "https://evil.example/o/r.git", "secretRef": {"name": "flux-system"}});
         let e = pull_request_grant("apps", &flux, &manifests).unwrap_err();
         assert!(
             e.contains("Secret apps/flux-system")
@@ -1042,6 +1009,146 @@ mod tests {
                 .unwrap_err()
                 .contains("evil.example")
         );
+    }
+
+    /// A Secret in `apps` opted in to `hosts`, holding `data` (YAML flow mapping).
+    fn manifests_with_secret(hosts: &str, data: &str) -> Manifests {
+        Manifests::from_yaml(
+            "t",
+            &format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: forge, namespace: apps, annotations: {{promoter.dev/allowed-hosts: '{hosts}'}}}}\nstringData: {data}\n"
+            ),
+        )
+        .unwrap()
+    }
+
+    /// The first request the pull-request plugin (its own code, run natively) makes for a
+    /// promotion with `config`: the look-up of an open pull request on the forge's API.
+    fn plugin_calls(config: &serde_json::Value) -> String {
+        use promoter_sdk::testing::{MockHost, sample_request};
+        let url = config["url"].as_str().unwrap();
+        let marked = "tag: 1.0.0 # {\"$promotion\": \"flux-system:podinfo:prod\"}\n";
+        let host = MockHost::new()
+            .with_repo(url, "main", &[("apps/values.yaml", marked)])
+            .respond(promoter_sdk::HttpResponse::new(401));
+        let mut request = sample_request(&config.to_string());
+        request.targets.truncate(1);
+        let outcome =
+            promoter_sdk::promote::<promoter_pull_request::PullRequestStrategy>(&host, &request);
+        assert!(outcome.is_err(), "the forge answered 401");
+        let requests = host.requests();
+        assert!(!requests.is_empty(), "{url}: the plugin called no API");
+        requests[0].url.clone()
+    }
+
+    #[test]
+    fn the_host_binds_the_token_to_the_origin_the_plugin_calls_for_every_cloud_url_shape() {
+        // Cloud hosts cannot be reached from tests (no DNS override, no custom CA), so the
+        // two halves meet here: the host's grant, and the plugin's first request.
+        for (url, hosts, api) in [
+            (
+                "git@ssh.dev.azure.com:v3/acme/ops/fleet",
+                "ssh.dev.azure.com, dev.azure.com",
+                "https://dev.azure.com",
+            ),
+            (
+                "acme@vs-ssh.visualstudio.com:v3/acme/ops/fleet",
+                "vs-ssh.visualstudio.com, dev.azure.com",
+                "https://dev.azure.com",
+            ),
+            (
+                "https://dev.azure.com/acme/ops/_git/fleet",
+                "dev.azure.com",
+                "https://dev.azure.com",
+            ),
+            (
+                "https://www.github.com/acme/fleet",
+                "www.github.com, api.github.com",
+                "https://api.github.com",
+            ),
+            (
+                "https://octo.ghe.com/acme/fleet.git",
+                "octo.ghe.com, api.octo.ghe.com",
+                "https://api.octo.ghe.com",
+            ),
+        ] {
+            let manifests = manifests_with_secret(
+                hosts,
+                "{token: pat-1, identity: \"-----BEGIN OPENSSH PRIVATE KEY-----\", known_hosts: x}",
+            );
+            let config = serde_json::json!({"url": url, "baseBranch": "main", "secretRef": {"name": "forge"}});
+            let grant = pull_request_grant("apps", &config, &manifests)
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+            let api = Origin::parse(api).unwrap();
+            assert_eq!(grant.origins, vec![api.clone()], "{url}");
+            assert_eq!(grant.credentials.len(), 1, "{url}");
+            assert_eq!(
+                grant.credentials[0].origin, api,
+                "{url}: the token's origin"
+            );
+            let called = plugin_calls(&config);
+            let called = Origin::parse(&called).unwrap();
+            assert_eq!(called, api, "{url}: the plugin called another origin");
+        }
+    }
+
+    #[test]
+    fn a_bitbucket_data_center_token_alone_goes_to_git_as_bearer_and_with_a_user_as_basic() {
+        use crate::runtime::git::GitAuth;
+        let config = serde_json::json!({"url": "https://bitbucket.example.com/scm/ops/fleet.git", "baseBranch": "main", "secretRef": {"name": "forge"}});
+        let token_only =
+            manifests_with_secret("bitbucket.example.com", "{token: http-access-token}");
+        let grant = pull_request_grant("apps", &config, &token_only).unwrap();
+        assert!(
+            matches!(&grant.repos[0].auth, GitAuth::Bearer { token } if token.expose() == b"http-access-token"),
+            "{:?}",
+            grant.repos[0].auth
+        );
+        assert_eq!(
+            grant.credentials[0].value.expose(),
+            b"Bearer http-access-token"
+        );
+        let personal = manifests_with_secret(
+            "bitbucket.example.com",
+            "{username: alice, token: personal}",
+        );
+        let grant = pull_request_grant("apps", &config, &personal).unwrap();
+        assert!(
+            matches!(&grant.repos[0].auth, GitAuth::Basic { username, password } if username == "alice" && password.expose() == b"personal")
+        );
+        // Elsewhere a token alone stays Basic, with a user name those forges ignore.
+        let gitlab = serde_json::json!({"url": "https://gitlab.com/acme/fleet.git", "baseBranch": "main", "secretRef": {"name": "forge"}});
+        let grant = pull_request_grant(
+            "apps",
+            &gitlab,
+            &manifests_with_secret("gitlab.com", "{token: glpat}"),
+        )
+        .unwrap();
+        assert!(
+            matches!(&grant.repos[0].auth, GitAuth::Basic { password, .. } if password.expose() == b"glpat")
+        );
+    }
+
+    #[test]
+    fn a_secret_that_cannot_authenticate_git_to_this_remote_is_refused_saying_what_to_add() {
+        let ssh = serde_json::json!({"url": "git@ssh.dev.azure.com:v3/acme/ops/fleet", "baseBranch": "main", "secretRef": {"name": "forge"}});
+        let token_only = manifests_with_secret("ssh.dev.azure.com, dev.azure.com", "{token: pat}");
+        let e = pull_request_grant("apps", &ssh, &token_only).unwrap_err();
+        assert!(
+            e.contains("Secret apps/forge")
+                && e.contains("SSH remote")
+                && e.contains("add the private key as identity"),
+            "{e}"
+        );
+        let https = serde_json::json!({"url": "https://dev.azure.com/acme/ops/_git/fleet", "baseBranch": "main", "secretRef": {"name": "forge"}});
+        let key_only = manifests_with_secret("dev.azure.com", "{identity: key}");
+        let e = pull_request_grant("apps", &https, &key_only).unwrap_err();
+        assert!(e.contains("use the repository's SSH URL"), "{e}");
+        // A URL whose forge API cannot be found is refused with the plugin's own words.
+        let unknown =
+            serde_json::json!({"url": "https://git.example.com/o/r.git", "baseBranch": "main"});
+        let e = pull_request_grant("apps", &unknown, &token_only).unwrap_err();
+        assert!(e.contains("set type to one of github"), "{e}");
     }
 
     const WEAVE_NOTIFICATION: &str = "apiVersion: pipelines.weave.works/v1alpha1\nkind: Pipeline\n\

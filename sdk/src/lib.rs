@@ -86,6 +86,7 @@
 //! assert_eq!(host.requests()[0].header("Idempotency-Key"), Some(request.id.as_str()));
 //! ```
 
+pub mod forge;
 pub mod git;
 pub mod http;
 pub mod testing;

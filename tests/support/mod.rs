@@ -656,6 +656,51 @@ data: {{hmac-key: {ci}}}
     .unwrap();
 }
 
+/// `dir/pipeline.yaml`: Pipeline flux-system/podinfo (dev → test) whose promotions into test
+/// use the pull-request strategy (`type: github`) on `repo_url` with its API at `api`, its
+/// event Secret, and Secret `git-creds` holding `creds` (a `stringData: {…}` or `data: {…}`
+/// line), opted in to the repository's and the API's hosts.
+pub fn pull_request_pipeline(dir: &Path, repo_url: &str, api: &str, creds: &str) {
+    std::fs::write(
+        dir.join("pipeline.yaml"),
+        format!(
+            r#"apiVersion: pipelines.weave.works/v1alpha1
+kind: Pipeline
+metadata: {{name: podinfo, namespace: flux-system}}
+spec:
+  appRef: {{apiVersion: helm.toolkit.fluxcd.io/v2, kind: HelmRelease, name: podinfo}}
+  environments:
+    - name: dev
+      targets: [{{namespace: podinfo-dev}}]
+    - name: test
+      targets: [{{namespace: podinfo-test}}]
+  promotion:
+    strategy:
+      secretRef: {{name: podinfo-events}}
+      pull-request:
+        type: github
+        url: "{repo_url}"
+        baseBranch: main
+        apiBase: {api}
+        secretRef: {{name: git-creds}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: podinfo-events, namespace: flux-system}}
+stringData: {{hmac-key: {events}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: git-creds, namespace: flux-system, annotations: {{{hosts}}}}}
+{creds}
+"#,
+            events = std::str::from_utf8(EVENTS_KEY).unwrap(),
+            hosts = allowed_hosts(&[repo_url, api]),
+        ),
+    )
+    .unwrap();
+}
+
 /// The annotation by which a Secret opts in to be sent to the hosts of `urls`
 /// (`promoter.dev/allowed-hosts`), as `key: "value"` for a YAML or JSON mapping.
 pub fn allowed_hosts(urls: &[&str]) -> String {
@@ -798,7 +843,7 @@ pub fn git_server(name: &str) -> GitServer {
 }
 
 /// `root/org/config.git`, a bare repository with `apps/podinfo.yaml` (one marker) on main.
-fn seed_repository(root: &Path) {
+pub fn seed_repository(root: &Path) {
     let seed = root.join("seed");
     std::fs::create_dir_all(seed.join("apps")).unwrap();
     std::fs::write(

@@ -162,51 +162,11 @@ async fn a_committed_symlink_to_a_host_file_cannot_be_read() {
 }
 
 /// A Pipeline promoting into test with the pull-request strategy on `repo_url`, with
-/// basic credentials from the Secret git-creds.
+/// basic credentials from the Secret git-creds. Its owner means it for this repository and
+/// forge: only the rule under test stands between the credentials and elsewhere.
 fn pull_request_pipeline(dir: &Path, repo_url: &str, api: &str) {
-    std::fs::write(
-        dir.join("pipeline.yaml"),
-        format!(
-            r#"apiVersion: pipelines.weave.works/v1alpha1
-kind: Pipeline
-metadata: {{name: podinfo, namespace: flux-system}}
-spec:
-  appRef: {{apiVersion: helm.toolkit.fluxcd.io/v2, kind: HelmRelease, name: podinfo}}
-  environments:
-    - name: dev
-      targets: [{{namespace: podinfo-dev}}]
-    - name: test
-      targets: [{{namespace: podinfo-test}}]
-  promotion:
-    strategy:
-      secretRef: {{name: podinfo-events}}
-      pull-request:
-        type: github
-        url: "{repo_url}"
-        baseBranch: main
-        apiBase: {api}
-        secretRef: {{name: git-creds}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: podinfo-events, namespace: flux-system}}
-stringData: {{hmac-key: {events}}}
----
-apiVersion: v1
-kind: Secret
-metadata:
-  name: git-creds
-  namespace: flux-system
-  annotations: {{{hosts}}}
-stringData: {{username: {USER}, password: {PASSWORD}}}
-"#,
-            events = std::str::from_utf8(support::EVENTS_KEY).unwrap(),
-            // Its owner means it for this repository and forge: only the rule under test
-            // stands between the credentials and elsewhere.
-            hosts = support::allowed_hosts(&[repo_url, api]),
-        ),
-    )
-    .unwrap();
+    let creds = format!("stringData: {{username: {USER}, password: {PASSWORD}}}");
+    support::pull_request_pipeline(dir, repo_url, api, &creds);
 }
 
 /// Dev reports a version; waits until the promotion into test has an error, returns it.

@@ -47,27 +47,15 @@ impl Endpoint {
     }
 
     /// `https://host[:port]/…`, `http://…`, `ssh://[user@]host[:port]/…` or scp-like
-    /// `[user@]host:path` (ssh, port 22).
+    /// `[user@]host:path` (ssh, port 22), parsed as git and the pull-request plugin see it
+    /// ([`promoter_sdk::forge::RemoteUrl`]).
     pub fn of_url(url: &str) -> Option<Endpoint> {
-        let (scheme, rest) = match url.split_once("://") {
-            Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
-            None => {
-                let (authority, _) = url.split_once(':')?;
-                let host = authority.rsplit('@').next()?;
-                return (!host.is_empty() && !host.contains('/'))
-                    .then(|| Endpoint::new(host, None, 22));
-            }
-        };
-        let default_port = match scheme.as_str() {
-            "https" => 443,
-            "http" => 80,
-            "ssh" => 22,
-            _ => return None,
-        };
-        let authority = rest.split(['/', '?', '#']).next()?;
-        let host_port = authority.rsplit('@').next()?;
-        let (host, port) = split_port(host_port).ok()?;
-        (!host.is_empty()).then(|| Endpoint::new(host, port, default_port))
+        let remote = promoter_sdk::forge::RemoteUrl::parse(url).ok()?;
+        Some(Endpoint::new(
+            &remote.host,
+            remote.port,
+            remote.transport.default_port(),
+        ))
     }
 
     /// How an annotation names it: `host`, or `host:port` off the standard port.

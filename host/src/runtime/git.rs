@@ -44,6 +44,9 @@ pub enum GitAuth {
     None,
     /// HTTPS basic auth (`username`/`password` of Weave's Secret, or a token as password).
     Basic { username: String, password: Secret },
+    /// HTTPS `Authorization: Bearer <token>`: Bitbucket Data Center's project and repository
+    /// HTTP access tokens, which belong to no user and refuse Basic.
+    Bearer { token: Secret },
     /// SSH with a private key (`identity`) and the remote's `known_hosts`.
     Ssh {
         identity: Secret,
@@ -660,6 +663,13 @@ impl GitRepo {
                 let header = format!(
                     "Authorization: Basic {}",
                     base64::engine::general_purpose::STANDARD.encode(raw)
+                );
+                config.push(("http.extraHeader".into(), header));
+            }
+            GitAuth::Bearer { token } => {
+                let header = format!(
+                    "Authorization: Bearer {}",
+                    String::from_utf8_lossy(token.expose())
                 );
                 config.push(("http.extraHeader".into(), header));
             }

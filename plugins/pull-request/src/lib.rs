@@ -24,7 +24,9 @@
 //!   `clusterRef`, on the management cluster, share one named after the index of the first
 //!   of them), with the markers `<ns>:<name>:<env>:<cluster>` of that cluster only, and the
 //!   plain `<ns>:<name>:<env>` markers in every one. The outcome's URL is the first pull
-//!   request's; its details list them all.
+//!   request's; its details list them all. Deployment targets in several namespaces of one
+//!   cluster share that cluster's pull request: a marker names no namespace, so their
+//!   markers are the same lines, and a pull request each would make one change twice.
 //! - GitHub, GitLab, Gitea/Forgejo, Bitbucket Server and Azure DevOps ([`forge`]); git over
 //!   whatever the host speaks (it clones, authenticates and pushes; credentials never enter
 //!   the plugin).

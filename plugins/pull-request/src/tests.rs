@@ -341,6 +341,36 @@ fn two_clusters_get_a_pull_request_each_with_their_own_markers() {
     );
 }
 
+/// The seed's "one promotion task per deployment target" meets Weave's markers here: a
+/// marker names pipeline, environment and at most a cluster, never a target's namespace, so
+/// two namespaces on one cluster select exactly the same lines. Two pull requests would make
+/// the same change twice and conflict; one per cluster is one per set of markers.
+#[test]
+fn two_namespaces_on_one_cluster_share_one_pull_request_with_that_clusters_markers() {
+    let mut request = sample_request(&config(URL));
+    let eu = request.targets[1].clone();
+    let mut other = eu.clone();
+    other.namespace = "podinfo-canary".into();
+    request.targets = vec![eu, other];
+    let host = seeded(URL)
+        .respond(answer(200, json!([])))
+        .respond(answer(201, github_pull(7, HEAD, "t", "")));
+
+    promote(&host, &request).unwrap();
+
+    assert_eq!(
+        calls(&host),
+        [get(find_url(HEAD)), post(PULLS)],
+        "one pull request"
+    );
+    assert_eq!(
+        host.remote_file(URL, HEAD, "clusters/prod/tags.yaml"),
+        Some(CLUSTERS.replacen("1.0.0", "1.2.3", 1)),
+        "prod-eu's marker, under Weave's branch name"
+    );
+    assert_eq!(body_json(&host.requests()[1])["title"], TITLE);
+}
+
 #[test]
 fn rejected_forge_token_is_a_permanent_error() {
     let host = seeded(URL).respond(answer(401, json!({"message": "Bad credentials"})));

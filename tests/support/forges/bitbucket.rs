@@ -9,8 +9,10 @@
 //! not the current one; the reviewers sent replace the reviewers: the Java API's
 //! `PullRequestUpdateRequest.getReviewers`, "any current reviewer not in this set will be
 //! relegated to participant status").
-//! Credentials: HTTP access tokens as `Authorization: Bearer <token>`, or basic auth
-//! (<https://confluence.atlassian.com/bitbucketserver/http-access-tokens-939515499.html>).
+//! Credentials, for the API and for git over HTTPS alike: HTTP access tokens as
+//! `Authorization: Bearer <token>`, or basic auth with the token's owner as the user name
+//! (<https://confluence.atlassian.com/bitbucketserver/http-access-tokens-939515499.html>);
+//! project and repository tokens have no owner, so only Bearer.
 //! Errors: `{"errors": [{"context", "message", "exceptionName"}]}`. Rate limiting (Data
 //! Center): 429 with `Retry-After` and `X-RateLimit-*`.
 
@@ -25,6 +27,8 @@ use axum::routing::{get, put};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
+use crate::support::USER;
+
 use super::{
     Answer, Credential, Dialect, Forge, NewPull, Refusal, Repo, Shared, View, branch_of_ref, edit,
     json_body, open, routes, text_field,
@@ -38,7 +42,12 @@ impl Dialect for Bitbucket {
     const PULLS: &'static str = "/rest/api/1.0/projects/ORG/repos/config/pull-requests";
     const UPDATE: (&'static str, u16) = ("PUT", 200);
 
-    const CREDENTIALS: &'static [Credential] = &[Credential::Scheme("Bearer"), Credential::Basic];
+    /// A personal access token also works as the password of its owner's user name; project
+    /// and repository HTTP access tokens belong to no user and work only as Bearer, so Basic
+    /// with any other user name is refused (the fake's token is `USER`'s).
+    const CREDENTIALS: &'static [Credential] =
+        &[Credential::Scheme("Bearer"), Credential::BasicAs(USER)];
+    const GIT_CREDENTIALS: &'static [Credential] = Self::CREDENTIALS;
 
     fn error(status: StatusCode, message: &str) -> Response {
         exception(status, message, Value::Null, json!({}))

@@ -98,15 +98,7 @@ impl Dialect for Gitea {
     }
 
     fn view(pr: &Value) -> View {
-        View {
-            number: pr["number"].as_u64().unwrap(),
-            open: pr["state"] == "open",
-            title: pr["title"].as_str().unwrap().into(),
-            body: pr["body"].as_str().unwrap_or_default().into(),
-            head: pr["head"]["ref"].as_str().unwrap().into(),
-            base: pr["base"]["ref"].as_str().unwrap().into(),
-            url: pr["html_url"].as_str().unwrap().into(),
-        }
+        View::of_github_json(pr)
     }
 }
 

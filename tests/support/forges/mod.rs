@@ -8,11 +8,18 @@
 //! asserts that nothing was refused. What every fake does the same way lives here: the
 //! credential check, the rate limit, the JSON body check, the request log, and turning a
 //! handler's [`Refusal`] into the forge's error answer.
+//!
+//! Like the real forge, a fake serves git (smart HTTP, the real `git http-backend`) and its
+//! API on one origin: the repository at [`Dialect::REPO_PATH`], the API under
+//! [`Dialect::API_ROOT`], nothing anywhere else. So a pipeline names only the repository
+//! `url` and Promoter must find the API from it, as it must for a real forge; and git must
+//! authenticate the way the forge accepts ([`Dialect::GIT_CREDENTIALS`]).
 #![allow(dead_code)]
 
 pub mod azure;
 pub mod bitbucket;
 pub mod gitea;
+pub mod github;
 pub mod gitlab;
 
 use axum::body::Bytes;
@@ -33,7 +40,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::support::{
-    EVENTS_KEY, GitServer, PASSWORD, Server, USER, deployed_in_dev, git_server, scratch,
+    EVENTS_KEY, PASSWORD, Server, USER, deployed_in_dev, scratch, seed_repository,
 };
 
 /// The forge token the fakes accept.
@@ -50,6 +57,10 @@ pub struct Forge {
     pub origin: String,
     /// The repository the pull requests are about (to check that branches exist).
     pub bare: PathBuf,
+    /// Where `git http-backend` finds it (under [`Dialect::REPO_PATH`]).
+    pub git_root: PathBuf,
+    /// Every git request: `METHOD /path STATUS`.
+    pub git_log: Vec<String>,
     /// The pull requests, in the forge's own JSON, oldest first.
     pub pulls: Vec<Value>,
     /// Every request: `METHOD /path STATUS`, with when it came.
@@ -99,6 +110,22 @@ pub struct View {
     pub url: String,
 }
 
+impl View {
+    /// A pull request in GitHub's JSON, which Gitea's mirrors: `number`, `state`, `title`,
+    /// `body`, `head.ref`, `base.ref`, `html_url`.
+    pub fn of_github_json(pr: &Value) -> View {
+        View {
+            number: pr["number"].as_u64().unwrap(),
+            open: pr["state"] == "open",
+            title: pr["title"].as_str().unwrap().into(),
+            body: pr["body"].as_str().unwrap_or_default().into(),
+            head: pr["head"]["ref"].as_str().unwrap().into(),
+            base: pr["base"]["ref"].as_str().unwrap().into(),
+            url: pr["html_url"].as_str().unwrap().into(),
+        }
+    }
+}
+
 /// A form in which a forge accepts its token.
 #[derive(Debug, Clone, Copy)]
 pub enum Credential {
@@ -108,6 +135,8 @@ pub enum Credential {
     Scheme(&'static str),
     /// Basic auth, any user name, the token as the password.
     Basic,
+    /// Basic auth with this user name (the token's owner) and the token as the password.
+    BasicAs(&'static str),
 }
 
 impl Credential {
@@ -116,6 +145,9 @@ impl Credential {
             Credential::Header(name) => header(headers, name).map(str::to_string),
             Credential::Scheme(scheme) => authorization(headers, scheme).map(str::to_string),
             Credential::Basic => basic(headers).map(|(_, password)| password),
+            Credential::BasicAs(owner) => basic(headers)
+                .filter(|(user, _)| user == owner)
+                .map(|(_, password)| password),
         };
         presented.as_deref() == Some(token)
     }
@@ -148,6 +180,9 @@ pub trait Dialect: 'static {
 
     /// The forms in which the forge accepts a token.
     const CREDENTIALS: &'static [Credential];
+    /// The forms in which its git over HTTPS accepts a token (the account's user name and
+    /// password are always accepted).
+    const GIT_CREDENTIALS: &'static [Credential] = &[Credential::Basic];
 
     /// The forge's error answer.
     fn error(status: StatusCode, message: &str) -> Response;
@@ -358,6 +393,9 @@ fn basic(headers: &HeaderMap) -> Option<(String, String)> {
 /// logged with the status of its answer.
 async fn gate<D: Dialect>(State(forge): State<Shared>, request: Request, next: Next) -> Response {
     let what = format!("{} {}", request.method(), request.uri().path());
+    if is_git(request.uri().path()) {
+        return git::<D>(&forge, what, request).await;
+    }
     let early = {
         let mut f = forge.lock().unwrap();
         let has_body = [Method::POST, Method::PUT, Method::PATCH].contains(request.method());
@@ -412,6 +450,129 @@ async fn gate<D: Dialect>(State(forge): State<Shared>, request: Request, next: N
     answer
 }
 
+/// A request of git's smart HTTP protocol.
+fn is_git(path: &str) -> bool {
+    path.ends_with("/info/refs")
+        || path.ends_with("/git-upload-pack")
+        || path.ends_with("/git-receive-pack")
+}
+
+/// Serves git for the repository at [`Dialect::REPO_PATH`] with `git http-backend`, to the
+/// account's password or the token in a form [`Dialect::GIT_CREDENTIALS`] lists; anything
+/// else is refused (and recorded) as the forge would.
+async fn git<D: Dialect>(forge: &Shared, what: String, request: Request) -> Response {
+    let path = request.uri().path().to_string();
+    let repo = format!("/{}", D::REPO_PATH);
+    let repo = repo.trim_end_matches(".git");
+    let (root, token) = {
+        let f = forge.lock().unwrap();
+        (f.git_root.clone(), f.token.clone())
+    };
+    let headers = request.headers();
+    let account = basic(headers).is_some_and(|(u, p)| u == USER && p == PASSWORD);
+    let refusal =
+        if !(path.starts_with(&format!("{repo}/")) || path.starts_with(&format!("{repo}.git/"))) {
+            Some((StatusCode::NOT_FOUND, "git: no such repository".to_string()))
+        } else if !account
+            && !D::GIT_CREDENTIALS
+                .iter()
+                .any(|c| c.carried(headers, &token))
+        {
+            let shown = header(headers, "authorization")
+                .map_or("none", |a| a.split(' ').next().unwrap_or_default())
+                .to_string();
+            Some((
+                StatusCode::UNAUTHORIZED,
+                format!("git: credentials refused (Authorization scheme {shown})"),
+            ))
+        } else {
+            None
+        };
+    if let Some((status, why)) = refusal {
+        let mut f = forge.lock().unwrap();
+        f.refused.push(format!("{what}: {why}"));
+        f.git_log.push(format!("{what} {}", status.as_u16()));
+        let mut answer = status.into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            answer
+                .headers_mut()
+                .insert("www-authenticate", "Basic realm=\"git\"".parse().unwrap());
+        }
+        return answer;
+    }
+    let answer = http_backend(&root, request).await;
+    forge
+        .lock()
+        .unwrap()
+        .git_log
+        .push(format!("{what} {}", answer.status().as_u16()));
+    answer
+}
+
+/// Runs `git http-backend` (CGI) for one request.
+async fn http_backend(root: &Path, request: Request) -> Response {
+    use tokio::io::AsyncWriteExt;
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    let header_text = |name: &str| header(&parts.headers, name).unwrap_or_default().to_string();
+    let mut command = tokio::process::Command::new("git");
+    command
+        .arg("http-backend")
+        .env_clear()
+        .env("GIT_PROJECT_ROOT", root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("PATH_INFO", parts.uri.path())
+        .env("QUERY_STRING", parts.uri.query().unwrap_or_default())
+        .env("REQUEST_METHOD", parts.method.as_str())
+        .env("CONTENT_TYPE", header_text("content-type"))
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .env("REMOTE_USER", USER)
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", root)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    for (name, variable) in [
+        ("content-encoding", "HTTP_CONTENT_ENCODING"),
+        ("git-protocol", "GIT_PROTOCOL"),
+    ] {
+        if let Some(value) = header(&parts.headers, name) {
+            command.env(variable, value);
+        }
+    }
+    let mut child = command.spawn().expect("git http-backend runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = tokio::spawn(async move {
+        let _ = stdin.write_all(&body).await;
+    });
+    let out = child.wait_with_output().await.unwrap().stdout;
+    writer.await.unwrap();
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| (at, 4))
+        .or_else(|| out.windows(2).position(|w| w == b"\n\n").map(|at| (at, 2)))
+        .unwrap_or((out.len(), 0));
+    let (head, payload) = (&out[..split.0], &out[split.0 + split.1..]);
+    let mut answer = Response::new(axum::body::Body::from(payload.to_vec()));
+    for line in String::from_utf8_lossy(head).lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        if key.eq_ignore_ascii_case("status") {
+            let code = value.trim().split(' ').next().unwrap_or("500");
+            *answer.status_mut() = StatusCode::from_bytes(code.as_bytes()).unwrap();
+        } else if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::from_bytes(key.trim().as_bytes()),
+            value.trim().parse(),
+        ) {
+            answer.headers_mut().append(name, value);
+        }
+    }
+    answer
+}
+
 /// An endpoint the forge lacks, or one this fake does not serve (the strategy has no need).
 async fn no_such_endpoint() -> Refusal {
     Refusal::new(StatusCode::NOT_FOUND, "no such endpoint")
@@ -420,13 +581,15 @@ async fn no_such_endpoint() -> Refusal {
 /// Starts the fake `D` on loopback for the repository `bare`, accepting only `TOKEN`, with
 /// one merged pull request from [`HEAD`] into [`BASE`] left from an earlier promotion (a
 /// strategy that does not ask for open pull requests only would find and update it).
-pub async fn serve<D: Dialect>(bare: &Path) -> Shared {
+pub async fn serve<D: Dialect>(git_root: &Path, bare: &Path) -> Shared {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = format!("http://{}", listener.local_addr().unwrap());
     let mut forge = Forge {
         token: TOKEN.to_string(),
         origin,
         bare: bare.to_path_buf(),
+        git_root: git_root.to_path_buf(),
+        git_log: Vec::new(),
         pulls: Vec::new(),
         log: Vec::new(),
         refused: Vec::new(),
@@ -458,6 +621,9 @@ pub struct Setup<'a> {
     pub forge_type: Option<&'a str>,
     /// The token in the Secret.
     pub token: &'a str,
+    /// The Secret also holds the account's `username` and `password` (git then uses those);
+    /// without, it holds the token alone, as most users write it.
+    pub account: bool,
     /// The pull request description's template, instead of the default.
     pub body: Option<&'a str>,
 }
@@ -477,66 +643,60 @@ impl Default for Setup<'_> {
         Setup {
             forge_type: None,
             token: TOKEN,
+            account: false,
             body: None,
         }
     }
 }
 
 pub struct Rig {
-    /// Serves the repository until the rig is dropped.
-    pub git: GitServer,
-    /// The bare repository behind the git server.
+    /// The bare repository the fake forge serves.
     pub bare: PathBuf,
+    /// Its URL on the fake forge, the pipeline's `url`.
+    pub repo_url: String,
     pub forge: Shared,
     pub server: Server,
 }
 
-/// A git server holding the seed files under `D::REPO_PATH`, the fake `D` (prepared by
-/// `prepare`) and Promoter serving a pipeline dev → test whose promotions into test open pull
-/// requests on it.
+/// The fake `D` (prepared by `prepare`) serving the seed files under `D::REPO_PATH`, and
+/// Promoter serving a pipeline dev → test whose promotions into test open pull requests on
+/// it. The pipeline names the repository `url` alone: Promoter finds the API from it.
 pub async fn start<D: Dialect>(
     name: &str,
     setup: Setup<'_>,
     prepare: impl FnOnce(&mut Forge),
 ) -> Rig {
-    let git = git_server(&format!("{name}-git"));
-    let bare = git.root.join("org/config.git");
+    let root = scratch(&format!("{name}-git"));
+    seed_repository(&root);
+    let bare = root.join("org/config.git");
     seed(&bare);
     // The same repository where this forge's clone URLs put it.
-    let alias = git.root.join(D::REPO_PATH);
+    let alias = root.join(D::REPO_PATH);
     if alias != bare {
         std::fs::create_dir_all(alias.parent().unwrap()).unwrap();
         std::os::unix::fs::symlink(&bare, &alias).unwrap();
     }
-    let origin = git.url.trim_end_matches("/org/config.git");
-    let repo_url = format!("{origin}/{}", D::REPO_PATH.trim_end_matches(".git"));
-    let repo_url = if D::REPO_PATH.ends_with(".git") {
-        format!("{repo_url}.git")
-    } else {
-        repo_url
-    };
-
-    let forge = serve::<D>(&bare).await;
+    let forge = serve::<D>(&root, &bare).await;
     prepare(&mut forge.lock().unwrap());
-    let api_base = format!("{}{}", forge.lock().unwrap().origin, D::API_ROOT);
+    let repo_url = format!("{}/{}", forge.lock().unwrap().origin, D::REPO_PATH);
     let dir = scratch(name);
     let manifests = dir.join("manifests");
     std::fs::create_dir_all(&manifests).unwrap();
-    write_pipeline(&manifests, &repo_url, &api_base, &setup);
+    write_pipeline(&manifests, &repo_url, &[], &setup);
     let server = Server::start(&manifests, &dir.join("data"), &[]);
     Rig {
-        git,
         bare,
+        repo_url,
         forge,
         server,
     }
 }
 
-/// The pipeline and its Secrets, as JSON documents (JSON is YAML).
-fn write_pipeline(dir: &Path, repo_url: &str, api_base: &str, setup: &Setup<'_>) {
+/// The pipeline and its Secrets, as JSON documents (JSON is YAML); the forge Secret opts in
+/// to the hosts of `repo_url` and of `also` (URLs).
+pub fn write_pipeline(dir: &Path, repo_url: &str, also: &[&str], setup: &Setup<'_>) {
     let mut pull_request = json!({
-        "url": repo_url, "baseBranch": BASE, "apiBase": api_base,
-        "secretRef": {"name": "forge-creds"},
+        "url": repo_url, "baseBranch": BASE, "secretRef": {"name": "forge-creds"},
     });
     if let Some(forge_type) = setup.forge_type {
         pull_request["type"] = json!(forge_type);
@@ -564,14 +724,16 @@ fn write_pipeline(dir: &Path, repo_url: &str, api_base: &str, setup: &Setup<'_>)
             "metadata": {"name": name, "namespace": "flux-system"}, "stringData": data,
         })
     };
-    // The forge Secret opts in to the repository's host and the API's.
-    let mut forge_creds = secret(
-        "forge-creds",
-        json!({"username": USER, "password": PASSWORD, "token": setup.token}),
-    );
+    // The forge Secret opts in to the forge's host (repository and API alike) and `also`.
+    let data = if setup.account {
+        json!({"username": USER, "password": PASSWORD, "token": setup.token})
+    } else {
+        json!({"token": setup.token})
+    };
+    let mut forge_creds = secret("forge-creds", data);
     let opt_in: Value = serde_json::from_str(&format!(
         "{{{}}}",
-        crate::support::allowed_hosts(&[repo_url, api_base])
+        crate::support::allowed_hosts(&[&[repo_url][..], also].concat())
     ))
     .unwrap();
     forge_creds["metadata"]["annotations"] = opt_in;

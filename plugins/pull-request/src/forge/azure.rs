@@ -11,11 +11,11 @@
 use promoter_sdk::Host;
 use serde_json::{Value, json};
 
-use super::percent::encode;
 use super::{
     Created, ForgeError, PullRequest, Repo, array, call, create_with, request, text, unexpected,
     update_with,
 };
+use promoter_sdk::forge::encode;
 
 const DEFAULT_API_VERSION: &str = "7.0";
 

@@ -7,11 +7,11 @@
 use promoter_sdk::Host;
 use serde_json::{Value, json};
 
-use super::percent::encode;
 use super::{
     BitbucketState, Created, ForgeError, PullRequest, Repo, array, call, create_with, error,
     request, send, text, unexpected,
 };
+use promoter_sdk::forge::encode;
 
 /// Enough for thousands of open pull requests from one branch; the rest is not searched.
 const MAX_PAGES: usize = 20;
@@ -36,10 +36,12 @@ pub(super) fn find(
         }
         let page = call(host, repo, action, request(repo, "GET", url, None))?;
         let values = array(repo, action, &page, Some("values"))?;
-        if let Some(pr) = values
-            .iter()
-            .find(|pr| pr["fromRef"]["id"] == from.as_str() && pr["toRef"]["id"] == to.as_str())
-        {
+        if let Some(pr) = values.iter().find(|pr| {
+            pr["fromRef"]["id"] == from.as_str()
+                && pr["toRef"]["id"] == to.as_str()
+                && in_this_repository(repo, &pr["fromRef"])
+                && in_this_repository(repo, &pr["toRef"])
+        }) {
             return parse(repo, action, pr).map(Some);
         }
         match page["nextPageStart"].as_u64() {
@@ -48,6 +50,19 @@ pub(super) fn find(
         }
     }
     Ok(None)
+}
+
+/// Whether a `fromRef` or `toRef` is in `repo` (project key and slug, as Bitbucket compares
+/// them, without regard to case): an outgoing pull request from this branch may target a
+/// branch of the same name in a fork or in the repository it was forked from.
+fn in_this_repository(repo: &Repo, side: &Value) -> bool {
+    let repository = &side["repository"];
+    let same = |found: &Value, wanted: &str| {
+        found
+            .as_str()
+            .is_some_and(|found| found.eq_ignore_ascii_case(wanted))
+    };
+    same(&repository["project"]["key"], &repo.owner) && same(&repository["slug"], &repo.name)
 }
 
 pub(super) fn create(

@@ -7,8 +7,8 @@
 
 use promoter_sdk::Host;
 
-use super::percent::encode;
 use super::{ForgeError, PullRequest, Repo, array, json, request, send};
+use promoter_sdk::forge::encode;
 
 /// Gitea's default (and usual maximum) page size.
 const PAGE_SIZE: usize = 50;

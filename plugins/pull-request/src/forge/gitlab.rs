@@ -5,11 +5,11 @@
 use promoter_sdk::Host;
 use serde_json::{Value, json};
 
-use super::percent::encode;
 use super::{
     Created, ForgeError, PullRequest, Repo, array, call, create_with, request, text, unexpected,
     update_with,
 };
+use promoter_sdk::forge::encode;
 
 pub(super) fn find(
     host: &dyn Host,

@@ -29,7 +29,6 @@ mod error;
 mod gitea;
 mod github;
 mod gitlab;
-mod percent;
 mod repo;
 #[cfg(test)]
 mod tests;
@@ -109,7 +108,14 @@ pub fn create_pr(
     title: &str,
     body: &str,
 ) -> Result<PullRequest, ForgeError> {
-    match create(host, repo, head, base, title, body)? {
+    match create(
+        host,
+        repo,
+        head,
+        base,
+        title,
+        &fit_description(repo.kind, body),
+    )? {
         Created::New(pr) => Ok(pr),
         Created::AlreadyExists => Err(ForgeError::permanent(format!(
             "{}: a pull request from {head} into {base} is already open in {}",
@@ -127,6 +133,7 @@ pub fn update_pr(
     title: &str,
     body: &str,
 ) -> Result<PullRequest, ForgeError> {
+    let body = &fit_description(repo.kind, body);
     match repo.kind {
         ForgeKind::GitHub => github::update(host, repo, pr, title, body),
         ForgeKind::GitLab => gitlab::update(host, repo, pr, title, body),
@@ -147,6 +154,7 @@ pub fn ensure_pr(
     title: &str,
     body: &str,
 ) -> Result<Ensured, ForgeError> {
+    let body = &fit_description(repo.kind, body);
     if let Some(open) = find_open_pr(host, repo, head, base)? {
         return bring_up_to_date(host, repo, open, title, body);
     }
@@ -184,6 +192,49 @@ fn bring_up_to_date(
         pull_request: update_pr(host, repo, &open, title, body)?,
         action: Action::Updated,
     })
+}
+
+/// Azure DevOps refuses a description longer than 4,000 characters (UTF-16 code units, as
+/// .NET counts) with a 400 that no retry can fix.
+const AZURE_DESCRIPTION_LIMIT: usize = 4000;
+
+/// `body` as the forge will take it: on Azure DevOps, one over the limit keeps its end from
+/// the last `<details>` on (the metadata block that names the promotion), and as much of
+/// its beginning as fits before a note saying it was cut.
+pub fn fit_description(kind: ForgeKind, body: &str) -> std::borrow::Cow<'_, str> {
+    let units = |text: &str| text.encode_utf16().count();
+    if kind != ForgeKind::AzureDevOps || units(body) <= AZURE_DESCRIPTION_LIMIT {
+        return body.into();
+    }
+    const NOTE: &str = "\n\n… (cut: Azure DevOps keeps 4,000 characters of a description)";
+    let tail = match body.rfind("<details>") {
+        Some(at) if body.trim_end().ends_with("</details>") => &body[at..],
+        _ => "",
+    };
+    let separator = if tail.is_empty() { "" } else { "\n\n" };
+    let room = AZURE_DESCRIPTION_LIMIT.saturating_sub(units(tail) + units(NOTE) + units(separator));
+    let mut head = String::new();
+    let mut used = 0;
+    for c in body.chars() {
+        used += c.len_utf16();
+        if used > room {
+            break;
+        }
+        head.push(c);
+    }
+    let cut = format!("{}{NOTE}{separator}{tail}", head.trim_end());
+    if units(&cut) <= AZURE_DESCRIPTION_LIMIT {
+        cut.into()
+    } else {
+        // A metadata block that alone is too long: keep the beginning.
+        body.chars()
+            .scan(0, |used, c| {
+                *used += c.len_utf16();
+                (*used <= AZURE_DESCRIPTION_LIMIT).then_some(c)
+            })
+            .collect::<String>()
+            .into()
+    }
 }
 
 /// Bodies compare equal when they differ only in line endings or trailing whitespace, which

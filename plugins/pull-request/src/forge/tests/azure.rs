@@ -134,3 +134,32 @@ fn an_older_server_is_asked_for_the_api_version_the_pipeline_gives() {
         assert!(url.ends_with("api-version=6.0"), "{url}");
     }
 }
+
+#[test]
+fn a_description_over_4000_characters_is_cut_keeping_the_metadata_block() {
+    let metadata = "<details>\n<summary>metadata</summary>\n!!! DO NOT EDIT !!!\n\nflux-system/podinfo/prod\n</details>";
+    // 'é' is one UTF-16 unit, '𝄞' two: Azure counts as .NET does.
+    let long = format!("{}{}\n\n{metadata}", "é".repeat(3000), "𝄞".repeat(1000));
+    let host = MockHost::new()
+        .respond(answer(200, json!({"value": [], "count": 0})))
+        .respond(answer(201, pull(TITLE, "")));
+    ensure_pr(&host, &fixture().repo, HEAD, BASE, TITLE, &long).unwrap();
+    let sent = super::body_json(&host.requests()[1]);
+    let description = sent["description"].as_str().unwrap();
+    assert!(
+        description.encode_utf16().count() <= 4000,
+        "{}",
+        description.len()
+    );
+    assert!(
+        description.ends_with(metadata),
+        "the metadata block is kept"
+    );
+    assert!(description.starts_with("éé"), "the beginning is kept");
+    assert!(description.contains("cut: Azure DevOps keeps 4,000 characters"));
+    // Other forges take it whole.
+    assert_eq!(
+        crate::forge::fit_description(crate::forge::ForgeKind::GitHub, &long),
+        long.as_str()
+    );
+}

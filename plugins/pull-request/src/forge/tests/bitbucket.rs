@@ -104,6 +104,28 @@ fn pages_of_outgoing_pull_requests_are_followed_and_the_target_branch_matched() 
 }
 
 #[test]
+fn a_pull_request_into_a_forks_branch_of_the_same_name_is_not_this_repositorys() {
+    let mut into_fork = pull(5, HEAD, "into the fork", "");
+    into_fork["toRef"]["repository"] =
+        json!({"slug": "fleet-config", "project": {"key": "~ALICE"}});
+    let host = MockHost::new()
+        .respond(answer(200, page(vec![into_fork.clone()])))
+        .respond(answer(201, pull(7, HEAD, TITLE, BODY)));
+    let ensured = ensure_pr(&host, &fixture().repo, HEAD, BASE, TITLE, BODY).unwrap();
+    assert_eq!(
+        ensured.pull_request.number, 7,
+        "a new one, into this repository"
+    );
+    assert_eq!(calls(&host)[1].0, "POST");
+    // The project key is matched without regard to case, as Bitbucket does.
+    let mut lower = pull(8, HEAD, TITLE, BODY);
+    lower["toRef"]["repository"]["project"]["key"] = json!("ops");
+    let host = MockHost::new().respond(answer(200, page(vec![into_fork, lower])));
+    let found = find_open_pr(&host, &fixture().repo, HEAD, BASE).unwrap();
+    assert_eq!(found.map(|pr| pr.number), Some(8));
+}
+
+#[test]
 fn an_update_based_on_an_outdated_version_is_retryable() {
     let host = MockHost::new()
         .respond(answer(200, page(vec![pull(7, HEAD, OLD_TITLE, BODY)])))
