@@ -3,7 +3,7 @@
 
 use crate::api::*;
 use crate::support::{EVENTS_KEY, Receiver, Server, scratch, send};
-use crate::{objects, promotion_of, wait_until};
+use crate::{lease_holder, objects, promotion_of, wait_until};
 use promoter::client::deployment_event;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,10 @@ async fn sigterm_releases_a_running_promotion_and_the_other_replica_finishes_it_
     let held = promotion_of(&api, "test", "7.0.0").unwrap();
     assert_eq!(held["status"]["holder"], "promoter-a", "{held}");
     let id = held["metadata"]["name"].as_str().unwrap().to_string();
+    wait_until("replica a to take the Lease", &a, || {
+        lease_holder(&api).as_deref() == Some("promoter-a")
+    })
+    .await;
     let b = replica("b");
     assert_eq!(b.probe("/readyz").await.0, 200);
 
@@ -45,6 +49,11 @@ async fn sigterm_releases_a_running_promotion_and_the_other_replica_finishes_it_
     assert!(
         took < Duration::from_secs(3),
         "took {took:?} with a 1 s drain"
+    );
+    assert_ne!(
+        lease_holder(&api).as_deref(),
+        Some("promoter-a"),
+        "the Lease is released on the way out, not left to run out"
     );
     let stopped = Instant::now();
     let finished = loop {
