@@ -246,10 +246,12 @@ async fn promotion(
             (a.result, a.into_response())
         }
     };
-    // Only a Pipeline in force names a series: the path is the sender's to choose.
+    // Only an authenticated event for a Pipeline in force names a series: the path is the
+    // sender's to choose, and an unauthenticated caller must not learn from /metrics
+    // whether the Pipeline it guessed exists.
     let pipeline = match shared.catalog().pipeline(&namespace, &name) {
-        Some(_) => format!("{namespace}/{name}"),
-        None => String::new(),
+        Some(_) if result != "unauthorized" => format!("{namespace}/{name}"),
+        _ => String::new(),
     };
     shared
         .metrics

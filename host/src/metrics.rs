@@ -7,8 +7,8 @@ use prometheus::{
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// Events received on the webhook, by pipeline (`namespace/name`, or empty when no
-    /// such Pipeline is in force: the path is the sender's to choose) and result
+    /// Events received on the webhook, by pipeline (`namespace/name`, or empty when the
+    /// event is not authenticated or no such Pipeline is in force) and result
     /// (accepted, ignored, rejected, unauthorized, replay, invalid, unavailable).
     pub events: IntCounterVec,
     /// Finished promotions by pipeline, environment, strategy and result (succeeded, failed).

@@ -886,6 +886,16 @@ fn git_auth(
             username,
             password: Secret::from(token.as_str()),
         }),
+        // Sent as it stands in a header line: a control character would start another.
+        (Some(token), None)
+            if location.kind == ForgeKind::BitbucketServer
+                && token.chars().any(|c| c.is_control()) =>
+        {
+            Err(format!(
+                "{label}: its token holds a control character (a trailing newline?); \
+                 store the token alone"
+            ))
+        }
         (Some(token), None) if location.kind == ForgeKind::BitbucketServer => Ok(GitAuth::Bearer {
             token: Secret::from(token.as_str()),
         }),
@@ -1090,6 +1100,17 @@ mod tests {
             let called = Origin::parse(&called).unwrap();
             assert_eq!(called, api, "{url}: the plugin called another origin");
         }
+    }
+
+    #[test]
+    fn a_bearer_token_with_a_newline_cannot_add_a_header_line_to_git_requests() {
+        let config = serde_json::json!({"url": "https://bitbucket.example.com/scm/ops/fleet.git", "baseBranch": "main", "secretRef": {"name": "forge"}});
+        let injected = manifests_with_secret(
+            "bitbucket.example.com",
+            r#"{token: "abc\r\nX-Injected: yes"}"#,
+        );
+        let refused = pull_request_grant("apps", &config, &injected).unwrap_err();
+        assert!(refused.contains("control character"), "{refused}");
     }
 
     #[test]

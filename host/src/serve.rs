@@ -393,6 +393,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 cluster.client().clone(),
                 replica_identity(),
                 settings.accept_timeout,
+                cluster.promotion_feed(),
             )
             .await?;
             Store::Resources(Arc::new(store))
@@ -468,7 +469,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             let _ = stopping.wait_for(|s| *s).await;
         }
     };
-    let webhook = async {
+    let serving = async {
         match &settings.tls {
             None => axum::serve(webhook, app)
                 .with_graceful_shutdown(stopped)
@@ -477,6 +478,22 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             Some((cert, key)) => {
                 let resolver = Arc::new(crate::tls::ReloadingCert::new(cert.clone(), key.clone())?);
                 serve_tls(webhook, app, Arc::new(resolver.server_config()), stopped).await
+            }
+        }
+    };
+    // A client trickling its request must not hold the drain past its bound: requests still
+    // open the drain timeout after the signal are dropped (their events were not accepted).
+    let webhook = async {
+        let mut stopping = stopping.clone();
+        let cut = async {
+            let _ = stopping.wait_for(|s| *s).await;
+            tokio::time::sleep(settings.drain_timeout).await;
+        };
+        tokio::select! {
+            served = serving => served,
+            () = cut => {
+                tracing::warn!("webhook requests still open after the drain timeout were dropped");
+                Ok(())
             }
         }
     };

@@ -88,6 +88,9 @@ pub(crate) struct Api {
     pub(crate) compacted: std::sync::atomic::AtomicU64,
     /// Watches answered 410 Gone.
     pub(crate) expired: std::sync::atomic::AtomicUsize,
+    /// Scenario "API server unavailable for Promotions": lists and watches of Promotions
+    /// answer 503 ServiceUnavailable.
+    pub(crate) promotions_unavailable: std::sync::atomic::AtomicBool,
 }
 
 impl Api {
@@ -1148,6 +1151,16 @@ pub(crate) async fn handle(
                 selector.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dpromoter"),
                 "{selector}"
             );
+            if api
+                .promotions_unavailable
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                return status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "the server is currently unable to handle the request".into(),
+                );
+            }
             if selector.contains("watch=true") {
                 return watch(api.clone(), &selector);
             }

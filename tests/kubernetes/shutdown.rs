@@ -1,5 +1,6 @@
 //! SIGTERM with two replicas: the stopping one hands its running promotion back by
 //! releasing the claim, and the other finishes it at once, not after the claim lapses.
+//! And readiness that tells the truth about the Promotion watch.
 
 use crate::api::*;
 use crate::support::{EVENTS_KEY, Receiver, Server, scratch, send};
@@ -82,4 +83,55 @@ async fn sigterm_releases_a_running_promotion_and_the_other_replica_finishes_it_
         "cut once, then delivered, under one key"
     );
     api.assert_only_granted();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_while_the_promotion_watch_has_failed_for_30s_and_comes_back_with_it() {
+    let dir = scratch("kubernetes-readiness");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ci = Receiver::start(202, "queued").await;
+    let cluster = cluster(&dir, objects(&dir, &ci.url("/job/promote"))).await;
+    let api = cluster.api.clone();
+    let server = Server::start_in_cluster(
+        &cluster.kubeconfig,
+        &dir.join("data"),
+        &["--watch-interval", "200ms"],
+    );
+    assert_eq!(server.probe("/readyz").await, (200, "ready".to_string()));
+
+    // The API server stops serving Promotions; the open watch ends with it.
+    api.promotions_unavailable
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    api.close_watches();
+    let down = Instant::now();
+    let mut probe = server.probe("/readyz").await;
+    while probe.0 == 200 && down.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        probe = server.probe("/readyz").await;
+    }
+    assert_eq!(probe.0, 503, "{probe:?}\n{}", server.logs());
+    assert!(
+        probe
+            .1
+            .contains("watch of Promotion resources has been failing"),
+        "{probe:?}"
+    );
+    assert!(
+        down.elapsed() >= Duration::from_secs(25),
+        "a short blip must not take the replica out: {:?}",
+        down.elapsed()
+    );
+    assert_eq!(server.probe("/healthz").await.0, 200, "alive all the same");
+
+    api.promotions_unavailable
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let back = Instant::now();
+    while server.probe("/readyz").await.0 != 200 {
+        assert!(
+            back.elapsed() < Duration::from_secs(60),
+            "not ready again a minute after the API server came back\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

@@ -14,17 +14,28 @@ use std::time::Instant;
 pub struct Measured<S> {
     inner: S,
     requests: HistogramVec,
+    promotions: PromotionFeed,
 }
 
+/// Since when the lists and watches of Promotions have gone unanswered (None: the last one
+/// was answered with success). kube-client retries a 429, 503 or 504 itself, below this
+/// layer, so a watch stuck on an unavailable API server shows no error to the watcher:
+/// it shows here, as a request asked long ago and still not answered.
+pub type PromotionFeed = std::sync::Arc<std::sync::Mutex<Option<Instant>>>;
+
 /// The layer for `kube::client::ClientBuilder::with_layer`.
-pub struct Measure(pub HistogramVec);
+pub struct Measure {
+    pub requests: HistogramVec,
+    pub promotions: PromotionFeed,
+}
 
 impl<S> tower::Layer<S> for Measure {
     type Service = Measured<S>;
     fn layer(&self, inner: S) -> Measured<S> {
         Measured {
             inner,
-            requests: self.0.clone(),
+            requests: self.requests.clone(),
+            promotions: self.promotions.clone(),
         }
     }
 }
@@ -49,6 +60,11 @@ where
             request.uri().query(),
         );
         let requests = self.requests.clone();
+        let feed = (resource == "promotions.promoter.dev" && matches!(verb, "list" | "watch"))
+            .then(|| self.promotions.clone());
+        if let Some(feed) = &feed {
+            feed.lock().unwrap().get_or_insert_with(Instant::now);
+        }
         let started = Instant::now();
         let answer = self.inner.call(request);
         Box::pin(async move {
@@ -57,6 +73,11 @@ where
                 Ok(response) => response.status().as_u16().to_string(),
                 Err(_) => "error".to_string(),
             };
+            if let Some(feed) = feed
+                && answer.as_ref().is_ok_and(|r| r.status().is_success())
+            {
+                *feed.lock().unwrap() = None;
+            }
             requests
                 .with_label_values(&[verb, &resource, &code])
                 .observe(started.elapsed().as_secs_f64());

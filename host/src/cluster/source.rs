@@ -126,6 +126,8 @@ pub struct Cluster {
     /// What is wrong with the installed CRDs for this Promoter (Weave's Pipeline CRD, an
     /// older revision), as found by [`Cluster::check_crds`]; said on every Pipeline.
     crd_problems: Mutex<Vec<String>>,
+    /// Whether the API server answers the lists and watches of Promotions.
+    promotion_feed: crate::cluster::requests::PromotionFeed,
     /// The phase last reported per promotion, by (namespace, id) (None before the first).
     phases: Mutex<Option<HashMap<(String, String), Phase>>>,
     recorder: Recorder,
@@ -188,9 +190,13 @@ impl Cluster {
             )
         };
         let config = kube::Config::infer().await.map_err(|e| cannot(&e))?;
+        let promotion_feed = crate::cluster::requests::PromotionFeed::default();
         let client = kube::client::ClientBuilder::try_from(config)
             .map_err(|e| cannot(&e))?
-            .with_layer(&crate::cluster::requests::Measure(requests))
+            .with_layer(&crate::cluster::requests::Measure {
+                requests,
+                promotions: promotion_feed.clone(),
+            })
             .build();
         let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_string());
         let resource = pipeline_resource();
@@ -219,6 +225,7 @@ impl Cluster {
             secrets: Mutex::default(),
             wanted: Mutex::default(),
             crd_problems: Mutex::default(),
+            promotion_feed,
             recorder: Recorder::new(
                 client.clone(),
                 Reporter {
@@ -232,6 +239,11 @@ impl Cluster {
 
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// Since when the API server has failed the lists and watches of Promotions.
+    pub fn promotion_feed(&self) -> crate::cluster::requests::PromotionFeed {
+        self.promotion_feed.clone()
     }
 
     /// Reads the installed Pipeline and Promotion CRDs and notes (and logs, when new)

@@ -545,13 +545,16 @@ impl LocalStore {
             .failed
             .load(std::sync::atomic::Ordering::Relaxed)
         {
-            return Err(format!(
-                "the last write to the promotion store in {} failed (see the log); \
-                 retried every second",
-                self.db.path.parent().unwrap_or(&self.db.path).display()
-            ));
+            return Err(
+                "the last write to the promotion store failed (the log says why); \
+                        retried every second"
+                    .to_string(),
+            );
         }
-        self.db.get().map(|_| ()).map_err(|e| e.to_string())
+        self.db
+            .get()
+            .map(|_| ())
+            .map_err(|_| "the promotion store is being reopened after a write error".to_string())
     }
 
     /// Promotions waiting for approval.

@@ -289,7 +289,7 @@ pub struct ResourceStore {
     replica: String,
     cache: Mutex<Cache>,
     /// Since when the Promotion watch has been failing (None: it works).
-    watch_failing_since: Mutex<Option<std::time::Instant>>,
+    watch_failing_since: crate::cluster::requests::PromotionFeed,
     /// How long [`Self::accept`] may take (kube-client retries 429, 503 and 504 honouring
     /// Retry-After, with no read timeout of its own).
     accept_timeout: Duration,
@@ -302,16 +302,19 @@ const WATCH_FAILING_BOUND: Duration = Duration::from_secs(30);
 impl ResourceStore {
     /// Connects and reads every Promotion this controller manages. Accepting an event
     /// gives up after `accept_timeout`.
+    /// `feed` tells whether the client's lists and watches of Promotions are answered
+    /// (see [`crate::cluster::requests::PromotionFeed`]).
     pub async fn open(
         client: Client,
         replica: String,
         accept_timeout: Duration,
+        feed: crate::cluster::requests::PromotionFeed,
     ) -> Result<ResourceStore, StoreError> {
         let store = ResourceStore {
             client,
             replica,
             cache: Mutex::default(),
-            watch_failing_since: Mutex::default(),
+            watch_failing_since: feed,
             accept_timeout,
         };
         store.sync().await?;
@@ -1138,7 +1141,7 @@ mod tests {
             client: Client::try_from(config).unwrap(),
             replica: "promoter-0".into(),
             cache: Mutex::default(),
-            watch_failing_since: Mutex::default(),
+            watch_failing_since: Default::default(),
             accept_timeout: Duration::from_secs(10),
         }
     }
