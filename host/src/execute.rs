@@ -409,4 +409,41 @@ mod tests {
         assert!(r.delay(30, None) <= r.cap);
         assert!(r.delay(1, Some(Duration::from_secs(42))) >= Duration::from_secs(42));
     }
+
+    struct NoPlugins;
+    impl PluginResolver for NoPlugins {
+        fn prepare(&self, _: &Promotion) -> Result<Prepared, String> {
+            Err("no plugins here".into())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_heartbeat_goes_stale_once_the_work_loop_is_dead() {
+        let dir = std::env::temp_dir().join(format!("promoter-heartbeat-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::Local(crate::record::LocalStore::open(&dir).unwrap());
+        let executor = Executor::new(
+            store,
+            Arc::new(NoPlugins),
+            Metrics::new(),
+            RetryPolicy::default(),
+            1,
+        );
+        let worker = tokio::spawn(executor.clone().run());
+        // Alive: the loop goes round at least every second.
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            assert!(
+                executor.since_heartbeat() < Duration::from_millis(1500),
+                "{:?}",
+                executor.since_heartbeat()
+            );
+        }
+        // Dead (a panic would end the task the same way): the heartbeat stops.
+        worker.abort();
+        let _ = worker.await;
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        assert!(executor.since_heartbeat() >= Duration::from_millis(1900));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
