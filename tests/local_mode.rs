@@ -318,7 +318,7 @@ async fn a_manual_promotion_waits_for_a_signed_approval() {
         .find_map(|l| l.strip_prefix("promoter_oldest_approval_wait_seconds "))
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("{metrics}"));
-    assert!(waited >= 0.4 && waited < 60.0, "waited {waited}s");
+    assert!((0.4..60.0).contains(&waited), "waited {waited}s");
 
     let approve = |key: &'static [u8], revision: &str| {
         let body = serde_json::to_vec(&promoter::client::ApprovalBody {
