@@ -246,12 +246,12 @@ async fn promotion(
             (a.result, a.into_response())
         }
     };
-    // Only an authenticated event for a Pipeline in force names a series: the path is the
-    // sender's to choose, and an unauthenticated caller must not learn from /metrics
-    // whether the Pipeline it guessed exists.
-    let pipeline = match shared.catalog().pipeline(&namespace, &name) {
-        Some(_) if result != "unauthorized" => format!("{namespace}/{name}"),
-        _ => String::new(),
+    // Only an authenticated event names a series (authentication found its Pipeline in
+    // force): the path is the sender's to choose, and an unauthenticated caller must not
+    // learn from /metrics whether the Pipeline it guessed exists.
+    let pipeline = match result {
+        "unauthorized" => String::new(),
+        _ => format!("{namespace}/{name}"),
     };
     shared
         .metrics

@@ -6,7 +6,7 @@
 
 use super::api::*;
 use super::support::{self, EVENTS_KEY, Receiver, Server, scratch};
-use super::{broken_pipeline, lease_holder, objects, serve_fails, wait_until};
+use super::{broken_pipeline, example_cluster, lease_holder, objects, serve_fails, wait_until};
 use promoter::client::{deployment_event, signature_header};
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
@@ -177,10 +177,8 @@ async fn promoted_once_into_test(api: &Api, server: &Server, ci: &Receiver, answ
 /// Kubernetes mode with a 2 s accept bound, podinfo in force (its webhook strategy calls
 /// the receiver), in the scratch folder `name`.
 async fn bounded(name: &str) -> (Receiver, Cluster, Server) {
-    let dir = scratch(name);
-    std::fs::create_dir_all(&dir).unwrap();
     let ci = Receiver::start(202, "queued").await;
-    let cluster = cluster(&dir, objects(&dir, &ci.url("/job/promote"))).await;
+    let (dir, cluster) = example_cluster(name, &ci).await;
     let server = Server::start_in_cluster(
         &cluster.kubeconfig,
         &dir.join("data"),
@@ -383,10 +381,8 @@ async fn a_slow_api_server_cannot_keep_the_lease_holder_writing_after_another_re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_released_lease_is_taken_by_the_next_replica_at_once() {
     use promoter::cluster::lease::Leadership;
-    let dir = scratch("kubernetes-lease-release");
-    std::fs::create_dir_all(&dir).unwrap();
     let ci = Receiver::start(202, "queued").await;
-    let cluster = cluster(&dir, objects(&dir, &ci.url("/job/promote"))).await;
+    let (dir, cluster) = example_cluster("kubernetes-lease-release", &ci).await;
     let api = cluster.api.clone();
     let leaving = Leadership::new(
         client(&cluster.kubeconfig).await,

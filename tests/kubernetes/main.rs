@@ -97,6 +97,15 @@ async fn serve_fails(
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// A scratch folder `name` and the fake API server holding the example's objects, whose
+/// webhook strategy calls `ci`.
+async fn example_cluster(name: &str, ci: &Receiver) -> (std::path::PathBuf, Cluster) {
+    let dir = scratch(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cluster = cluster(&dir, objects(&dir, &ci.url("/job/promote"))).await;
+    (dir, cluster)
+}
+
 /// dev reports `version` deployed; the promotion into test succeeds.
 async fn promoted_into_test(server: &Server, api: &Api, version: &str) {
     let event = deployment_event("HelmRelease", "podinfo-dev", "podinfo", version);
@@ -571,10 +580,8 @@ fn lease_holder(api: &Api) -> Option<String> {
 /// another; duplicate events on two replicas make one Promotion run once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_run_each_promotion_once_and_one_resumes_what_a_killed_one_held() {
-    let dir = scratch("kubernetes-replicas");
-    std::fs::create_dir_all(&dir).unwrap();
     let ci = Receiver::start(202, "queued").await;
-    let cluster = cluster(&dir, objects(&dir, &ci.url("/job/promote"))).await;
+    let (dir, cluster) = example_cluster("kubernetes-replicas", &ci).await;
     let api = cluster.api.clone();
     let interval = ["--watch-interval", "200ms"];
     let replica = |name: &str| {
@@ -749,10 +756,8 @@ async fn two_replicas_run_each_promotion_once_and_one_resumes_what_a_killed_one_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finished_promotions_past_retention_are_deleted_but_the_newest_per_environment_stays() {
-    let dir = scratch("kubernetes-retention");
-    std::fs::create_dir_all(&dir).unwrap();
     let ci = Receiver::start(202, "queued").await;
-    let cluster = cluster(&dir, objects(&dir, &ci.url("/job/promote"))).await;
+    let (dir, cluster) = example_cluster("kubernetes-retention", &ci).await;
     let api = cluster.api.clone();
     let server = Server::start_in_cluster(
         &cluster.kubeconfig,

@@ -1,16 +1,13 @@
 //! What Kubernetes mode tells Prometheus about its API server: every request counted and
 //! timed by verb, resource and code, never by object name.
 
-use crate::api::*;
-use crate::support::{Receiver, Server, check_with_promtool, scratch};
-use crate::{objects, promoted_into_test, wait_until};
+use crate::support::{Receiver, Server, check_with_promtool};
+use crate::{example_cluster, promoted_into_test, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_api_requests_are_measured_by_verb_resource_and_code() {
-    let dir = scratch("kubernetes-metrics");
-    std::fs::create_dir_all(&dir).unwrap();
     let ci = Receiver::start(202, "queued").await;
-    let cluster = cluster(&dir, objects(&dir, &ci.url("/job/promote"))).await;
+    let (dir, cluster) = example_cluster("kubernetes-metrics", &ci).await;
     let server = Server::start_in_cluster(
         &cluster.kubeconfig,
         &dir.join("data"),

@@ -2,19 +2,16 @@
 //! releasing the claim, and the other finishes it at once, not after the claim lapses.
 //! And readiness that tells the truth about the Promotion watch.
 
-use crate::api::*;
-use crate::support::{EVENTS_KEY, Receiver, Server, scratch, send};
-use crate::{lease_holder, objects, promotion_of, wait_until};
+use crate::support::{EVENTS_KEY, Receiver, Server, send};
+use crate::{example_cluster, lease_holder, promotion_of, wait_until};
 use promoter::client::deployment_event;
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_releases_a_running_promotion_and_the_other_replica_finishes_it_within_2s() {
-    let dir = scratch("kubernetes-sigterm");
-    std::fs::create_dir_all(&dir).unwrap();
     // The first call is never answered: it outlasts the drain.
     let ci = Receiver::start_holding(202, "queued", 1).await;
-    let cluster = cluster(&dir, objects(&dir, &ci.url("/job/promote"))).await;
+    let (dir, cluster) = example_cluster("kubernetes-sigterm", &ci).await;
     let api = cluster.api.clone();
     let replica = |name: &str| {
         Server::start_replica(
@@ -87,10 +84,8 @@ async fn sigterm_releases_a_running_promotion_and_the_other_replica_finishes_it_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_fails_while_the_promotion_watch_has_failed_for_30s_and_comes_back_with_it() {
-    let dir = scratch("kubernetes-readiness");
-    std::fs::create_dir_all(&dir).unwrap();
     let ci = Receiver::start(202, "queued").await;
-    let cluster = cluster(&dir, objects(&dir, &ci.url("/job/promote"))).await;
+    let (dir, cluster) = example_cluster("kubernetes-readiness", &ci).await;
     let api = cluster.api.clone();
     let server = Server::start_in_cluster(
         &cluster.kubeconfig,
