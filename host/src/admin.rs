@@ -11,6 +11,7 @@
 //! - anything else: authenticated first, then 404.
 
 pub mod auth;
+pub mod operate;
 
 use crate::record::{Promotion, rfc3339};
 use crate::serve::Shared;
@@ -19,7 +20,7 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -30,8 +31,12 @@ pub fn router(shared: Arc<Shared>, auth: Auth) -> Router {
         .route("/readyz", get(readyz));
     // Every other route, and the fallback, is behind the auth layer.
     let guarded = Router::new()
-        .route("/promotions", get(list))
+        .route("/promotions", get(list).post(operate::promote))
+        .route("/promotions/retry", post(operate::retry_failed))
         .route("/promotions/{id}", get(show))
+        .route("/promotions/{id}/{step}", post(operate::step))
+        .route("/pipelines/{namespace}/{name}/history", get(operate::history))
+        .route("/pipelines/{namespace}/{name}/{step}", post(operate::suspend))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(axum::middleware::from_fn_with_state(
             auth,

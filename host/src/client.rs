@@ -258,8 +258,21 @@ pub async fn admin_get(
     url: &str,
     token: Option<&str>,
 ) -> Result<(u16, serde_json::Value), reqwest::Error> {
+    admin_call(url, token, None).await
+}
+
+/// GETs `url` from the admin API, or POSTs `body` (JSON) to it, with `token` as a bearer
+/// token when given. Returns the status and the body (JSON, or the text as a JSON string).
+pub async fn admin_call(
+    url: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> Result<(u16, serde_json::Value), reqwest::Error> {
     let client = reqwest::Client::builder().no_proxy().build()?;
-    let mut request = client.get(url);
+    let mut request = match body {
+        Some(body) => client.post(url).json(body),
+        None => client.get(url),
+    };
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }

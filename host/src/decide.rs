@@ -21,6 +21,7 @@
 use crate::event::{FluxEvent, Severity, api_group};
 use crate::pipeline::{Pipeline, StrategyRef};
 use crate::promotion::{PipelineRef, PromotionRequest, Target};
+use crate::record::{Cause, Phase, Promotion};
 use sha2::{Digest, Sha256};
 
 /// What to do with an event.
@@ -28,6 +29,9 @@ use sha2::{Digest, Sha256};
 pub enum Decision {
     /// Record these promotions.
     Promote(Vec<Intent>),
+    /// The version's promotion into the next environment failed before: run it again
+    /// (same id, attempts go on).
+    Retry(Latest),
     /// A fine event that calls for nothing (answered 2xx).
     Ignore(IgnoreReason),
     /// An event that does not fit the pipeline (answered 422, as Weave did).
@@ -59,6 +63,16 @@ pub enum IgnoreReason {
     NotASuccessMessage { message: String },
     #[error("ignored: version {version} was already promoted into {target_env}")]
     AlreadyPromoted { version: String, target_env: String },
+    #[error(
+        "ignored: the promotion of {version} into {target_env} ({id}) was {phase}; \
+         `promoter promote` asks for it again"
+    )]
+    Closed {
+        version: String,
+        target_env: String,
+        id: String,
+        phase: &'static str,
+    },
     #[error(
         "ignored: version {version} is older than {promoted}, already promoted into {target_env}"
     )]
@@ -168,32 +182,100 @@ pub fn check_promoted_source(
     }
 }
 
-/// Promotions already recorded for one pipeline (whatever their state), as `decide` needs them.
+/// Promotions already recorded for one pipeline, as `decide` needs them.
 pub trait History {
-    /// Whether `version` (or a semver-equal spelling of it) was recorded into `target_env`.
-    fn has(&self, target_env: &str, version: &str) -> bool;
-    /// The newest semver version recorded into `target_env`, as it was written.
+    /// The newest record (highest round) of `version`, or a semver-equal spelling of it,
+    /// into `target_env`. Requests not yet checked and refused ones are not records.
+    fn latest(&self, target_env: &str, version: &str) -> Option<Latest>;
+    /// The newest semver version recorded into `target_env` (in any phase), as written.
     fn newest(&self, target_env: &str) -> Option<String>;
+    /// The version in `target_env` now: the promotion into it that succeeded last.
+    fn current(&self, target_env: &str) -> Option<Current>;
+
+    /// Whether `version` was recorded into `target_env`.
+    fn has(&self, target_env: &str, version: &str) -> bool {
+        self.latest(target_env, version).is_some()
+    }
 }
 
-/// One recorded promotion.
+/// The newest record of one version into one environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Latest {
+    pub id: String,
+    pub phase: Phase,
+    pub round: u32,
+    /// Whether any round of it succeeded.
+    pub succeeded: bool,
+}
+
+/// The promotion that put the version now in an environment there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Current {
+    pub id: String,
+    pub version: String,
+    /// When it succeeded (ms).
+    pub finished_at: u64,
+}
+
+/// One recorded promotion that succeeded (tests and simple histories).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Promoted {
     pub target_env: String,
     pub version: String,
 }
 
-/// Versions recorded per environment, indexed so `decide` costs the same however long
-/// a pipeline's history grows.
+/// What [`History`] needs per environment, from records held in memory: the Kubernetes
+/// cache's, and tests'.
 #[derive(Debug, Clone, Default)]
 pub struct VersionIndex {
     envs: std::collections::HashMap<String, EnvVersions>,
+    /// Per environment, what fits in constant size however long the history grows.
+    latest: std::collections::HashMap<String, EnvLatest>,
 }
 
 #[derive(Debug, Clone, Default)]
 struct EnvVersions {
-    keys: std::collections::HashSet<String>,
+    keys: std::collections::HashMap<String, Latest>,
+}
+
+/// The constant-size part of an environment's history: the newest semver version
+/// recorded and the version in it now.
+#[derive(Debug, Clone, Default)]
+pub struct EnvLatest {
     newest: Option<(semver::Version, String)>,
+    current: Option<Current>,
+}
+
+impl EnvLatest {
+    /// Takes `p` into account (called with every record, and with each new state of one).
+    pub fn note(&mut self, p: &Promotion) {
+        if let Some(v) = semver(&p.version)
+            && self
+                .newest
+                .as_ref()
+                .is_none_or(|(n, _)| v.cmp_precedence(n).is_gt())
+        {
+            self.newest = Some((v, p.version.clone()));
+        }
+        if p.phase == Phase::Succeeded {
+            let at = p.finished_at.unwrap_or(p.updated_at);
+            if self.current.as_ref().is_none_or(|c| c.finished_at <= at) {
+                self.current = Some(Current {
+                    id: p.id.clone(),
+                    version: p.version.clone(),
+                    finished_at: at,
+                });
+            }
+        }
+    }
+
+    pub fn newest(&self) -> Option<String> {
+        self.newest.as_ref().map(|(_, text)| text.clone())
+    }
+
+    pub fn current(&self) -> Option<Current> {
+        self.current.clone()
+    }
 }
 
 /// Semver-equal spellings (`v1.2.0`, `1.2.0`) share a key; anything else is its own.
@@ -201,52 +283,99 @@ fn version_key(version: &str) -> String {
     semver(version).map_or_else(|| version.to_string(), |v| v.to_string())
 }
 
-impl VersionIndex {
-    pub fn record(&mut self, target_env: &str, version: &str) {
-        let env = self.envs.entry(target_env.to_string()).or_default();
-        env.keys.insert(version_key(version));
-        if let Some(v) = semver(version)
-            && env
-                .newest
-                .as_ref()
-                .is_none_or(|(n, _)| v.cmp_precedence(n).is_gt())
-        {
-            env.newest = Some((v, version.to_string()));
+/// The spellings of `version` that are the same version: with and without a leading `v`
+/// for semver, the text itself otherwise.
+pub fn spellings(version: &str) -> Vec<String> {
+    match semver(version) {
+        Some(_) => {
+            let bare = version.strip_prefix(['v', 'V']).unwrap_or(version);
+            vec![bare.to_string(), format!("v{bare}"), format!("V{bare}")]
         }
+        None => vec![version.to_string()],
+    }
+}
+
+impl VersionIndex {
+    /// Takes the record `p` into account.
+    pub fn note(&mut self, p: &Promotion) {
+        let env = self.envs.entry(p.target_environment.clone()).or_default();
+        let key = version_key(&p.version);
+        let succeeded = p.phase == Phase::Succeeded;
+        match env.keys.get_mut(&key) {
+            Some(l) if l.round > p.round => l.succeeded |= succeeded,
+            Some(l) => {
+                *l = Latest {
+                    id: p.id.clone(),
+                    phase: p.phase,
+                    round: p.round,
+                    succeeded: succeeded || l.succeeded,
+                };
+            }
+            None => {
+                env.keys.insert(
+                    key,
+                    Latest {
+                        id: p.id.clone(),
+                        phase: p.phase,
+                        round: p.round,
+                        succeeded,
+                    },
+                );
+            }
+        }
+        self.latest
+            .entry(p.target_environment.clone())
+            .or_default()
+            .note(p);
+    }
+
+    /// Records `version` as promoted (succeeded) into `target_env`.
+    pub fn record(&mut self, target_env: &str, version: &str) {
+        self.note(&Promotion::succeeded(target_env, version));
     }
 }
 
 impl History for VersionIndex {
-    fn has(&self, target_env: &str, version: &str) -> bool {
+    fn latest(&self, target_env: &str, version: &str) -> Option<Latest> {
         self.envs
             .get(target_env)
-            .is_some_and(|e| e.keys.contains(&version_key(version)))
+            .and_then(|e| e.keys.get(&version_key(version)).cloned())
     }
 
     fn newest(&self, target_env: &str) -> Option<String> {
-        self.envs
-            .get(target_env)
-            .and_then(|e| e.newest.as_ref().map(|(_, text)| text.clone()))
+        self.latest.get(target_env).and_then(EnvLatest::newest)
+    }
+
+    fn current(&self, target_env: &str) -> Option<Current> {
+        self.latest.get(target_env).and_then(EnvLatest::current)
     }
 }
 
 impl History for [Promoted] {
-    fn has(&self, target_env: &str, version: &str) -> bool {
-        index(self).has(target_env, version)
+    fn latest(&self, target_env: &str, version: &str) -> Option<Latest> {
+        index(self).latest(target_env, version)
     }
 
     fn newest(&self, target_env: &str) -> Option<String> {
         index(self).newest(target_env)
     }
+
+    fn current(&self, target_env: &str) -> Option<Current> {
+        index(self).current(target_env)
+    }
 }
 
 impl History for Vec<Promoted> {
-    fn has(&self, target_env: &str, version: &str) -> bool {
-        self.as_slice().has(target_env, version)
+    fn latest(&self, target_env: &str, version: &str) -> Option<Latest> {
+        self.as_slice().latest(target_env, version)
     }
 
     fn newest(&self, target_env: &str) -> Option<String> {
         self.as_slice().newest(target_env)
+    }
+
+    fn current(&self, target_env: &str) -> Option<Current> {
+        self.as_slice().current(target_env)
     }
 }
 
@@ -375,8 +504,10 @@ pub fn decide(
             env: target.name.clone(),
         });
     };
-    if let Err(reason) = check_history(version, &target.name, history) {
-        return Decision::Ignore(reason);
+    match check_history(version, &target.name, history) {
+        Err(reason) => return Decision::Ignore(reason),
+        Ok(Some(failed)) => return Decision::Retry(failed),
+        Ok(None) => {}
     }
     Decision::Promote(vec![Intent {
         id: promotion_id(&pipeline.namespace, &pipeline.name, &target.name, version),
@@ -390,19 +521,33 @@ pub fn decide(
     }])
 }
 
+/// What the history says of an event's version: nothing against it (`None`), a failed
+/// promotion of it to run again, or why it is ignored.
 fn check_history(
     version: &str,
     target_env: &str,
     history: &(impl History + ?Sized),
-) -> Result<(), IgnoreReason> {
-    if history.has(target_env, version) {
-        return Err(IgnoreReason::AlreadyPromoted {
-            version: version.to_string(),
-            target_env: target_env.to_string(),
-        });
+) -> Result<Option<Latest>, IgnoreReason> {
+    match history.latest(target_env, version) {
+        Some(l) if l.phase == Phase::Failed => return Ok(Some(l)),
+        Some(l) if matches!(l.phase, Phase::Rejected | Phase::Aborted | Phase::Superseded) => {
+            return Err(IgnoreReason::Closed {
+                version: version.to_string(),
+                target_env: target_env.to_string(),
+                id: l.id,
+                phase: l.phase.as_str(),
+            });
+        }
+        Some(_) => {
+            return Err(IgnoreReason::AlreadyPromoted {
+                version: version.to_string(),
+                target_env: target_env.to_string(),
+            });
+        }
+        None => {}
     }
     let (Some(new), Some(promoted)) = (semver(version), history.newest(target_env)) else {
-        return Ok(());
+        return Ok(None);
     };
     match semver(&promoted) {
         Some(v) if v.cmp_precedence(&new).is_gt() => Err(IgnoreReason::OlderThanPromoted {
@@ -410,7 +555,7 @@ fn check_history(
             promoted,
             target_env: target_env.to_string(),
         }),
-        _ => Ok(()),
+        _ => Ok(None),
     }
 }
 
@@ -450,31 +595,74 @@ pub enum Refusal {
     },
     #[error("{0}")]
     Reject(RejectReason),
-    #[error("{0}")]
-    History(IgnoreReason),
+    #[error(
+        "pipeline {pipeline}: {version} is already being promoted into {env}: promotion {id} \
+         is {phase}"
+    )]
+    InProgress {
+        pipeline: String,
+        env: String,
+        version: String,
+        id: String,
+        phase: &'static str,
+    },
+    #[error(
+        "pipeline {pipeline}: the promotion of {version} into {env} ({id}) failed; run it \
+         again with `promoter retry {id}`"
+    )]
+    Failed {
+        pipeline: String,
+        env: String,
+        version: String,
+        id: String,
+    },
+    #[error("pipeline {pipeline}: {version} is already in {env} (promotion {id})")]
+    AlreadyThere {
+        pipeline: String,
+        env: String,
+        version: String,
+        id: String,
+    },
+    #[error(
+        "pipeline {pipeline}: {version} is older than {current}, in {env} now; promoting it \
+         is a rollback: ask with --rollback (API: \"rollback\": true)"
+    )]
+    NeedsRollback {
+        pipeline: String,
+        env: String,
+        version: String,
+        current: String,
+    },
 }
 
-/// A request the Pipeline allows: where it comes from, and whether it waits for approval.
+/// A request the Pipeline allows: where it comes from, whether it waits for approval,
+/// and the record it makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admitted {
     pub source_env: String,
     pub manual: bool,
+    /// The round of the new record: one more than the last record of the version there.
+    pub round: u32,
+    pub cause: Cause,
+    /// Its id: [`promotion_id_round`].
+    pub id: String,
 }
 
-/// Whether `pipeline` allows promoting `version` into `target_env` on request (a
-/// `Promotion` resource): the environment exists, is not the first, has targets and a
-/// promotion configured; the version was promoted (succeeded) into the environment before
-/// it, unless that is the first — no environment, and no approval on the way, is skipped;
-/// and the rules of [`decide`] for history hold (not promoted there already, not older
-/// than what was). `history` holds what was recorded, not this request; `succeeded` what
-/// succeeded.
+/// Whether `pipeline` allows promoting `version` into `target_env` on an operator's
+/// request (`promoter promote`, or a `Promotion` resource created with kubectl): the
+/// environment exists, is not the first, has targets and a promotion configured; the
+/// version succeeded in the environment before it, unless that is the first (no
+/// environment, and no approval on the way, is skipped); it is not being promoted there
+/// already, did not fail there (that is `promoter retry`), and is not the version there
+/// now. A version older (semver) than the one there now is a rollback, allowed only when
+/// `rollback` says so. `history` holds what was recorded, not this request.
 pub fn admit(
     pipeline: &Pipeline,
     target_env: &str,
     version: &str,
     source_env: Option<&str>,
+    rollback: bool,
     history: &(impl History + ?Sized),
-    succeeded: &(impl History + ?Sized),
 ) -> Result<Admitted, Refusal> {
     let name = format!("{}/{}", pipeline.namespace, pipeline.name);
     let Some(position) = pipeline.position(target_env) else {
@@ -516,7 +704,11 @@ pub fn admit(
             env: target_env.to_string(),
         }));
     };
-    if position > 1 && !succeeded.has(source, version) {
+    if position > 1
+        && !history
+            .latest(source, version)
+            .is_some_and(|l| l.succeeded)
+    {
         return Err(Refusal::NotInSource {
             pipeline: name,
             env: target_env.to_string(),
@@ -524,11 +716,76 @@ pub fn admit(
             version: version.to_string(),
         });
     }
-    check_history(version, target_env, history).map_err(Refusal::History)?;
+    let current = history.current(target_env);
+    let round = match history.latest(target_env, version) {
+        None => 1,
+        Some(l) if l.phase == Phase::Failed => {
+            return Err(Refusal::Failed {
+                pipeline: name,
+                env: target_env.to_string(),
+                version: version.to_string(),
+                id: l.id,
+            });
+        }
+        Some(l) if l.phase == Phase::Succeeded && current.as_ref().is_some_and(|c| c.id == l.id) => {
+            return Err(Refusal::AlreadyThere {
+                pipeline: name,
+                env: target_env.to_string(),
+                version: version.to_string(),
+                id: l.id,
+            });
+        }
+        Some(l) if !l.phase.is_finished() => {
+            return Err(Refusal::InProgress {
+                pipeline: name,
+                env: target_env.to_string(),
+                version: version.to_string(),
+                id: l.id,
+                phase: l.phase.as_str(),
+            });
+        }
+        Some(l) => l.round + 1,
+    };
+    let older = current.as_ref().is_some_and(|c| {
+        matches!((semver(version), semver(&c.version)), (Some(v), Some(c)) if v.cmp_precedence(&c).is_lt())
+    });
+    if older && !rollback {
+        return Err(Refusal::NeedsRollback {
+            pipeline: name,
+            env: target_env.to_string(),
+            version: version.to_string(),
+            current: current.map(|c| c.version).unwrap_or_default(),
+        });
+    }
     Ok(Admitted {
         source_env: source.clone(),
         manual: promotion.manual,
+        round,
+        cause: if older { Cause::Rollback } else { Cause::Manual },
+        id: promotion_id_round(&pipeline.namespace, &pipeline.name, target_env, version, round),
     })
+}
+
+/// Whether `current`, the promotion into `p`'s environment that succeeded last, supersedes
+/// `p`, a promotion there that has not run: it succeeded after `p` was recorded, with a
+/// newer version (semver; a version that is not semver is taken as newer, since it
+/// arrived later). A rollback recorded after `current` succeeded is not superseded by it.
+pub fn supersedes(current: &Current, p: &Promotion) -> bool {
+    if current.id == p.id || current.finished_at <= p.created_at {
+        return false;
+    }
+    match (semver(&current.version), semver(&p.version)) {
+        (Some(c), Some(v)) => c.cmp_precedence(&v).is_gt(),
+        _ => current.version != p.version,
+    }
+}
+
+/// `a` against `b` by semver precedence; equal when either is not semver.
+pub fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
+    match (semver(a), semver(b)) {
+        (Some(a), Some(b)) => a.cmp_precedence(&b),
+        _ => std::cmp::Ordering::Equal,
+    }
 }
 
 /// A revision as semver, allowing a leading `v`.
@@ -545,11 +802,30 @@ fn semver(revision: &str) -> Option<semver::Version> {
 /// given one; at 40 bits a tenant could search for a version of their own pipeline whose id
 /// is another namespace's promotion in minutes.
 pub fn promotion_id(namespace: &str, name: &str, target_env: &str, version: &str) -> String {
+    promotion_id_round(namespace, name, target_env, version, 1)
+}
+
+/// The id of the `round`th record of (namespace, pipeline, environment, version): the
+/// first is [`promotion_id`]; a later one (the same version promoted there again) hashes a
+/// fixed-size suffix with the round after the four parts, so every record has an id of
+/// its own, as deterministic, and none equals another tuple's (the length prefixes fix
+/// where each part ends).
+pub fn promotion_id_round(
+    namespace: &str,
+    name: &str,
+    target_env: &str,
+    version: &str,
+    round: u32,
+) -> String {
     const HASH_LEN: usize = 32;
     let mut hasher = Sha256::new();
     for part in [namespace, name, target_env, version] {
         hasher.update((part.len() as u64).to_be_bytes());
         hasher.update(part.as_bytes());
+    }
+    if round > 1 {
+        hasher.update(b"round");
+        hasher.update(round.to_be_bytes());
     }
     let hash = &hex::encode(hasher.finalize())[..HASH_LEN];
     let mut prefix = String::new();

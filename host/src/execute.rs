@@ -30,6 +30,10 @@ pub struct Prepared {
 /// and grant are the Pipeline's as it is now, whatever was recorded.
 pub trait PluginResolver: Send + Sync + 'static {
     fn prepare(&self, promotion: &Promotion) -> Result<Prepared, String>;
+    /// Whether the promotion's Pipeline is suspended now: then it waits.
+    fn suspended(&self, promotion: &Promotion) -> bool;
+    /// Whether the promotion's environment waits for approval (`manual: true`) now.
+    fn manual(&self, promotion: &Promotion) -> bool;
 }
 
 /// Retry policy for retryable failures.
@@ -189,6 +193,7 @@ impl Executor {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
+            self.release_held().await;
             let mut next_due: Option<u64> = None;
             let pending = self.store.pending();
             let depth = pending.len() as i64;
@@ -210,7 +215,7 @@ impl Executor {
                     break;
                 };
                 let p = match self.store.get(&id) {
-                    Ok(Some(p)) if p.phase == Phase::Pending => p,
+                    Ok(Some(p)) if p.phase == Phase::Pending && !self.plugins.suspended(&p) => p,
                     Ok(_) => {
                         self.in_flight.lock().unwrap().remove(&id);
                         continue;
@@ -252,8 +257,68 @@ impl Executor {
         }
     }
 
+    /// Promotions held while their Pipeline was suspended, once it is resumed: the newest
+    /// version per environment goes on (pending, or waiting for approval where the
+    /// environment says so); the others are superseded by it.
+    async fn release_held(&self) {
+        let held = match self.store.held() {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!("cannot read held promotions: {e}");
+                return;
+            }
+        };
+        let mut groups: std::collections::BTreeMap<(String, String, String), Vec<Promotion>> =
+            Default::default();
+        for p in held {
+            if self.plugins.suspended(&p) {
+                continue;
+            }
+            let key = (
+                p.pipeline.namespace.clone(),
+                p.pipeline.name.clone(),
+                p.target_environment.clone(),
+            );
+            groups.entry(key).or_default().push(p);
+        }
+        for (_, mut group) in groups {
+            group.sort_by(|a, b| {
+                crate::decide::version_order(&a.version, &b.version)
+                    .then(a.created_at.cmp(&b.created_at))
+                    .then(a.id.cmp(&b.id))
+            });
+            let newest = group.pop().expect("groups are never empty");
+            let by = format!("{} ({}), the newest held when resumed", newest.version, newest.id);
+            for p in group {
+                let supersede = crate::record::Action::Supersede { by: by.clone() };
+                if let Err(e) = self.store.act(&p.id, &p.pipeline.namespace, supersede).await {
+                    tracing::warn!(promotion = %p.id, "cannot supersede a held promotion: {e}");
+                }
+            }
+            let release = crate::record::Action::Release {
+                manual: self.plugins.manual(&newest),
+            };
+            match self.store.act(&newest.id, &newest.pipeline.namespace, release).await {
+                Ok(p) => tracing::info!(promotion = %p.id, phase = p.phase.as_str(), "held promotion released: its Pipeline was resumed"),
+                Err(e) => tracing::warn!(promotion = %newest.id, "cannot release a held promotion: {e}"),
+            }
+        }
+    }
+
     async fn run_one(&self, mut p: Promotion) {
         if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        // A newer version reached the environment since this was recorded: it never runs.
+        if let Some(by) = self.store.superseded_by(&p) {
+            match self
+                .store
+                .act(&p.id, &p.pipeline.namespace, crate::record::Action::Supersede { by })
+                .await
+            {
+                Ok(_) => tracing::info!("superseded; not run"),
+                Err(e) => tracing::warn!("cannot mark superseded: {e}"),
+            }
             return;
         }
         p.phase = Phase::Running;
@@ -261,7 +326,7 @@ impl Executor {
         p.updated_at = now_ms();
         match self.store.put(p.clone()).await {
             Ok(()) => {}
-            Err(e @ StoreError::Claimed { .. }) => {
+            Err(e @ (StoreError::Claimed { .. } | StoreError::WrongPhase { .. })) => {
                 tracing::info!("not run here: {e}");
                 return;
             }
@@ -369,7 +434,17 @@ impl Executor {
             .promotion_latency
             .with_label_values(&[&pipeline, &p.target_environment, &p.strategy.plugin, result])
             .observe(now.saturating_sub(p.created_at) as f64 / 1000.0);
+        let succeeded = (phase == Phase::Succeeded).then(|| p.clone());
         self.save(p).await;
+        if let Some(done) = succeeded {
+            match self.store.supersede_older(&done).await {
+                Ok(ids) if !ids.is_empty() => {
+                    tracing::info!(superseded = ?ids, "older promotions into the environment superseded")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("cannot supersede older promotions: {e}"),
+            }
+        }
     }
 
     /// Records the outcome, retrying while the store cannot write (a full disk, say): the
@@ -414,6 +489,14 @@ mod tests {
     impl PluginResolver for NoPlugins {
         fn prepare(&self, _: &Promotion) -> Result<Prepared, String> {
             Err("no plugins here".into())
+        }
+
+        fn suspended(&self, _: &Promotion) -> bool {
+            false
+        }
+
+        fn manual(&self, _: &Promotion) -> bool {
+            false
         }
     }
 

@@ -306,8 +306,12 @@ async fn handle_promotion(
                 (StatusCode::OK, axum::Json(body)).into_response(),
             ));
         }
+        Decision::Retry(failed) => {
+            return retry_failed(shared, pipeline, env, body, failed).await;
+        }
         Decision::Promote(intents) => intents,
     };
+    let suspended = shared.suspension(pipeline).is_some();
     if shared.settings.require_promoted_source {
         let version = &intents[0].version;
         let source = source_promotion(shared, pipeline, env, version)?;
@@ -334,20 +338,16 @@ async fn handle_promotion(
                 app: request.app,
                 strategy: intent.strategy.clone(),
                 event: request.event,
-                phase: if intent.manual {
+                phase: if suspended {
+                    Phase::Held
+                } else if intent.manual {
                     Phase::WaitingApproval
                 } else {
                     Phase::Pending
                 },
-                attempts: 0,
-                last_error: None,
-                outcome_url: None,
-                outcome_details: None,
                 created_at: now,
                 updated_at: now,
-                next_attempt_at: None,
-                finished_at: None,
-                approved_by: None,
+                ..Promotion::blank(&intent.target_env, &intent.version)
             }
         })
         .collect();
@@ -392,6 +392,50 @@ async fn handle_promotion(
     Ok(("accepted", response))
 }
 
+/// An event for a version whose promotion failed: the promotion runs again (same id, a
+/// new count of attempts), once per event — the event is recorded first, so a replay of
+/// it is refused as one.
+async fn retry_failed(
+    shared: &Shared,
+    pipeline: &crate::pipeline::Pipeline,
+    env: &str,
+    body: &[u8],
+    failed: crate::decide::Latest,
+) -> Result<(&'static str, Response), Answer> {
+    let accepted = shared.store.accept(body, Vec::new()).await.map_err(unavailable)?;
+    if accepted.replay {
+        return Err(replayed());
+    }
+    let by = format!("event from {env}");
+    let retry = crate::record::Action::Retry { by };
+    match shared.store.act(&failed.id, &pipeline.namespace, retry).await {
+        Ok(p) => {
+            tracing::info!(promotion = %p.id, "failed promotion retried by an event");
+            shared.executor.wake();
+            let body = json!({
+                "result": "retried",
+                "promotions": [{
+                    "id": p.id, "targetEnvironment": p.target_environment,
+                    "version": p.version, "phase": p.phase.as_str(),
+                    "status": format!("/promotions/{}", p.id),
+                }],
+            });
+            let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
+            response.headers_mut().insert(
+                header::LOCATION,
+                format!("/promotions/{}", p.id).parse().unwrap(),
+            );
+            Ok(("retried", response))
+        }
+        // Retried meanwhile by someone else.
+        Err(e @ StoreError::WrongPhase { .. }) => {
+            let body = json!({"result": "ignored", "reason": format!("ignored: {e}")});
+            Ok(("ignored", (StatusCode::OK, axum::Json(body)).into_response()))
+        }
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
 /// Rule 6's input: what the records say of the promotion of `version` into `env`.
 fn source_promotion(
     shared: &Shared,
@@ -406,9 +450,13 @@ fn source_promotion(
             Phase::Pending | Phase::Running | Phase::Succeeded | Phase::Failed => {
                 SourcePromotion::Allowed
             }
-            Phase::Requested | Phase::WaitingApproval | Phase::Refused => {
-                SourcePromotion::NotAllowed(p.phase.as_str().to_string())
-            }
+            Phase::Requested
+            | Phase::WaitingApproval
+            | Phase::Refused
+            | Phase::Held
+            | Phase::Rejected
+            | Phase::Aborted
+            | Phase::Superseded => SourcePromotion::NotAllowed(p.phase.as_str().to_string()),
         },
         _ => SourcePromotion::Never,
     })

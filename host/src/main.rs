@@ -44,6 +44,82 @@ enum Command {
     Promotions(PromotionsCommand),
     /// Approve a promotion waiting for approval (signed, as Weave's /approval path).
     Approve(ApproveArgs),
+    /// Promote a chosen version into an environment now (admin API). An older version
+    /// than the one there now needs --rollback.
+    Promote {
+        /// The pipeline: NAMESPACE/NAME, or NAME with --namespace.
+        pipeline: String,
+        environment: String,
+        version: String,
+        /// Why, recorded on the promotion.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Ask for a version older than the one in the environment now.
+        #[arg(long)]
+        rollback: bool,
+        #[command(flatten)]
+        target: PipelineArgs,
+    },
+    /// Run a failed promotion again (same id, a new count of attempts), or with
+    /// --failed every failed one of a pipeline (into one environment).
+    Retry {
+        /// The promotion's id; with --failed, the pipeline (NAMESPACE/NAME or NAME).
+        id: String,
+        /// With --failed: only promotions into this environment.
+        environment: Option<String>,
+        /// Retry every failed promotion of the pipeline given instead of an id.
+        #[arg(long)]
+        failed: bool,
+        #[command(flatten)]
+        target: PipelineArgs,
+    },
+    /// Reject a promotion waiting for approval: it never runs.
+    Reject {
+        id: String,
+        /// Why, recorded on the promotion.
+        #[arg(long, required = true)]
+        reason: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Abort a promotion that has not run (pending, waiting or held): it never runs.
+    Abort {
+        id: String,
+        /// Why, recorded on the promotion.
+        #[arg(long, required = true)]
+        reason: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Suspend a pipeline: events are recorded as held and nothing of it runs.
+    Suspend {
+        /// NAMESPACE/NAME, or NAME with --namespace.
+        pipeline: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        target: PipelineArgs,
+    },
+    /// Resume a suspended pipeline: the newest held version per environment goes on.
+    Resume {
+        /// NAMESPACE/NAME, or NAME with --namespace.
+        pipeline: String,
+        #[command(flatten)]
+        target: PipelineArgs,
+    },
+    /// Show, per environment, which versions arrived when, how, who approved or closed
+    /// them, and the outcome.
+    History {
+        /// NAMESPACE/NAME, or NAME with --namespace.
+        pipeline: String,
+        /// Only this environment.
+        environment: Option<String>,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: PipelineArgs,
+    },
     /// Send Flux-shaped events, signed, for trying things out and for tests.
     #[command(subcommand)]
     Event(EventCommand),
@@ -204,9 +280,53 @@ struct AdminArgs {
     token_file: Option<PathBuf>,
 }
 
+/// The admin API, and the namespace of a pipeline named without one.
+#[derive(Args)]
+struct PipelineArgs {
+    /// The namespace of a pipeline given as NAME alone.
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+impl PipelineArgs {
+    /// (namespace, name) of `pipeline`: NAMESPACE/NAME, or NAME with --namespace.
+    fn split(&self, pipeline: &str) -> anyhow::Result<(String, String)> {
+        match (pipeline.split_once('/'), &self.namespace) {
+            (Some((ns, name)), None) => Ok((ns.to_string(), name.to_string())),
+            (Some((ns, name)), Some(given)) if ns == given => Ok((ns.to_string(), name.to_string())),
+            (Some((ns, _)), Some(given)) => {
+                bail!("pipeline {pipeline} is in namespace {ns}, not {given}")
+            }
+            (None, Some(ns)) => Ok((ns.clone(), pipeline.to_string())),
+            (None, None) => bail!(
+                "name the pipeline as NAMESPACE/NAME, or give --namespace: {pipeline:?} has no namespace"
+            ),
+        }
+    }
+}
+
 impl AdminArgs {
     /// GETs `path` from the admin API with the token found; the status and body.
     async fn get(&self, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+        self.call(path, None).await
+    }
+
+    /// POSTs `body` to `path` on the admin API; the status and body.
+    async fn post(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        self.call(path, Some(body)).await
+    }
+
+    async fn call(
+        &self,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
         let url = format!("{}{path}", self.admin.trim_end_matches('/'));
         let token = promoter::client::admin_token(self.token_file.as_deref())?;
         if let Some((_, source)) = &token
@@ -218,7 +338,7 @@ impl AdminArgs {
             );
         }
         let token = token.as_ref().map(|(t, _)| t.as_str());
-        promoter::client::admin_get(&url, token)
+        promoter::client::admin_call(&url, token, body.as_ref())
             .await
             .with_context(|| format!("cannot reach {url}"))
     }
@@ -385,6 +505,13 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Serve(args) => serve(args).await,
         Command::Promotions(cmd) => promotions(cmd).await,
         Command::Approve(args) => approve(args).await,
+        cmd @ (Command::Promote { .. }
+        | Command::Retry { .. }
+        | Command::Reject { .. }
+        | Command::Abort { .. }
+        | Command::Suspend { .. }
+        | Command::Resume { .. }
+        | Command::History { .. }) => operate(cmd).await,
         Command::Event(EventCommand::Send(args)) => send_event(args).await,
         Command::Plugin(PluginCommand::Inspect { plugin, json }) => {
             let loaded = load(&plugin, Grant::default(), Limits::default()).await?;
@@ -628,6 +755,173 @@ async fn promotions(cmd: PromotionsCommand) -> anyhow::Result<std::process::Exit
             })
         }
     }
+}
+
+/// The operator commands: each one call to the admin API.
+async fn operate(cmd: Command) -> anyhow::Result<std::process::ExitCode> {
+    use serde_json::json;
+    let (status, body) = match &cmd {
+        Command::Promote {
+            pipeline,
+            environment,
+            version,
+            reason,
+            rollback,
+            target,
+        } => {
+            let (namespace, name) = target.split(pipeline)?;
+            let request = json!({
+                "namespace": namespace, "pipeline": name, "environment": environment,
+                "version": version, "reason": reason, "rollback": rollback,
+            });
+            target.admin.post("/promotions", request).await?
+        }
+        Command::Retry {
+            id,
+            environment,
+            failed: true,
+            target,
+        } => {
+            let (namespace, name) = target.split(id)?;
+            let request = json!({"namespace": namespace, "pipeline": name, "environment": environment});
+            target.admin.post("/promotions/retry", request).await?
+        }
+        Command::Retry {
+            environment: Some(env),
+            ..
+        } => bail!("an environment ({env}) goes with --failed PIPELINE [ENV] only"),
+        Command::Retry { id, target, .. } => {
+            target
+                .admin
+                .post(&format!("/promotions/{id}/retry"), json!({}))
+                .await?
+        }
+        Command::Reject { id, reason, admin } => {
+            admin
+                .post(&format!("/promotions/{id}/reject"), json!({"reason": reason}))
+                .await?
+        }
+        Command::Abort { id, reason, admin } => {
+            admin
+                .post(&format!("/promotions/{id}/abort"), json!({"reason": reason}))
+                .await?
+        }
+        Command::Suspend {
+            pipeline,
+            reason,
+            target,
+        } => {
+            let (namespace, name) = target.split(pipeline)?;
+            target
+                .admin
+                .post(
+                    &format!("/pipelines/{namespace}/{name}/suspend"),
+                    json!({"reason": reason}),
+                )
+                .await?
+        }
+        Command::Resume { pipeline, target } => {
+            let (namespace, name) = target.split(pipeline)?;
+            target
+                .admin
+                .post(&format!("/pipelines/{namespace}/{name}/resume"), json!({}))
+                .await?
+        }
+        Command::History {
+            pipeline,
+            environment,
+            target,
+            ..
+        } => {
+            let (namespace, name) = target.split(pipeline)?;
+            let query = environment
+                .as_ref()
+                .map(|e| format!("?environment={e}"))
+                .unwrap_or_default();
+            target
+                .admin
+                .get(&format!("/pipelines/{namespace}/{name}/history{query}"))
+                .await?
+        }
+        _ => unreachable!("only operator commands come here"),
+    };
+    if !(200..300).contains(&status) {
+        return Ok(admin_refused(status, &body));
+    }
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+    let line = |p: &serde_json::Value| {
+        format!(
+            "{}  {} into {}: {}",
+            s(&p["id"]),
+            s(&p["version"]),
+            s(&p["targetEnvironment"]),
+            s(&p["phase"])
+        )
+    };
+    match &cmd {
+        Command::History { json: true, .. } => println!("{}", serde_json::to_string_pretty(&body)?),
+        Command::History { .. } => {
+            if let Some(by) = body["suspended"].as_str() {
+                println!("pipeline {} is suspended ({by})", s(&body["pipeline"]));
+            }
+            let empty = Vec::new();
+            for env in body["environments"].as_array().unwrap_or(&empty) {
+                let current = env["current"]["version"].as_str().unwrap_or("none");
+                println!("\n{} (now: {current})", s(&env["name"]));
+                println!(
+                    "  {:<24} {:<14} {:<17} {:<12} {:<40} OUTCOME",
+                    "ARRIVED", "VERSION", "HOW", "PHASE", "WHO"
+                );
+                for p in env["promotions"].as_array().unwrap_or(&empty) {
+                    let mut who = Vec::new();
+                    for (key, label) in [
+                        ("requestedBy", "asked"),
+                        ("approvedBy", "approved"),
+                        ("retriedBy", "retried"),
+                        ("closedBy", "closed"),
+                    ] {
+                        if let Some(by) = p[key].as_str() {
+                            who.push(format!("{label}: {by}"));
+                        }
+                    }
+                    let mut outcome = p["outcome"].as_str().unwrap_or("").to_string();
+                    for key in ["reason", "closeReason"] {
+                        if let Some(why) = p[key].as_str() {
+                            outcome = format!("{outcome} ({why})");
+                        }
+                    }
+                    println!(
+                        "  {:<24} {:<14} {:<17} {:<12} {:<40} {}",
+                        s(&p["arrived"]),
+                        s(&p["version"]),
+                        s(&p["how"]),
+                        s(&p["phase"]),
+                        if who.is_empty() { "-".into() } else { who.join("; ") },
+                        outcome.trim()
+                    );
+                }
+            }
+        }
+        Command::Retry { failed: true, .. } => {
+            let empty = Vec::new();
+            let retried = body["retried"].as_array().unwrap_or(&empty);
+            println!("{} failed promotion(s) retried", retried.len());
+            for p in retried {
+                println!("{}", line(p));
+            }
+        }
+        Command::Suspend { .. } | Command::Resume { .. } => println!(
+            "pipeline {} {}",
+            s(&body["pipeline"]),
+            if body["suspended"] == true {
+                "suspended"
+            } else {
+                "resumed"
+            }
+        ),
+        _ => println!("{}", line(&body)),
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 async fn load(plugin: &str, grant: Grant, limits: Limits) -> anyhow::Result<Plugin> {

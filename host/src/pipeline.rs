@@ -55,6 +55,9 @@ pub struct Pipeline {
     pub app_ref: AppRef,
     /// In promotion order; never empty, names unique.
     pub environments: Vec<Environment>,
+    /// `spec.suspend`: events are recorded as held and nothing of it runs until it is
+    /// resumed (`promoter resume`, or the field set back to false).
+    pub suspend: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -86,7 +89,7 @@ pub struct ResolvedPromotion {
 }
 
 /// A strategy plugin and the configuration handed to it (camelCase JSON).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StrategyRef {
     /// `pull-request`, `webhook`, `notification` or the name of a custom plugin.
@@ -227,11 +230,23 @@ fn parse(object: &Value, problems: &mut Vec<String>) -> Option<Pipeline> {
         pipeline_promotion.as_ref(),
         problems,
     );
+    let suspend = match spec.get("suspend") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        other => {
+            problems.push(format!(
+                "spec.suspend: expected true or false, found {}",
+                describe(other)
+            ));
+            false
+        }
+    };
     Some(Pipeline {
         namespace,
         name: name.to_string(),
         app_ref: app_ref?,
         environments,
+        suspend,
     })
 }
 

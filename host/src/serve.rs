@@ -210,6 +210,28 @@ impl Shared {
     pub fn catalog(&self) -> Arc<Manifests> {
         self.catalog.read().unwrap().clone()
     }
+
+    /// Kubernetes mode: the client the Pipelines are read with.
+    pub fn kube_client(&self) -> Option<kube::Client> {
+        match &self.source {
+            Catalog::Cluster(cluster) => Some(cluster.client().clone()),
+            Catalog::Folder(_) => None,
+        }
+    }
+
+    /// Why `pipeline` is suspended, if it is: its `spec.suspend`, or (local mode) the
+    /// admin API's `suspend`.
+    pub fn suspension(&self, pipeline: &crate::pipeline::Pipeline) -> Option<String> {
+        if pipeline.suspend {
+            return Some("spec.suspend is true".to_string());
+        }
+        match &self.store {
+            Store::Local(s) => s
+                .suspended(&pipeline.reference())
+                .map(|by| format!("suspended by {by}")),
+            Store::Resources(_) => None,
+        }
+    }
 }
 
 struct Resolver {
@@ -217,6 +239,28 @@ struct Resolver {
 }
 
 impl PluginResolver for Resolver {
+    fn suspended(&self, p: &Promotion) -> bool {
+        let Some(shared) = self.shared.get().and_then(std::sync::Weak::upgrade) else {
+            return false;
+        };
+        let catalog = shared.catalog();
+        catalog
+            .pipeline(&p.pipeline.namespace, &p.pipeline.name)
+            .is_some_and(|pipeline| shared.suspension(pipeline).is_some())
+    }
+
+    fn manual(&self, p: &Promotion) -> bool {
+        let Some(shared) = self.shared.get().and_then(std::sync::Weak::upgrade) else {
+            return true;
+        };
+        let catalog = shared.catalog();
+        catalog
+            .pipeline(&p.pipeline.namespace, &p.pipeline.name)
+            .and_then(|pipeline| pipeline.environment(&p.target_environment))
+            .and_then(|env| env.promotion.as_ref())
+            .is_none_or(|promotion| promotion.manual)
+    }
+
     fn prepare(&self, p: &Promotion) -> Result<Prepared, String> {
         let shared = self
             .shared

@@ -86,6 +86,10 @@ impl fmt::Display for Caller {
 pub enum Verb {
     Get,
     List,
+    /// Ask for a promotion (`promoter promote`).
+    Create,
+    /// Change one: approve, retry, reject, abort; suspend or resume its Pipeline.
+    Patch,
 }
 
 impl fmt::Display for Verb {
@@ -99,6 +103,8 @@ impl Verb {
         match self {
             Verb::Get => "get",
             Verb::List => "list",
+            Verb::Create => "create",
+            Verb::Patch => "patch",
         }
     }
 }

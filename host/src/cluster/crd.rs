@@ -69,6 +69,10 @@ pub struct PipelineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "any_object")]
     pub promotion: Option<serde_json::Value>,
+    /// Suspended: events are recorded as held and nothing runs; when it is resumed, the
+    /// newest held version per environment goes on (`promoter suspend|resume`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -183,6 +187,14 @@ pub struct PromotionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub reason: Option<String>,
+    /// Asks for a version older than the one in the environment now (a rollback).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback: bool,
+    /// The same version promoted into the same environment again is a new Promotion, its
+    /// round one more than the last; the name is the id of that round. Absent: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub round: Option<u32>,
     /// The Flux event that asked for it, when one did (handed to the strategy as is).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<EventInfo>,
@@ -219,6 +231,19 @@ pub struct PromotionStatus {
     /// How the approval was authorised (`annotation`, `key <ns>/<Secret>`, `user <name>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_by: Option<String>,
+    /// Who asked for it through the admin API (a request created with kubectl: absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+    /// Who last ran it again after it failed, and when (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried_at: Option<String>,
+    /// Rejected or aborted: by whom; superseded: by which version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_reason: Option<String>,
     /// `Accepted`: True once the request was checked against its Pipeline, False with the
     /// reason when the Pipeline does not allow it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -245,7 +270,7 @@ pub const REVISION_ANNOTATION: &str = "promoter.dev/crd-revision";
 
 /// Raised whenever the generated CRDs change (a test pins their digest to it), so that a
 /// Promoter can tell that the installed CRDs are older than the ones it was built with.
-pub const CRD_REVISION: u32 = 3;
+pub const CRD_REVISION: u32 = 4;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
@@ -288,7 +313,7 @@ mod revision_tests {
     use sha2::Digest as _;
 
     /// The digest of the generated CRDs at [`CRD_REVISION`].
-    const DIGEST: &str = "00e2173c85e23712fe8399cca92cbca61c31ebc7311ff06a4eb02e3451c44086";
+    const DIGEST: &str = "36b9f7598f6886662049720530596af67c04ca26a9dbf694a3fcfc12a7f34966";
 
     #[test]
     fn a_change_to_the_generated_crds_raises_their_revision() {

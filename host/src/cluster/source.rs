@@ -177,6 +177,15 @@ pub struct Snapshot {
 }
 
 impl Cluster {
+    /// Sets `spec.suspend` of the Pipeline `namespace/name` (a merge patch).
+    pub async fn set_suspend(client: Client, namespace: &str, name: &str, suspend: bool) -> Result<(), kube::Error> {
+        let api: kube::Api<crate::cluster::crd::Pipeline> = kube::Api::namespaced(client, namespace);
+        let patch = serde_json::json!({"spec": {"suspend": suspend}});
+        api.patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+            .await
+            .map(drop)
+    }
+
     /// Connects with the pod's service account, or the kubeconfig outside a cluster;
     /// every request is measured into `requests`.
     pub async fn connect(
@@ -559,7 +568,34 @@ impl Cluster {
                         p.last_error.as_deref().unwrap_or("no reason recorded")
                     ),
                 ),
-                Phase::Requested | Phase::Pending | Phase::Running => continue,
+                Phase::Held if new => (
+                    EventType::Normal,
+                    "PromotionHeld",
+                    format!("promotion of {what} held: the Pipeline is suspended ({})", p.id),
+                ),
+                Phase::Rejected | Phase::Aborted => (
+                    EventType::Normal,
+                    if p.phase == Phase::Rejected {
+                        "PromotionRejected"
+                    } else {
+                        "PromotionAborted"
+                    },
+                    format!(
+                        "promotion of {what} {} by {}: {}",
+                        p.phase.as_str(),
+                        p.closed_by.as_deref().unwrap_or("someone"),
+                        p.close_reason.as_deref().unwrap_or("no reason given")
+                    ),
+                ),
+                Phase::Superseded => (
+                    EventType::Normal,
+                    "PromotionSuperseded",
+                    format!(
+                        "promotion of {what} superseded by {}",
+                        p.closed_by.as_deref().unwrap_or("a newer version")
+                    ),
+                ),
+                Phase::Requested | Phase::Pending | Phase::Running | Phase::Held => continue,
             };
             let event = Event {
                 type_,

@@ -447,33 +447,39 @@ fn an_intent_becomes_the_request_handed_to_the_plugin() {
     assert_eq!(request.event.metadata["revision"], "1.2.0");
 }
 
+/// A history of records of pipeline `multi()`: (environment, version, phase), in the
+/// order they happened (each finishing after the one before).
+fn records(list: &[(&str, &str, Phase)]) -> VersionIndex {
+    let mut history = VersionIndex::default();
+    let p = multi();
+    for (n, (env, version, phase)) in list.iter().enumerate() {
+        history.note(&Promotion {
+            id: promotion_id(&p.namespace, &p.name, env, version),
+            pipeline: p.reference(),
+            phase: *phase,
+            created_at: n as u64 * 10,
+            finished_at: phase.is_finished().then_some(n as u64 * 10 + 5),
+            ..Promotion::blank(env, version)
+        });
+    }
+    history
+}
+
 #[test]
 fn a_request_into_the_next_environment_is_admitted_with_its_approval_rule() {
-    let admitted = admit(
-        &multi(),
-        "test",
-        "1.2.0",
-        None,
-        &no_history(),
-        &no_history(),
-    )
-    .unwrap();
+    let none = VersionIndex::default();
+    let admitted = admit(&multi(), "test", "1.2.0", None, false, &none).unwrap();
     assert_eq!(
         admitted,
         Admitted {
             source_env: "dev".into(),
-            manual: false
+            manual: false,
+            round: 1,
+            cause: Cause::Manual,
+            id: promotion_id("search", "search-multiple-targets", "test", "1.2.0"),
         }
     );
-    let waits = admit(
-        &manual(),
-        "test",
-        "1.2.0",
-        Some("dev"),
-        &no_history(),
-        &no_history(),
-    )
-    .unwrap();
+    let waits = admit(&manual(), "test", "1.2.0", Some("dev"), false, &none).unwrap();
     assert!(
         waits.manual,
         "a manual environment still waits for approval"
@@ -482,15 +488,8 @@ fn a_request_into_the_next_environment_is_admitted_with_its_approval_rule() {
 
 #[test]
 fn a_request_cannot_skip_an_environment_or_name_another_source() {
-    let skip = admit(
-        &multi(),
-        "prod",
-        "1.2.0",
-        None,
-        &no_history(),
-        &no_history(),
-    )
-    .unwrap_err();
+    let none = VersionIndex::default();
+    let skip = admit(&multi(), "prod", "1.2.0", None, false, &none).unwrap_err();
     assert!(
         matches!(&skip, Refusal::NotInSource { source_env, .. } if source_env == "test"),
         "{skip}"
@@ -498,82 +497,108 @@ fn a_request_cannot_skip_an_environment_or_name_another_source() {
     assert!(skip.to_string().contains("cannot skip"), "{skip}");
     // Recorded into test but waiting there (or failed): not promoted, so still a skip,
     // past test's approval.
-    let waiting_in_test = vec![promoted("test", "1.2.0")];
-    let past_approval = admit(
-        &multi(),
-        "prod",
-        "1.2.0",
-        None,
-        waiting_in_test.as_slice(),
-        &no_history(),
-    )
-    .unwrap_err();
-    assert!(
-        matches!(past_approval, Refusal::NotInSource { .. }),
-        "{past_approval}"
-    );
-    let history = vec![promoted("test", "1.2.0")];
-    assert!(
-        admit(
-            &multi(),
-            "prod",
-            "1.2.0",
-            None,
-            history.as_slice(),
-            history.as_slice()
-        )
-        .is_ok()
-    );
-    let wrong = admit(
-        &multi(),
-        "prod",
-        "1.2.0",
-        Some("dev"),
-        history.as_slice(),
-        history.as_slice(),
-    )
-    .unwrap_err();
+    for phase in [Phase::WaitingApproval, Phase::Failed, Phase::Rejected] {
+        let history = records(&[("test", "1.2.0", phase)]);
+        let past = admit(&multi(), "prod", "1.2.0", None, false, &history).unwrap_err();
+        assert!(matches!(past, Refusal::NotInSource { .. }), "{past}");
+    }
+    let history = records(&[("test", "1.2.0", Phase::Succeeded)]);
+    assert!(admit(&multi(), "prod", "1.2.0", None, false, &history).is_ok());
+    let wrong = admit(&multi(), "prod", "1.2.0", Some("dev"), false, &history).unwrap_err();
     assert!(matches!(wrong, Refusal::WrongSource { .. }), "{wrong}");
 }
 
 #[test]
-fn a_request_into_the_first_or_an_unknown_environment_or_an_old_version_is_refused() {
-    let first = admit(&multi(), "dev", "1.2.0", None, &no_history(), &no_history()).unwrap_err();
+fn a_request_into_the_first_or_an_unknown_environment_or_for_the_version_there_is_refused() {
+    let none = VersionIndex::default();
+    let first = admit(&multi(), "dev", "1.2.0", None, false, &none).unwrap_err();
     assert!(matches!(first, Refusal::FirstEnvironment { .. }), "{first}");
-    let unknown = admit(
-        &multi(),
-        "staging",
-        "1.2.0",
-        None,
-        &no_history(),
-        &no_history(),
-    )
-    .unwrap_err();
+    let unknown = admit(&multi(), "staging", "1.2.0", None, false, &none).unwrap_err();
     assert!(
         unknown.to_string().contains("have dev, test, prod"),
         "{unknown}"
     );
-    let history = vec![promoted("test", "1.3.0")];
-    let old = admit(
-        &multi(),
-        "test",
-        "1.2.0",
-        None,
-        history.as_slice(),
-        &no_history(),
-    )
-    .unwrap_err();
-    assert!(old.to_string().contains("older than 1.3.0"), "{old}");
-    let again = admit(
-        &multi(),
-        "test",
-        "1.3.0",
-        None,
-        history.as_slice(),
-        &no_history(),
-    )
-    .unwrap_err();
-    assert!(again.to_string().contains("already promoted"), "{again}");
+    let history = records(&[("test", "1.3.0", Phase::Succeeded)]);
+    let again = admit(&multi(), "test", "1.3.0", None, false, &history).unwrap_err();
+    assert!(again.to_string().contains("already in test"), "{again}");
+}
+
+#[test]
+fn an_older_version_than_the_one_there_is_a_rollback_and_needs_saying_so() {
+    let history = records(&[
+        ("test", "1.1.0", Phase::Succeeded),
+        ("test", "1.2.0", Phase::Succeeded),
+    ]);
+    let old = admit(&multi(), "test", "1.1.0", None, false, &history).unwrap_err();
+    assert_eq!(
+        old.to_string(),
+        "pipeline search/search-multiple-targets: 1.1.0 is older than 1.2.0, in test now; \
+         promoting it is a rollback: ask with --rollback (API: \"rollback\": true)"
+    );
+    let rollback = admit(&multi(), "test", "1.1.0", None, true, &history).unwrap();
+    assert_eq!(rollback.cause, Cause::Rollback);
+    // 1.1.0 was recorded into test before: this is its second record, with an id of its own.
+    assert_eq!(rollback.round, 2);
+    assert_eq!(
+        rollback.id,
+        promotion_id_round("search", "search-multiple-targets", "test", "1.1.0", 2)
+    );
+    assert_ne!(
+        rollback.id,
+        promotion_id("search", "search-multiple-targets", "test", "1.1.0")
+    );
+    // A newer version than the one there is no rollback, whatever the flag says.
+    let newer = admit(&multi(), "test", "1.3.0", None, true, &history).unwrap();
+    assert_eq!(newer.cause, Cause::Manual);
+}
+
+#[test]
+fn a_request_for_a_version_being_promoted_or_failed_there_says_what_to_do() {
+    let history = records(&[
+        ("test", "1.2.0", Phase::Pending),
+        ("test", "1.3.0", Phase::Failed),
+        ("test", "1.4.0", Phase::Rejected),
+    ]);
+    let busy = admit(&multi(), "test", "1.2.0", None, false, &history).unwrap_err();
+    assert!(matches!(busy, Refusal::InProgress { .. }), "{busy}");
+    let failed = admit(&multi(), "test", "1.3.0", None, false, &history).unwrap_err();
+    assert!(failed.to_string().contains("promoter retry "), "{failed}");
+    // Rejected: asking again makes a new record.
+    let again = admit(&multi(), "test", "1.4.0", None, false, &history).unwrap();
+    assert_eq!(again.round, 2);
+}
+
+#[test]
+fn an_event_for_a_failed_version_retries_it_and_for_a_closed_one_is_ignored() {
+    let history = records(&[
+        ("test", "1.2.0", Phase::Failed),
+        ("test", "1.3.0", Phase::Superseded),
+    ]);
+    match decide(&multi(), "dev", &upgrade("1.2.0"), &history) {
+        Decision::Retry(l) => assert_eq!(l.phase, Phase::Failed),
+        other => panic!("{other:?}"),
+    }
+    let reason = ignored(decide(&multi(), "dev", &upgrade("1.3.0"), &history));
+    assert!(reason.contains("was superseded"), "{reason}");
+}
+
+#[test]
+fn a_newer_version_that_succeeded_after_a_promotion_was_recorded_supersedes_it() {
+    let waiting = Promotion {
+        id: "old".into(),
+        phase: Phase::WaitingApproval,
+        created_at: 100,
+        ..Promotion::blank("prod", "1.2.0")
+    };
+    let current = |version: &str, at: u64| Current {
+        id: "new".into(),
+        version: version.into(),
+        finished_at: at,
+    };
+    assert!(supersedes(&current("1.3.0", 200), &waiting));
+    // Older, or done before it was recorded (a rollback asked for afterwards): not.
+    assert!(!supersedes(&current("1.1.0", 200), &waiting));
+    assert!(!supersedes(&current("1.3.0", 50), &waiting));
 }
 
 // Rule 6: strict mode.

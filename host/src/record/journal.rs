@@ -2,7 +2,7 @@
 //! applies it to the database, answers, and checkpoints the database now and then.
 
 use super::{
-    Accepted, Approval, Change, EVENTS, Op, PROMOTIONS, Promotion, Record, Reply, SharedIndex,
+    Accepted, Action, Approval, Change, EVENTS, Op, PROMOTIONS, Promotion, Record, Reply, SharedIndex,
     Slot, StoreError, now_ms,
 };
 use redb::{Database, ReadableTable};
@@ -194,12 +194,18 @@ pub(super) fn writer(
                         (Change::Accept { promotions, .. }, Done::Accepted(a)) => {
                             for r in promotions {
                                 if a.created.contains(&r.promotion.id) {
-                                    index.note(&r.promotion, true);
+                                    index.note(&r.promotion);
                                 }
                             }
                         }
-                        (Change::Put { promotion }, _) => index.note(&promotion.promotion, false),
-                        (Change::Approve { .. }, Done::Approved(Ok(p))) => index.note(p, false),
+                        (Change::Put { promotion }, Done::Put) => index.note(&promotion.promotion),
+                        (Change::Suspend { pipeline, by }, _) => match by {
+                            Some(by) => drop(index.suspended.insert(pipeline.clone(), by.clone())),
+                            None => drop(index.suspended.remove(pipeline)),
+                        },
+                        (Change::Approve { .. } | Change::Act { .. }, Done::Approved(Ok(p))) => {
+                            index.note(p)
+                        }
                         _ => {}
                     }
                 }
@@ -235,13 +241,14 @@ fn reply(reply: Reply, result: Result<Done, StoreError>) {
     match (reply, result) {
         (Reply::Accept(r), Ok(Done::Accepted(a))) => drop(r.send(Ok(a))),
         (Reply::Accept(r), Ok(Done::Refused(e))) => drop(r.send(Err(*e))),
+        (Reply::Put(r), Ok(Done::Refused(e))) => drop(r.send(Err(*e))),
         (Reply::Put(r), Ok(_)) => drop(r.send(Ok(()))),
-        (Reply::Approve(r), Ok(Done::Approved(a))) => drop(r.send(a.map(|p| *p))),
+        (Reply::Act(r), Ok(Done::Approved(a))) => drop(r.send(a.map(|p| *p))),
         (Reply::Accept(r), Err(e)) => drop(r.send(Err(e))),
         (Reply::Put(r), Err(e)) => drop(r.send(Err(e))),
-        (Reply::Approve(r), Err(e)) => drop(r.send(Err(e))),
+        (Reply::Act(r), Err(e)) => drop(r.send(Err(e))),
         (Reply::Accept(r), Ok(_)) => drop(r.send(Err(StoreError::Closed))),
-        (Reply::Approve(r), Ok(_)) => drop(r.send(Err(StoreError::Closed))),
+        (Reply::Act(r), Ok(_)) => drop(r.send(Err(StoreError::Closed))),
     }
 }
 
@@ -315,12 +322,45 @@ pub(super) fn apply(
                     results.push(Done::Accepted(accepted));
                 }
                 Change::Put { promotion } => {
+                    // Claiming (marking running) takes only a promotion still pending: one
+                    // aborted, superseded or rejected meanwhile stays as it is.
+                    if promotion.promotion.phase == super::Phase::Running {
+                        let stored = promotions
+                            .get(promotion.promotion.id.as_str())
+                            .map_err(|x| e(&x))?
+                            .map(|v| serde_json::from_slice::<Promotion>(v.value()))
+                            .transpose()
+                            .map_err(|x| e(&x))?;
+                        if let Some(stored) = stored
+                            && !matches!(
+                                stored.phase,
+                                super::Phase::Pending | super::Phase::Running
+                            )
+                        {
+                            results.push(Done::Refused(Box::new(StoreError::WrongPhase {
+                                id: stored.id,
+                                phase: stored.phase.as_str(),
+                                action: "run",
+                                wanted: "pending",
+                            })));
+                            continue;
+                        }
+                    }
                     promotions
                         .insert(
                             promotion.promotion.id.as_str(),
                             promotion.json.get().as_bytes(),
                         )
                         .map_err(|x| e(&x))?;
+                    results.push(Done::Put);
+                }
+                Change::Suspend { pipeline, by } => {
+                    let mut table = txn.open_table(super::SUSPENDED).map_err(|x| e(&x))?;
+                    match by {
+                        Some(by) => table.insert(pipeline.as_str(), by.as_str()).map(drop),
+                        None => table.remove(pipeline.as_str()).map(drop),
+                    }
+                    .map_err(|x| e(&x))?;
                     results.push(Done::Put);
                 }
                 Change::Forget { before } => {
@@ -336,23 +376,27 @@ pub(super) fn apply(
                     }
                     results.push(Done::Put);
                 }
-                Change::Approve { id, approval } => {
+                Change::Approve { id, .. } | Change::Act { id, .. } => {
                     let current: Option<Promotion> = promotions
                         .get(id.as_str())
                         .map_err(|x| e(&x))?
                         .map(|v| serde_json::from_slice(v.value()))
                         .transpose()
                         .map_err(|x| e(&x))?;
-                    let result = match (current, approval) {
+                    let result = match (current, op) {
                         (None, _) => Err(StoreError::NotFound(id.clone())),
-                        (Some(p), Some(approval)) => approval.apply(p, now_ms()),
+                        (Some(p), Change::Act { action, .. }) => action.apply(p, now_ms()),
+                        (Some(p), Change::Approve {
+                            approval: Some(approval),
+                            ..
+                        }) => Action::Approve(approval.clone()).apply(p, now_ms()),
                         // An older version's journal: it checked before journaling.
-                        (Some(p), None) => Approval {
+                        (Some(p), _) => Action::Approve(Approval {
                             pipeline: p.pipeline.clone(),
                             environment: p.target_environment.clone(),
                             version: p.version.clone(),
                             by: "unrecorded".into(),
-                        }
+                        })
                         .apply(p, now_ms()),
                     };
                     if let Ok(p) = &result {

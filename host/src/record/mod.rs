@@ -12,7 +12,7 @@
 //! environment, version), so recording the same promotion twice finds the first;
 //! an event's digest is kept, so a replayed event changes nothing.
 
-use crate::decide::VersionIndex;
+use crate::decide::{Current, EnvLatest, History, Latest, promotion_id_round, spellings};
 use crate::pipeline::StrategyRef;
 use crate::promotion::{AppRef, EventInfo, PipelineRef, Target};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -30,6 +30,8 @@ use journal::{Journal, apply, read_journal, writer};
 
 const PROMOTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("promotions");
 const EVENTS: TableDefinition<&[u8], u64> = TableDefinition::new("events");
+/// Pipelines suspended through the admin API (local mode): `ns/name` -> who suspended it.
+const SUSPENDED: TableDefinition<&str, &str> = TableDefinition::new("suspended");
 
 /// Where a promotion stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, schemars::JsonSchema)]
@@ -45,6 +47,16 @@ pub enum Phase {
     Failed,
     /// Its Pipeline does not allow it (the reason is in `lastError`); never runs.
     Refused,
+    /// Recorded while its Pipeline was suspended; when the Pipeline is resumed, the newest
+    /// held version per environment goes on (pending, or waiting for approval) and the
+    /// others are superseded.
+    Held,
+    /// An operator rejected it while it waited for approval (`closedBy`, `closeReason`).
+    Rejected,
+    /// An operator stopped it before it ran (`closedBy`, `closeReason`).
+    Aborted,
+    /// A newer version reached its environment first (`closedBy` names it); never runs.
+    Superseded,
 }
 
 impl Phase {
@@ -57,12 +69,88 @@ impl Phase {
             Phase::Succeeded => "succeeded",
             Phase::Failed => "failed",
             Phase::Refused => "refused",
+            Phase::Held => "held",
+            Phase::Rejected => "rejected",
+            Phase::Aborted => "aborted",
+            Phase::Superseded => "superseded",
         }
     }
 
-    pub fn is_finished(self) -> bool {
-        matches!(self, Phase::Succeeded | Phase::Failed | Phase::Refused)
+    /// Every phase, as the API and the CLI spell them.
+    pub const ALL: [Phase; 11] = [
+        Phase::Requested,
+        Phase::Pending,
+        Phase::WaitingApproval,
+        Phase::Running,
+        Phase::Succeeded,
+        Phase::Failed,
+        Phase::Refused,
+        Phase::Held,
+        Phase::Rejected,
+        Phase::Aborted,
+        Phase::Superseded,
+    ];
+
+    pub fn parse(text: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.as_str() == text)
     }
+
+    /// Final: nothing moves it on (a failed one can be retried by an operator).
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            Phase::Succeeded
+                | Phase::Failed
+                | Phase::Refused
+                | Phase::Rejected
+                | Phase::Aborted
+                | Phase::Superseded
+        )
+    }
+
+    /// Not yet run, and may still run: what a newer version supersedes.
+    pub fn is_open(self) -> bool {
+        matches!(self, Phase::Pending | Phase::WaitingApproval | Phase::Held)
+    }
+}
+
+/// How a promotion came to be recorded.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cause {
+    /// A Flux event from the environment before.
+    #[default]
+    Event,
+    /// An operator asked for this version (`promoter promote`, or a Promotion created
+    /// with kubectl).
+    Manual,
+    /// An operator asked for a version older than the one in the environment
+    /// (`promoter promote --rollback`).
+    Rollback,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Event => "event",
+            Cause::Manual => "manual",
+            Cause::Rollback => "rollback",
+        }
+    }
+
+    fn is_event(&self) -> bool {
+        *self == Cause::Event
+    }
+}
+
+fn first_round() -> u32 {
+    1
+}
+
+fn is_first_round(round: &u32) -> bool {
+    *round <= 1
 }
 
 /// One promotion of one version into one environment of one pipeline.
@@ -99,12 +187,87 @@ pub struct Promotion {
     /// `user <name>`), when it waited for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_by: Option<String>,
+    /// How it came to be recorded.
+    #[serde(default, skip_serializing_if = "Cause::is_event")]
+    pub cause: Cause,
+    /// The same version promoted into the same environment again (a rollback to it, or a
+    /// promotion after the first was rejected, aborted or superseded) is a new record, its
+    /// round one more than the last; its id is [`crate::decide::promotion_id_round`].
+    #[serde(default = "first_round", skip_serializing_if = "is_first_round")]
+    pub round: u32,
+    /// Who asked for it, when an operator did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+    /// Why, in the words of who asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Who last ran it again after it failed, and when (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried_at: Option<u64>,
+    /// Rejected or aborted: by whom; superseded: by which version (and its id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_reason: Option<String>,
 }
 
 impl Promotion {
     /// `ns/pipeline: version into env`, as errors name a promotion.
     pub fn describe(&self) -> String {
         describe(&self.pipeline, &self.target_environment, &self.version)
+    }
+
+    /// A bare record of `version` having succeeded into `environment`: what a history
+    /// built by hand (tests, properties) holds.
+    pub fn succeeded(environment: &str, version: &str) -> Promotion {
+        Promotion {
+            phase: Phase::Succeeded,
+            attempts: 1,
+            ..Promotion::blank(environment, version)
+        }
+    }
+
+    /// A record of `version` into `environment` with nothing else said yet (pending,
+    /// recorded by an event, first round): the base the fields that matter are set on.
+    pub fn blank(environment: &str, version: &str) -> Promotion {
+        Promotion {
+            id: String::new(),
+            pipeline: PipelineRef {
+                namespace: String::new(),
+                name: String::new(),
+            },
+            source_environment: String::new(),
+            target_environment: environment.to_string(),
+            version: version.to_string(),
+            targets: Vec::new(),
+            app: AppRef {
+                api_version: String::new(),
+                kind: String::new(),
+                name: String::new(),
+            },
+            strategy: StrategyRef::default(),
+            event: EventInfo::default(),
+            phase: Phase::Pending,
+            attempts: 0,
+            last_error: None,
+            outcome_url: None,
+            outcome_details: None,
+            created_at: 0,
+            updated_at: 0,
+            next_attempt_at: None,
+            finished_at: None,
+            approved_by: None,
+            cause: Cause::Event,
+            round: 1,
+            requested_by: None,
+            reason: None,
+            retried_by: None,
+            retried_at: None,
+            closed_by: None,
+            close_reason: None,
+        }
     }
 
     /// Whether this record is the promotion of `version` into `environment` of `pipeline`.
@@ -161,6 +324,101 @@ impl Approval {
     }
 }
 
+/// A step taken on one recorded promotion: an approval, or an operator's command. It is
+/// checked against the record as it stands when it is applied (in the local store's writer,
+/// or on the Promotion resource just read), so two operators racing cannot both win.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "camelCase")]
+pub enum Action {
+    Approve(Approval),
+    /// A failed promotion runs again: same id (the idempotency key), attempts go on.
+    Retry { by: String },
+    /// A promotion waiting for approval will never run.
+    Reject { by: String, reason: String },
+    /// A promotion that has not run (pending, waiting or held) will never run.
+    Abort { by: String, reason: String },
+    /// A newer version reached the environment (`by` names it): this one never runs.
+    Supersede { by: String },
+    /// Its Pipeline was resumed and this is the newest held version for its environment.
+    Release { manual: bool },
+}
+
+impl Action {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Approve(_) => "approve",
+            Action::Retry { .. } => "retry",
+            Action::Reject { .. } => "reject",
+            Action::Abort { .. } => "abort",
+            Action::Supersede { .. } => "supersede",
+            Action::Release { .. } => "release",
+        }
+    }
+
+    /// `p` after this step, or why the step does not apply to it.
+    pub fn apply(&self, mut p: Promotion, now: u64) -> Result<Promotion, StoreError> {
+        let wrong = |p: &Promotion, wanted: &'static str| StoreError::WrongPhase {
+            id: p.id.clone(),
+            phase: p.phase.as_str(),
+            action: self.name(),
+            wanted,
+        };
+        match self {
+            Action::Approve(approval) => return approval.apply(p, now),
+            Action::Retry { by } => {
+                if p.phase != Phase::Failed {
+                    return Err(wrong(&p, "failed"));
+                }
+                p.phase = Phase::Pending;
+                // A new count of attempts, under the same id (the idempotency key).
+                p.attempts = 0;
+                p.next_attempt_at = None;
+                p.finished_at = None;
+                p.retried_by = Some(by.clone());
+                p.retried_at = Some(now);
+            }
+            Action::Reject { by, reason } => {
+                if p.phase != Phase::WaitingApproval {
+                    return Err(wrong(&p, "waiting-approval"));
+                }
+                p.phase = Phase::Rejected;
+                p.closed_by = Some(by.clone());
+                p.close_reason = Some(reason.clone());
+                p.finished_at = Some(now);
+            }
+            Action::Abort { by, reason } => {
+                if !p.phase.is_open() {
+                    return Err(wrong(&p, "pending, waiting-approval or held"));
+                }
+                p.phase = Phase::Aborted;
+                p.closed_by = Some(by.clone());
+                p.close_reason = Some(reason.clone());
+                p.finished_at = Some(now);
+            }
+            Action::Supersede { by } => {
+                if !p.phase.is_open() {
+                    return Err(wrong(&p, "pending, waiting-approval or held"));
+                }
+                p.phase = Phase::Superseded;
+                p.closed_by = Some(by.clone());
+                p.finished_at = Some(now);
+            }
+            Action::Release { manual } => {
+                if p.phase != Phase::Held {
+                    return Err(wrong(&p, "held"));
+                }
+                p.phase = if *manual && p.approved_by.is_none() {
+                    Phase::WaitingApproval
+                } else {
+                    Phase::Pending
+                };
+            }
+        }
+        p.updated_at = now;
+        Ok(p)
+    }
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -191,6 +449,15 @@ pub enum StoreError {
     NotFound(String),
     #[error("promotion {id} is {phase}, not waiting for approval")]
     NotWaiting { id: String, phase: &'static str },
+    #[error("promotion {id} is {phase}: only a promotion that is {wanted} can be given {action}")]
+    WrongPhase {
+        id: String,
+        phase: &'static str,
+        action: &'static str,
+        wanted: &'static str,
+    },
+    #[error("promotion {id} was superseded by {by}; it will not run")]
+    Superseded { id: String, by: String },
     #[error("promotion {id} was claimed by {by}")]
     Claimed { id: String, by: String },
     /// The store did not confirm the write within its bound (Kubernetes mode's
@@ -240,6 +507,14 @@ enum Change {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         approval: Option<Approval>,
     },
+    /// A step on one promotion ([`Action`]), checked when applied.
+    Act { id: String, action: Action },
+    /// Suspends the pipeline `ns/name` (`by`: who), or resumes it (`by` absent).
+    Suspend {
+        pipeline: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
     /// Drops the digests of events accepted before this time (ms): their timestamps are
     /// outside the event window, so a replay is refused as stale anyway.
     Forget {
@@ -280,7 +555,7 @@ impl<'de> Deserialize<'de> for Record {
 enum Reply {
     Accept(tokio::sync::oneshot::Sender<Result<Accepted, StoreError>>),
     Put(tokio::sync::oneshot::Sender<Result<(), StoreError>>),
-    Approve(tokio::sync::oneshot::Sender<Result<Promotion, StoreError>>),
+    Act(tokio::sync::oneshot::Sender<Result<Promotion, StoreError>>),
 }
 
 struct Op {
@@ -293,10 +568,17 @@ struct Op {
 /// Rebuilt at open, then kept by the writer after each commit.
 #[derive(Default)]
 struct Index {
-    history: HashMap<String, VersionIndex>,
+    /// Per pipeline (`ns/name`), per environment: the newest version recorded and the one
+    /// there now. Constant in size per environment; everything else a decision needs is
+    /// looked up by id.
+    envs: HashMap<String, HashMap<String, EnvLatest>>,
     pending: HashMap<String, Due>,
     /// Promotions waiting for approval: id -> created_at.
     waiting: HashMap<String, u64>,
+    /// Promotions held while their Pipeline is suspended.
+    held: std::collections::HashSet<String>,
+    /// Pipelines suspended through the admin API: `ns/name` -> who.
+    suspended: HashMap<String, String>,
 }
 
 type SharedIndex = Arc<Mutex<Index>>;
@@ -309,13 +591,13 @@ pub struct Due {
 }
 
 impl Index {
-    fn note(&mut self, p: &Promotion, created: bool) {
-        if created {
-            self.history
-                .entry(pipeline_key(&p.pipeline))
-                .or_default()
-                .record(&p.target_environment, &p.version);
-        }
+    fn note(&mut self, p: &Promotion) {
+        self.envs
+            .entry(pipeline_key(&p.pipeline))
+            .or_default()
+            .entry(p.target_environment.clone())
+            .or_default()
+            .note(p);
         if p.phase == Phase::Pending {
             self.pending.insert(
                 p.id.clone(),
@@ -331,6 +613,11 @@ impl Index {
             self.waiting.insert(p.id.clone(), p.created_at);
         } else {
             self.waiting.remove(&p.id);
+        }
+        if p.phase == Phase::Held {
+            self.held.insert(p.id.clone());
+        } else {
+            self.held.remove(&p.id);
         }
     }
 }
@@ -458,6 +745,8 @@ impl LocalStore {
                 .map_err(|e| StoreError::Write(e.to_string()))?;
             txn.open_table(EVENTS)
                 .map_err(|e| StoreError::Write(e.to_string()))?;
+            txn.open_table(SUSPENDED)
+                .map_err(|e| StoreError::Write(e.to_string()))?;
             txn.commit().map_err(|e| StoreError::Write(e.to_string()))?;
         }
         // Replay what a previous process journaled after its last checkpoint.
@@ -500,8 +789,9 @@ impl LocalStore {
         {
             let mut index = store.index.lock().unwrap();
             for p in store.list()? {
-                index.note(&p, true);
+                index.note(&p);
             }
+            index.suspended = store.read_suspended()?;
         }
         let index = store.index.clone();
         std::thread::Builder::new()
@@ -514,13 +804,21 @@ impl LocalStore {
         Ok(store)
     }
 
-    /// Runs `f` with every version recorded for `pipeline`, in any phase.
-    pub fn with_history<R>(&self, pipeline: &PipelineRef, f: impl FnOnce(&VersionIndex) -> R) -> R {
-        let index = self.index.lock().unwrap();
-        match index.history.get(&pipeline_key(pipeline)) {
-            Some(h) => f(h),
-            None => f(&VersionIndex::default()),
-        }
+    /// Runs `f` with the history of `pipeline`.
+    pub fn with_history<R>(&self, pipeline: &PipelineRef, f: impl FnOnce(&dyn History) -> R) -> R {
+        let envs = {
+            let index = self.index.lock().unwrap();
+            index
+                .envs
+                .get(&pipeline_key(pipeline))
+                .cloned()
+                .unwrap_or_default()
+        };
+        f(&LocalHistory {
+            store: self,
+            pipeline,
+            envs,
+        })
     }
 
     /// Whether the writer thread is alive (it goes round at least every second).
@@ -571,6 +869,67 @@ impl LocalStore {
             .iter()
             .map(|(id, due)| (id.clone(), *due))
             .collect()
+    }
+
+    fn read_suspended(&self) -> Result<HashMap<String, String>, StoreError> {
+        let read = |e: &dyn std::fmt::Display| StoreError::Read(e.to_string());
+        let txn = self.db.get()?.begin_read().map_err(|e| read(&e))?;
+        let table = txn.open_table(SUSPENDED).map_err(|e| read(&e))?;
+        let mut all = HashMap::new();
+        for entry in table.iter().map_err(|e| read(&e))? {
+            let (k, v) = entry.map_err(|e| read(&e))?;
+            all.insert(k.value().to_string(), v.value().to_string());
+        }
+        Ok(all)
+    }
+
+    /// Who suspended `pipeline` through the admin API, if it is.
+    pub fn suspended(&self, pipeline: &PipelineRef) -> Option<String> {
+        let index = self.index.lock().unwrap();
+        index.suspended.get(&pipeline_key(pipeline)).cloned()
+    }
+
+    /// Suspends `pipeline` (`by`: who) or resumes it (`None`), durably.
+    pub async fn suspend(&self, pipeline: &PipelineRef, by: Option<String>) -> Result<(), StoreError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.send(Op {
+            change: Change::Suspend {
+                pipeline: pipeline_key(pipeline),
+                by,
+            },
+            reply: Reply::Put(reply),
+        })?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Promotions held while their Pipeline is suspended.
+    pub fn held(&self) -> Result<Vec<Promotion>, StoreError> {
+        let ids: Vec<String> = self.index.lock().unwrap().held.iter().cloned().collect();
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(p) = self.get(&id)?.filter(|p| p.phase == Phase::Held) {
+                found.push(p);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The promotions that have not run and may still: pending, waiting or held.
+    pub fn not_run(&self) -> Result<Vec<Promotion>, StoreError> {
+        let ids: Vec<String> = {
+            let index = self.index.lock().unwrap();
+            let mut ids: Vec<String> = index.pending.keys().cloned().collect();
+            ids.extend(index.waiting.keys().cloned());
+            ids.extend(index.held.iter().cloned());
+            ids
+        };
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(p) = self.get(&id)?.filter(|p| p.phase.is_open()) {
+                found.push(p);
+            }
+        }
+        Ok(found)
     }
 
     /// Whether an event with this exact body was accepted before.
@@ -636,13 +995,19 @@ impl LocalStore {
     /// Moves a promotion waiting for approval to pending, if it is the one `approval`
     /// names.
     pub async fn approve(&self, id: &str, approval: &Approval) -> Result<Promotion, StoreError> {
+        self.act(id, Action::Approve(approval.clone())).await
+    }
+
+    /// Applies `action` to the promotion `id` durably, if it applies to the record as it
+    /// stands then; answers the promotion after it.
+    pub async fn act(&self, id: &str, action: Action) -> Result<Promotion, StoreError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.send(Op {
-            change: Change::Approve {
+            change: Change::Act {
                 id: id.to_string(),
-                approval: Some(approval.clone()),
+                action,
             },
-            reply: Reply::Approve(reply),
+            reply: Reply::Act(reply),
         })?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -672,6 +1037,61 @@ impl LocalStore {
     }
 }
 
+/// The local store's history of one pipeline: what is constant in size per environment
+/// from the index, the records of one version looked up by id.
+struct LocalHistory<'a> {
+    store: &'a LocalStore,
+    pipeline: &'a PipelineRef,
+    envs: HashMap<String, EnvLatest>,
+}
+
+impl History for LocalHistory<'_> {
+    fn latest(&self, target_env: &str, version: &str) -> Option<Latest> {
+        let (ns, name) = (&self.pipeline.namespace, &self.pipeline.name);
+        let spellings = spellings(version);
+        let mut latest: Option<Latest> = None;
+        // Rounds are numbered from 1 with no gaps; a later round may spell the version
+        // another way than the first.
+        for round in 1.. {
+            let mut found = false;
+            for spelling in &spellings {
+                let id = promotion_id_round(ns, name, target_env, spelling, round);
+                let record = match self.store.get(&id) {
+                    Ok(record) => record,
+                    Err(e) => {
+                        tracing::warn!(promotion = %id, "cannot read the record: {e}");
+                        None
+                    }
+                };
+                let Some(p) = record.filter(|p| p.is(self.pipeline, target_env, spelling)) else {
+                    continue;
+                };
+                found = true;
+                let succeeded = p.phase == Phase::Succeeded
+                    || latest.as_ref().is_some_and(|l| l.succeeded);
+                latest = Some(Latest {
+                    id: p.id,
+                    phase: p.phase,
+                    round,
+                    succeeded,
+                });
+            }
+            if !found {
+                break;
+            }
+        }
+        latest
+    }
+
+    fn newest(&self, target_env: &str) -> Option<String> {
+        self.envs.get(target_env).and_then(EnvLatest::newest)
+    }
+
+    fn current(&self, target_env: &str) -> Option<Current> {
+        self.envs.get(target_env).and_then(EnvLatest::current)
+    }
+}
+
 /// The promotion records, wherever they live. Clone freely.
 #[derive(Clone)]
 pub enum Store {
@@ -680,8 +1100,8 @@ pub enum Store {
 }
 
 impl Store {
-    /// Runs `f` with every version recorded for `pipeline`, in any phase.
-    pub fn with_history<R>(&self, pipeline: &PipelineRef, f: impl FnOnce(&VersionIndex) -> R) -> R {
+    /// Runs `f` with the history of `pipeline`.
+    pub fn with_history<R>(&self, pipeline: &PipelineRef, f: impl FnOnce(&dyn History) -> R) -> R {
         match self {
             Store::Local(s) => s.with_history(pipeline, f),
             Store::Resources(s) => s.with_history(pipeline, f),
@@ -791,11 +1211,105 @@ impl Store {
     }
 
     /// Moves the promotion `id` from waiting for approval to pending, if it is the one
-    /// `approval` names (else [`StoreError::Mismatch`]), recording who approved it.
+    /// `approval` names (else [`StoreError::Mismatch`]), recording who approved it. One a
+    /// newer version superseded is refused ([`StoreError::Superseded`]) and marked so.
     pub async fn approve(&self, id: &str, approval: &Approval) -> Result<Promotion, StoreError> {
+        let namespace = approval.pipeline.namespace.clone();
+        self.act(id, &namespace, Action::Approve(approval.clone()))
+            .await
+    }
+
+    /// Applies `action` to the promotion `id` of `namespace` durably, if it applies to
+    /// the record as it stands; answers the record after it. Approving or releasing one
+    /// a newer version superseded marks it superseded instead, and says so.
+    pub async fn act(
+        &self,
+        id: &str,
+        namespace: &str,
+        action: Action,
+    ) -> Result<Promotion, StoreError> {
+        if matches!(action, Action::Approve(_) | Action::Release { .. })
+            && let Some(p) = self.get(id)?
+            && p.pipeline.namespace == namespace
+            && let Some(by) = self.superseded_by(&p)
+        {
+            self.act_unchecked(id, namespace, Action::Supersede { by: by.clone() })
+                .await?;
+            return Err(StoreError::Superseded { id: id.to_string(), by });
+        }
+        self.act_unchecked(id, namespace, action).await
+    }
+
+    async fn act_unchecked(
+        &self,
+        id: &str,
+        namespace: &str,
+        action: Action,
+    ) -> Result<Promotion, StoreError> {
         match self {
-            Store::Local(s) => s.approve(id, approval).await,
-            Store::Resources(s) => s.approve(id, approval).await,
+            Store::Local(s) => {
+                match s.get(id)? {
+                    Some(p) if p.pipeline.namespace == namespace => {}
+                    _ => return Err(StoreError::NotFound(id.to_string())),
+                }
+                s.act(id, action).await
+            }
+            Store::Resources(s) => s.act(id, namespace, action).await,
+        }
+    }
+
+    /// The newer version (and its id) that supersedes `p`, when one succeeded into its
+    /// environment after `p` was recorded and `p` has not run.
+    pub fn superseded_by(&self, p: &Promotion) -> Option<String> {
+        if !p.phase.is_open() {
+            return None;
+        }
+        let current = self.with_history(&p.pipeline, |h| h.current(&p.target_environment))?;
+        crate::decide::supersedes(&current, p).then(|| format!("{} ({})", current.version, current.id))
+    }
+
+    /// After `done` succeeded: every promotion into its environment that has not run and
+    /// that it supersedes is marked superseded (and never runs).
+    pub async fn supersede_older(&self, done: &Promotion) -> Result<Vec<String>, StoreError> {
+        let current = Current {
+            id: done.id.clone(),
+            version: done.version.clone(),
+            finished_at: done.finished_at.unwrap_or(done.updated_at),
+        };
+        let by = format!("{} ({})", done.version, done.id);
+        let mut superseded = Vec::new();
+        for p in self.not_run()? {
+            if p.pipeline == done.pipeline
+                && p.target_environment == done.target_environment
+                && crate::decide::supersedes(&current, &p)
+            {
+                match self
+                    .act_unchecked(&p.id, &p.pipeline.namespace, Action::Supersede { by: by.clone() })
+                    .await
+                {
+                    Ok(_) => superseded.push(p.id),
+                    // Moved on meanwhile (ran, approved and claimed, aborted).
+                    Err(StoreError::WrongPhase { .. } | StoreError::Claimed { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(superseded)
+    }
+
+    /// Promotions held while their Pipeline is suspended.
+    pub fn held(&self) -> Result<Vec<Promotion>, StoreError> {
+        match self {
+            Store::Local(s) => s.held(),
+            Store::Resources(s) => Ok(s.not_run().into_iter().filter(|p| p.phase == Phase::Held).collect()),
+        }
+    }
+
+    /// The promotions that have not run and may still: pending, waiting or held.
+    pub fn not_run(&self) -> Result<Vec<Promotion>, StoreError> {
+        match self {
+            Store::Local(s) => s.not_run(),
+            Store::Resources(s) => Ok(s.not_run()),
         }
     }
 
@@ -850,6 +1364,7 @@ mod tests {
             next_attempt_at: None,
             finished_at: None,
             approved_by: None,
+            ..Promotion::blank(env, version)
         }
     }
 

@@ -35,9 +35,9 @@
 //! of Promotions (relisted when the watch breaks); that is what `decide`, the worker and
 //! `GET /promotions` read.
 
-use super::{Accepted, Approval, Due, Phase, Promotion, StoreError, now_ms, rfc3339};
+use super::{Accepted, Action, Approval, Cause, Due, Phase, Promotion, StoreError, now_ms, rfc3339};
 use crate::cluster::crd;
-use crate::decide::{VersionIndex, promotion_id};
+use crate::decide::{History, VersionIndex, promotion_id_round};
 use crate::pipeline::{Pipeline, StrategyRef};
 use crate::promotion::{AppRef, PipelineRef};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -179,12 +179,14 @@ impl Entry {
         let spec = &resource.spec;
         let namespace = resource.namespace().unwrap_or_default();
         let name = resource.name_any();
+        let round = spec.round.unwrap_or(1).max(1);
         let canonical = name
-            == promotion_id(
+            == promotion_id_round(
                 &namespace,
                 &spec.pipeline,
                 &spec.target_environment,
                 &spec.version,
+                round,
             );
         let phase = status.as_ref().map_or(Phase::Requested, |s| s.phase);
         // What runs is the Pipeline's in force when it runs (the worker fills strategy,
@@ -222,6 +224,18 @@ impl Entry {
             next_attempt_at: status.as_ref().and_then(|s| parse(&s.next_attempt_at)),
             finished_at: status.as_ref().and_then(|s| parse(&s.finished_at)),
             approved_by: status.as_ref().and_then(|s| s.approved_by.clone()),
+            cause: match (&spec.event, spec.rollback) {
+                (Some(_), _) => Cause::Event,
+                (None, true) => Cause::Rollback,
+                (None, false) => Cause::Manual,
+            },
+            round,
+            requested_by: status.as_ref().and_then(|s| s.requested_by.clone()),
+            reason: spec.reason.clone(),
+            retried_by: status.as_ref().and_then(|s| s.retried_by.clone()),
+            retried_at: status.as_ref().and_then(|s| parse(&s.retried_at)),
+            closed_by: status.as_ref().and_then(|s| s.closed_by.clone()),
+            close_reason: status.as_ref().and_then(|s| s.close_reason.clone()),
         };
         let claim_seen_at = match known {
             Some(k) if claim(&k.resource) == claim(&resource) => k.claim_seen_at,
@@ -484,26 +498,35 @@ impl ResourceStore {
         Ok(())
     }
 
-    /// Every version recorded for `pipeline`, in any phase.
-    pub fn with_history<R>(&self, pipeline: &PipelineRef, f: impl FnOnce(&VersionIndex) -> R) -> R {
-        f(&self.histories(pipeline).0)
+    /// Runs `f` with the history of `pipeline`.
+    pub fn with_history<R>(&self, pipeline: &PipelineRef, f: impl FnOnce(&dyn History) -> R) -> R {
+        f(&self.history(pipeline))
     }
 
     /// What was recorded for `pipeline` (requests not yet checked, and refused ones, were
-    /// never promoted), and what of it succeeded.
-    fn histories(&self, pipeline: &PipelineRef) -> (VersionIndex, VersionIndex) {
+    /// never promoted).
+    fn history(&self, pipeline: &PipelineRef) -> VersionIndex {
         let cache = self.cache.lock().unwrap();
-        let (mut recorded, mut succeeded) = (VersionIndex::default(), VersionIndex::default());
+        let mut history = VersionIndex::default();
         for e in cache.entries.values().filter(|e| e.counts()) {
-            let p = &e.promotion;
-            if p.pipeline == *pipeline {
-                recorded.record(&p.target_environment, &p.version);
-                if p.phase == Phase::Succeeded {
-                    succeeded.record(&p.target_environment, &p.version);
-                }
+            if e.promotion.pipeline == *pipeline {
+                history.note(&e.promotion);
             }
         }
-        (recorded, succeeded)
+        history
+    }
+
+    /// The promotions that have not run and may still: pending, waiting or held.
+    pub fn not_run(&self) -> Vec<Promotion> {
+        let now = now_ms();
+        let cache = self.cache.lock().unwrap();
+        cache
+            .entries
+            .values()
+            .filter(|e| e.canonical)
+            .map(|e| e.current(now))
+            .filter(|p| p.phase.is_open())
+            .collect()
     }
 
     /// The promotions now in `phase` (a running one with a lapsed hold is pending).
@@ -882,18 +905,30 @@ impl ResourceStore {
     /// Moves the promotion `id` waiting for approval to pending, if it is the one
     /// `approval` names.
     pub async fn approve(&self, id: &str, approval: &Approval) -> Result<Promotion, StoreError> {
+        self.act(id, &approval.pipeline.namespace, Action::Approve(approval.clone()))
+            .await
+    }
+
+    /// Applies `action` to the Promotion `id` in `namespace`, if it applies to the object
+    /// as read; a conflict (the object changed meanwhile) is looked at again.
+    pub async fn act(
+        &self,
+        id: &str,
+        namespace: &str,
+        action: Action,
+    ) -> Result<Promotion, StoreError> {
         for _ in 0..CONFLICT_RETRIES {
-            // Written onto the very object found waiting: one that was approved and
-            // claimed meanwhile is not set back to pending (and run again).
+            // Written onto the very object found: one that was approved and claimed
+            // meanwhile is not set back to pending (and run again).
             let (p, resource) = {
                 let cache = self.cache.lock().unwrap();
                 let entry = cache
                     .by_id(id)
-                    .filter(|e| e.promotion.pipeline.namespace == approval.pipeline.namespace)
+                    .filter(|e| e.promotion.pipeline.namespace == namespace)
                     .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
                 (entry.current(now_ms()), entry.resource.clone())
             };
-            let p = approval.apply(p, now_ms())?;
+            let p = action.apply(p, now_ms())?;
             match self.write(&p, resource).await {
                 Ok(()) => return Ok(p),
                 // Changed since it was read (its first status written by the replica that
@@ -903,7 +938,8 @@ impl ResourceStore {
             }
         }
         Err(StoreError::Write(format!(
-            "Promotion {id} kept changing while it was approved"
+            "Promotion {id} kept changing while it was given {}",
+            action.name()
         )))
     }
 
@@ -985,14 +1021,6 @@ impl ResourceStore {
     ) -> Result<crate::decide::Admitted, String> {
         let (namespace, name) = (&p.pipeline.namespace, &p.pipeline.name);
         let spec = &resource.spec;
-        let expected = promotion_id(namespace, name, &spec.target_environment, &spec.version);
-        if p.id != expected {
-            return Err(format!(
-                "Promotion {namespace}/{} must be named {expected}: a Promotion is named after \
-                 what it requests (pipeline, environment, version)",
-                p.id
-            ));
-        }
         if resource.annotations().contains_key(APPROVED_ANNOTATION) {
             return Err(format!(
                 "Promotion {namespace}/{} was created carrying {APPROVED_ANNOTATION}: approval is \
@@ -1006,16 +1034,30 @@ impl ResourceStore {
             }
             .to_string());
         };
-        let (recorded, succeeded) = self.histories(&p.pipeline);
-        crate::decide::admit(
+        let admitted = crate::decide::admit(
             &pipeline,
             &spec.target_environment,
             &spec.version,
             spec.source_environment.as_deref(),
-            &recorded,
-            &succeeded,
+            spec.rollback,
+            &self.history(&p.pipeline),
         )
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+        if p.id != admitted.id {
+            return Err(format!(
+                "Promotion {namespace}/{} must be named {} with round {}: a Promotion is named \
+                 after what it requests (pipeline, environment, version, round){}",
+                p.id,
+                admitted.id,
+                admitted.round,
+                if admitted.round > 1 {
+                    "; `promoter promote` names it for you"
+                } else {
+                    ""
+                }
+            ));
+        }
+        Ok(admitted)
     }
 
     pub fn get(&self, id: &str) -> Option<Promotion> {
@@ -1050,6 +1092,11 @@ impl ResourceStore {
             held_until: running.then(|| rfc3339(now_ms() + CLAIM_TTL.as_millis() as u64)),
             plugin: Some(p.strategy.plugin.clone()).filter(|s| !s.is_empty()),
             approved_by: p.approved_by.clone(),
+            requested_by: p.requested_by.clone(),
+            retried_by: p.retried_by.clone(),
+            retried_at: p.retried_at.map(rfc3339),
+            closed_by: p.closed_by.clone(),
+            close_reason: p.close_reason.clone(),
             conditions: Vec::new(),
         }
     }
@@ -1093,8 +1140,10 @@ fn new_resource(p: &Promotion, digest: &str) -> crd::Promotion {
             target_environment: p.target_environment.clone(),
             version: p.version.clone(),
             source_environment: Some(p.source_environment.clone()),
-            reason: None,
-            event: Some(p.event.clone()),
+            reason: p.reason.clone(),
+            rollback: p.cause == Cause::Rollback,
+            round: (p.round > 1).then_some(p.round),
+            event: (p.cause == Cause::Event).then(|| p.event.clone()),
         },
     );
     object.metadata.namespace = Some(p.pipeline.namespace.clone());
@@ -1227,7 +1276,7 @@ mod tests {
         );
 
         let mut named = promotion();
-        named.id = promotion_id("flux-system", "podinfo", "test", "6.0.1");
+        named.id = crate::decide::promotion_id("flux-system", "podinfo", "test", "6.0.1");
         assert!(Entry::new(new_resource(&named, "d1"), None, now_ms()).canonical);
     }
 
@@ -1245,6 +1294,11 @@ mod tests {
             held_until: Some(until.into()),
             plugin: None,
             approved_by: None,
+            requested_by: None,
+            retried_by: None,
+            retried_at: None,
+            closed_by: None,
+            close_reason: None,
             conditions: Vec::new(),
         });
         r
