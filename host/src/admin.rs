@@ -35,8 +35,14 @@ pub fn router(shared: Arc<Shared>, auth: Auth) -> Router {
         .route("/promotions/retry", post(operate::retry_failed))
         .route("/promotions/{id}", get(show))
         .route("/promotions/{id}/{step}", post(operate::step))
-        .route("/pipelines/{namespace}/{name}/history", get(operate::history))
-        .route("/pipelines/{namespace}/{name}/{step}", post(operate::suspend))
+        .route(
+            "/pipelines/{namespace}/{name}/history",
+            get(operate::history),
+        )
+        .route(
+            "/pipelines/{namespace}/{name}/{step}",
+            post(operate::suspend),
+        )
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(axum::middleware::from_fn_with_state(
             auth,

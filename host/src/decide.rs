@@ -530,7 +530,12 @@ fn check_history(
 ) -> Result<Option<Latest>, IgnoreReason> {
     match history.latest(target_env, version) {
         Some(l) if l.phase == Phase::Failed => return Ok(Some(l)),
-        Some(l) if matches!(l.phase, Phase::Rejected | Phase::Aborted | Phase::Superseded) => {
+        Some(l)
+            if matches!(
+                l.phase,
+                Phase::Rejected | Phase::Aborted | Phase::Superseded
+            ) =>
+        {
             return Err(IgnoreReason::Closed {
                 version: version.to_string(),
                 target_env: target_env.to_string(),
@@ -704,11 +709,7 @@ pub fn admit(
             env: target_env.to_string(),
         }));
     };
-    if position > 1
-        && !history
-            .latest(source, version)
-            .is_some_and(|l| l.succeeded)
-    {
+    if position > 1 && !history.latest(source, version).is_some_and(|l| l.succeeded) {
         return Err(Refusal::NotInSource {
             pipeline: name,
             env: target_env.to_string(),
@@ -727,7 +728,9 @@ pub fn admit(
                 id: l.id,
             });
         }
-        Some(l) if l.phase == Phase::Succeeded && current.as_ref().is_some_and(|c| c.id == l.id) => {
+        Some(l)
+            if l.phase == Phase::Succeeded && current.as_ref().is_some_and(|c| c.id == l.id) =>
+        {
             return Err(Refusal::AlreadyThere {
                 pipeline: name,
                 env: target_env.to_string(),
@@ -761,8 +764,18 @@ pub fn admit(
         source_env: source.clone(),
         manual: promotion.manual,
         round,
-        cause: if older { Cause::Rollback } else { Cause::Manual },
-        id: promotion_id_round(&pipeline.namespace, &pipeline.name, target_env, version, round),
+        cause: if older {
+            Cause::Rollback
+        } else {
+            Cause::Manual
+        },
+        id: promotion_id_round(
+            &pipeline.namespace,
+            &pipeline.name,
+            target_env,
+            version,
+            round,
+        ),
     })
 }
 

@@ -288,19 +288,34 @@ impl Executor {
                     .then(a.id.cmp(&b.id))
             });
             let newest = group.pop().expect("groups are never empty");
-            let by = format!("{} ({}), the newest held when resumed", newest.version, newest.id);
+            let by = format!(
+                "{} ({}), the newest held when resumed",
+                newest.version, newest.id
+            );
             for p in group {
                 let supersede = crate::record::Action::Supersede { by: by.clone() };
-                if let Err(e) = self.store.act(&p.id, &p.pipeline.namespace, supersede).await {
+                if let Err(e) = self
+                    .store
+                    .act(&p.id, &p.pipeline.namespace, supersede)
+                    .await
+                {
                     tracing::warn!(promotion = %p.id, "cannot supersede a held promotion: {e}");
                 }
             }
             let release = crate::record::Action::Release {
                 manual: self.plugins.manual(&newest),
             };
-            match self.store.act(&newest.id, &newest.pipeline.namespace, release).await {
-                Ok(p) => tracing::info!(promotion = %p.id, phase = p.phase.as_str(), "held promotion released: its Pipeline was resumed"),
-                Err(e) => tracing::warn!(promotion = %newest.id, "cannot release a held promotion: {e}"),
+            match self
+                .store
+                .act(&newest.id, &newest.pipeline.namespace, release)
+                .await
+            {
+                Ok(p) => {
+                    tracing::info!(promotion = %p.id, phase = p.phase.as_str(), "held promotion released: its Pipeline was resumed")
+                }
+                Err(e) => {
+                    tracing::warn!(promotion = %newest.id, "cannot release a held promotion: {e}")
+                }
             }
         }
     }
@@ -313,7 +328,11 @@ impl Executor {
         if let Some(by) = self.store.superseded_by(&p) {
             match self
                 .store
-                .act(&p.id, &p.pipeline.namespace, crate::record::Action::Supersede { by })
+                .act(
+                    &p.id,
+                    &p.pipeline.namespace,
+                    crate::record::Action::Supersede { by },
+                )
                 .await
             {
                 Ok(_) => tracing::info!("superseded; not run"),

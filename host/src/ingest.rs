@@ -402,13 +402,21 @@ async fn retry_failed(
     body: &[u8],
     failed: crate::decide::Latest,
 ) -> Result<(&'static str, Response), Answer> {
-    let accepted = shared.store.accept(body, Vec::new()).await.map_err(unavailable)?;
+    let accepted = shared
+        .store
+        .accept(body, Vec::new())
+        .await
+        .map_err(unavailable)?;
     if accepted.replay {
         return Err(replayed());
     }
     let by = format!("event from {env}");
     let retry = crate::record::Action::Retry { by };
-    match shared.store.act(&failed.id, &pipeline.namespace, retry).await {
+    match shared
+        .store
+        .act(&failed.id, &pipeline.namespace, retry)
+        .await
+    {
         Ok(p) => {
             tracing::info!(promotion = %p.id, "failed promotion retried by an event");
             shared.executor.wake();
@@ -430,7 +438,10 @@ async fn retry_failed(
         // Retried meanwhile by someone else.
         Err(e @ StoreError::WrongPhase { .. }) => {
             let body = json!({"result": "ignored", "reason": format!("ignored: {e}")});
-            Ok(("ignored", (StatusCode::OK, axum::Json(body)).into_response()))
+            Ok((
+                "ignored",
+                (StatusCode::OK, axum::Json(body)).into_response(),
+            ))
         }
         Err(e) => Err(unavailable(e)),
     }

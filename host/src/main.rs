@@ -295,7 +295,9 @@ impl PipelineArgs {
     fn split(&self, pipeline: &str) -> anyhow::Result<(String, String)> {
         match (pipeline.split_once('/'), &self.namespace) {
             (Some((ns, name)), None) => Ok((ns.to_string(), name.to_string())),
-            (Some((ns, name)), Some(given)) if ns == given => Ok((ns.to_string(), name.to_string())),
+            (Some((ns, name)), Some(given)) if ns == given => {
+                Ok((ns.to_string(), name.to_string()))
+            }
             (Some((ns, _)), Some(given)) => {
                 bail!("pipeline {pipeline} is in namespace {ns}, not {given}")
             }
@@ -783,7 +785,8 @@ async fn operate(cmd: Command) -> anyhow::Result<std::process::ExitCode> {
             target,
         } => {
             let (namespace, name) = target.split(id)?;
-            let request = json!({"namespace": namespace, "pipeline": name, "environment": environment});
+            let request =
+                json!({"namespace": namespace, "pipeline": name, "environment": environment});
             target.admin.post("/promotions/retry", request).await?
         }
         Command::Retry {
@@ -798,12 +801,18 @@ async fn operate(cmd: Command) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Reject { id, reason, admin } => {
             admin
-                .post(&format!("/promotions/{id}/reject"), json!({"reason": reason}))
+                .post(
+                    &format!("/promotions/{id}/reject"),
+                    json!({"reason": reason}),
+                )
                 .await?
         }
         Command::Abort { id, reason, admin } => {
             admin
-                .post(&format!("/promotions/{id}/abort"), json!({"reason": reason}))
+                .post(
+                    &format!("/promotions/{id}/abort"),
+                    json!({"reason": reason}),
+                )
                 .await?
         }
         Command::Suspend {
@@ -896,7 +905,11 @@ async fn operate(cmd: Command) -> anyhow::Result<std::process::ExitCode> {
                         s(&p["version"]),
                         s(&p["how"]),
                         s(&p["phase"]),
-                        if who.is_empty() { "-".into() } else { who.join("; ") },
+                        if who.is_empty() {
+                            "-".into()
+                        } else {
+                            who.join("; ")
+                        },
                         outcome.trim()
                     );
                 }

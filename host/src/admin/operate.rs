@@ -108,12 +108,16 @@ fn check_text(field: &str, value: Option<&str>, max: usize, required: bool) -> R
 
 /// The Pipeline in force, or 404 naming it.
 fn pipeline(shared: &Shared, namespace: &str, name: &str) -> Result<Pipeline, Problem> {
-    shared.catalog().pipeline(namespace, name).cloned().ok_or_else(|| {
-        Problem(
-            StatusCode::NOT_FOUND,
-            format!("no Pipeline {namespace}/{name} is in force"),
-        )
-    })
+    shared
+        .catalog()
+        .pipeline(namespace, name)
+        .cloned()
+        .ok_or_else(|| {
+            Problem(
+                StatusCode::NOT_FOUND,
+                format!("no Pipeline {namespace}/{name} is in force"),
+            )
+        })
 }
 
 #[derive(Deserialize)]
@@ -209,14 +213,18 @@ pub async fn promote(
         return Err(Problem(
             StatusCode::CONFLICT,
             format!("promotion {} was recorded already", admitted.id),
-        ).into());
+        )
+        .into());
     }
     tracing::info!(promotion = %admitted.id, caller = %by, cause = admitted.cause.as_str(), phase = phase.as_str(), "promotion requested by an operator");
     shared.executor.wake();
     let stored = shared.store.get(&admitted.id)?.ok_or_else(|| {
         Problem(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("promotion {} was recorded but cannot be read back", admitted.id),
+            format!(
+                "promotion {} was recorded but cannot be read back",
+                admitted.id
+            ),
         )
     })?;
     Ok((StatusCode::CREATED, Json(view(&stored))).into_response())
@@ -287,7 +295,8 @@ pub async fn step(
             return Err(Problem(
                 StatusCode::NOT_FOUND,
                 format!("no step {other:?}: approve, retry, reject or abort"),
-            ).into());
+            )
+            .into());
         }
     };
     let done = shared.store.act(&id, &ns, action).await?;
@@ -324,13 +333,18 @@ pub async fn retry_failed(
                 .into_iter()
                 .map(String::from)
                 .collect(),
-        }).into());
+        })
+        .into());
     }
     let by = who.caller.to_string();
     let failed: Vec<Promotion> = records_of(&shared.store, &pipeline.reference())?
         .into_iter()
         .filter(|p| p.phase == Phase::Failed)
-        .filter(|p| req.environment.as_ref().is_none_or(|e| *e == p.target_environment))
+        .filter(|p| {
+            req.environment
+                .as_ref()
+                .is_none_or(|e| *e == p.target_environment)
+        })
         .collect();
     let mut retried = Vec::new();
     for p in failed {
@@ -373,7 +387,8 @@ pub async fn suspend(
             return Err(Problem(
                 StatusCode::NOT_FOUND,
                 format!("no step {other:?}: suspend or resume"),
-            ).into());
+            )
+            .into());
         }
     };
     let pipeline = pipeline(&shared, &namespace, &name)?;
@@ -387,7 +402,8 @@ pub async fn suspend(
                         "Pipeline {pipeline} is suspended by its manifest (spec.suspend: true); \
                          set it to false there to resume it"
                     ),
-                ).into());
+                )
+                .into());
             }
             let who = req
                 .reason
@@ -411,7 +427,8 @@ pub async fn suspend(
             return Err(Problem(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no Kubernetes client to suspend the Pipeline with".into(),
-            ).into());
+            )
+            .into());
         }
     }
     tracing::info!(pipeline = %pipeline, caller = %by, suspend, "pipeline {}", if suspend { "suspended" } else { "resumed" });
@@ -447,7 +464,8 @@ pub async fn history(
                     .into_iter()
                     .map(String::from)
                     .collect(),
-            }).into());
+            })
+            .into());
         }
         Some(env) => vec![env.clone()],
         None => pipeline

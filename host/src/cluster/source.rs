@@ -178,12 +178,22 @@ pub struct Snapshot {
 
 impl Cluster {
     /// Sets `spec.suspend` of the Pipeline `namespace/name` (a merge patch).
-    pub async fn set_suspend(client: Client, namespace: &str, name: &str, suspend: bool) -> Result<(), kube::Error> {
-        let api: kube::Api<crate::cluster::crd::Pipeline> = kube::Api::namespaced(client, namespace);
+    pub async fn set_suspend(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        suspend: bool,
+    ) -> Result<(), kube::Error> {
+        let api: kube::Api<crate::cluster::crd::Pipeline> =
+            kube::Api::namespaced(client, namespace);
         let patch = serde_json::json!({"spec": {"suspend": suspend}});
-        api.patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
-            .await
-            .map(drop)
+        api.patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .map(drop)
     }
 
     /// Connects with the pod's service account, or the kubeconfig outside a cluster;
@@ -571,7 +581,10 @@ impl Cluster {
                 Phase::Held if new => (
                     EventType::Normal,
                     "PromotionHeld",
-                    format!("promotion of {what} held: the Pipeline is suspended ({})", p.id),
+                    format!(
+                        "promotion of {what} held: the Pipeline is suspended ({})",
+                        p.id
+                    ),
                 ),
                 Phase::Rejected | Phase::Aborted => (
                     EventType::Normal,

@@ -2,8 +2,8 @@
 //! applies it to the database, answers, and checkpoints the database now and then.
 
 use super::{
-    Accepted, Action, Approval, Change, EVENTS, Op, PROMOTIONS, Promotion, Record, Reply, SharedIndex,
-    Slot, StoreError, now_ms,
+    Accepted, Action, Approval, Change, EVENTS, Op, PROMOTIONS, Promotion, Record, Reply,
+    SharedIndex, Slot, StoreError, now_ms,
 };
 use redb::{Database, ReadableTable};
 use std::path::{Path, PathBuf};
@@ -386,10 +386,13 @@ pub(super) fn apply(
                     let result = match (current, op) {
                         (None, _) => Err(StoreError::NotFound(id.clone())),
                         (Some(p), Change::Act { action, .. }) => action.apply(p, now_ms()),
-                        (Some(p), Change::Approve {
-                            approval: Some(approval),
-                            ..
-                        }) => Action::Approve(approval.clone()).apply(p, now_ms()),
+                        (
+                            Some(p),
+                            Change::Approve {
+                                approval: Some(approval),
+                                ..
+                            },
+                        ) => Action::Approve(approval.clone()).apply(p, now_ms()),
                         // An older version's journal: it checked before journaling.
                         (Some(p), _) => Action::Approve(Approval {
                             pipeline: p.pipeline.clone(),

@@ -332,15 +332,27 @@ impl Approval {
 pub enum Action {
     Approve(Approval),
     /// A failed promotion runs again: same id (the idempotency key), attempts go on.
-    Retry { by: String },
+    Retry {
+        by: String,
+    },
     /// A promotion waiting for approval will never run.
-    Reject { by: String, reason: String },
+    Reject {
+        by: String,
+        reason: String,
+    },
     /// A promotion that has not run (pending, waiting or held) will never run.
-    Abort { by: String, reason: String },
+    Abort {
+        by: String,
+        reason: String,
+    },
     /// A newer version reached the environment (`by` names it): this one never runs.
-    Supersede { by: String },
+    Supersede {
+        by: String,
+    },
     /// Its Pipeline was resumed and this is the newest held version for its environment.
-    Release { manual: bool },
+    Release {
+        manual: bool,
+    },
 }
 
 impl Action {
@@ -364,6 +376,12 @@ impl Action {
             wanted,
         };
         match self {
+            Action::Approve(_) | Action::Release { .. } if p.phase == Phase::Superseded => {
+                return Err(StoreError::Superseded {
+                    by: p.closed_by.unwrap_or_else(|| "a newer version".into()),
+                    id: p.id,
+                });
+            }
             Action::Approve(approval) => return approval.apply(p, now),
             Action::Retry { by } => {
                 if p.phase != Phase::Failed {
@@ -508,7 +526,10 @@ enum Change {
         approval: Option<Approval>,
     },
     /// A step on one promotion ([`Action`]), checked when applied.
-    Act { id: String, action: Action },
+    Act {
+        id: String,
+        action: Action,
+    },
     /// Suspends the pipeline `ns/name` (`by`: who), or resumes it (`by` absent).
     Suspend {
         pipeline: String,
@@ -890,7 +911,11 @@ impl LocalStore {
     }
 
     /// Suspends `pipeline` (`by`: who) or resumes it (`None`), durably.
-    pub async fn suspend(&self, pipeline: &PipelineRef, by: Option<String>) -> Result<(), StoreError> {
+    pub async fn suspend(
+        &self,
+        pipeline: &PipelineRef,
+        by: Option<String>,
+    ) -> Result<(), StoreError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.send(Op {
             change: Change::Suspend {
@@ -1067,8 +1092,8 @@ impl History for LocalHistory<'_> {
                     continue;
                 };
                 found = true;
-                let succeeded = p.phase == Phase::Succeeded
-                    || latest.as_ref().is_some_and(|l| l.succeeded);
+                let succeeded =
+                    p.phase == Phase::Succeeded || latest.as_ref().is_some_and(|l| l.succeeded);
                 latest = Some(Latest {
                     id: p.id,
                     phase: p.phase,
@@ -1235,7 +1260,10 @@ impl Store {
         {
             self.act_unchecked(id, namespace, Action::Supersede { by: by.clone() })
                 .await?;
-            return Err(StoreError::Superseded { id: id.to_string(), by });
+            return Err(StoreError::Superseded {
+                id: id.to_string(),
+                by,
+            });
         }
         self.act_unchecked(id, namespace, action).await
     }
@@ -1265,7 +1293,8 @@ impl Store {
             return None;
         }
         let current = self.with_history(&p.pipeline, |h| h.current(&p.target_environment))?;
-        crate::decide::supersedes(&current, p).then(|| format!("{} ({})", current.version, current.id))
+        crate::decide::supersedes(&current, p)
+            .then(|| format!("{} ({})", current.version, current.id))
     }
 
     /// After `done` succeeded: every promotion into its environment that has not run and
@@ -1284,7 +1313,11 @@ impl Store {
                 && crate::decide::supersedes(&current, &p)
             {
                 match self
-                    .act_unchecked(&p.id, &p.pipeline.namespace, Action::Supersede { by: by.clone() })
+                    .act_unchecked(
+                        &p.id,
+                        &p.pipeline.namespace,
+                        Action::Supersede { by: by.clone() },
+                    )
                     .await
                 {
                     Ok(_) => superseded.push(p.id),
@@ -1301,7 +1334,11 @@ impl Store {
     pub fn held(&self) -> Result<Vec<Promotion>, StoreError> {
         match self {
             Store::Local(s) => s.held(),
-            Store::Resources(s) => Ok(s.not_run().into_iter().filter(|p| p.phase == Phase::Held).collect()),
+            Store::Resources(s) => Ok(s
+                .not_run()
+                .into_iter()
+                .filter(|p| p.phase == Phase::Held)
+                .collect()),
         }
     }
 

@@ -35,7 +35,9 @@
 //! of Promotions (relisted when the watch breaks); that is what `decide`, the worker and
 //! `GET /promotions` read.
 
-use super::{Accepted, Action, Approval, Cause, Due, Phase, Promotion, StoreError, now_ms, rfc3339};
+use super::{
+    Accepted, Action, Approval, Cause, Due, Phase, Promotion, StoreError, now_ms, rfc3339,
+};
 use crate::cluster::crd;
 use crate::decide::{History, VersionIndex, promotion_id_round};
 use crate::pipeline::{Pipeline, StrategyRef};
@@ -905,8 +907,12 @@ impl ResourceStore {
     /// Moves the promotion `id` waiting for approval to pending, if it is the one
     /// `approval` names.
     pub async fn approve(&self, id: &str, approval: &Approval) -> Result<Promotion, StoreError> {
-        self.act(id, &approval.pipeline.namespace, Action::Approve(approval.clone()))
-            .await
+        self.act(
+            id,
+            &approval.pipeline.namespace,
+            Action::Approve(approval.clone()),
+        )
+        .await
     }
 
     /// Applies `action` to the Promotion `id` in `namespace`, if it applies to the object
