@@ -540,7 +540,11 @@ fn rbac_grants_the_least_privilege_the_controller_needs() {
     let got: BTreeSet<Rule> = rules(cluster).into_iter().collect();
     let want: BTreeSet<Rule> = [
         // What Kubernetes mode calls (tests/kubernetes/api.rs serves exactly these).
-        rule("pipelines.weave.works", "pipelines", &["list", "watch", "patch"]),
+        rule(
+            "pipelines.weave.works",
+            "pipelines",
+            &["list", "watch", "patch"],
+        ),
         rule("pipelines.weave.works", "pipelines/status", &["patch"]),
         rule(
             "promoter.dev",

@@ -1031,6 +1031,46 @@ pub(crate) async fn handle(
                 ),
             }
         }
+        // ClusterRole: pipelines patch: spec.suspend, from the admin API's suspend/resume.
+        ("PATCH", "pipelines.weave.works/v1alpha1", ["namespaces", ns, "pipelines", name]) => {
+            if let Some(refused) = merge_patch_only(&headers) {
+                return refused;
+            }
+            let patch: Value = serde_json::from_slice(&body).unwrap();
+            let mut objects = api.objects.lock().unwrap();
+            let found = objects.iter_mut().find(|o| {
+                o["kind"] == "Pipeline"
+                    && o["metadata"]["namespace"] == *ns
+                    && o["metadata"]["name"] == *name
+            });
+            let Some(p) = found else {
+                return status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("pipelines {name:?} not found"),
+                );
+            };
+            // The main resource: the status is the subresource's, never patched here.
+            let mut changed = p.clone();
+            let mut spec_only = patch.clone();
+            if let Some(o) = spec_only.as_object_mut() {
+                o.remove("status");
+            }
+            merge_patch(&mut changed, &spec_only);
+            if let Some(refused) = refuse_invalid(&api, &changed) {
+                return refused;
+            }
+            if changed["spec"] != p["spec"] {
+                let generation = changed["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+                changed["metadata"]["generation"] = json!(generation);
+            }
+            if changed != *p {
+                *p = changed;
+                api.bump(p);
+                api.changed("MODIFIED", p);
+            }
+            axum::Json(p.clone()).into_response()
+        }
         // ClusterRole: events.k8s.io events create (patch when one repeats).
         ("POST", "events.k8s.io/v1", ["namespaces", ns, "events"]) => {
             let mut event: Value = serde_json::from_slice(&body).unwrap();

@@ -7,6 +7,7 @@ mod api;
 mod load;
 mod metrics;
 mod migration;
+mod operate;
 mod shapes;
 mod shutdown;
 #[path = "../support/mod.rs"]

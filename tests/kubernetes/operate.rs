@@ -1,0 +1,220 @@
+//! Operators steer in Kubernetes mode: the CLI against a replica's admin API, the records
+//! being Promotion resources on the fake API server, every caller checked with a
+//! TokenReview and a SubjectAccessReview.
+
+use super::*;
+use crate::support::CLUSTER_ADMIN_TOKEN;
+
+const BIN: &str = env!("CARGO_BIN_EXE_promoter");
+
+/// `promoter ARGS --admin <server> --token-file <token>`: exit code, stdout, stderr.
+fn cli(
+    server: &Server,
+    dir: &std::path::Path,
+    token: &str,
+    args: &[&str],
+) -> (i32, String, String) {
+    let file = dir.join(format!("token-{}", token.len()));
+    std::fs::write(&file, token).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .args(["--admin", &server.admin, "--token-file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn versions_into(ci: &Receiver, env: &str) -> Vec<String> {
+    ci.received()
+        .iter()
+        .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
+        .filter(|b| b["targetEnvironment"] == env)
+        .map(|b| b["version"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_kubernetes_mode_retry_after_the_secret_is_added_rollback_and_suspend_work_through_the_api()
+ {
+    let ci = Receiver::start(202, "queued").await;
+    let dir = scratch("kubernetes-operate");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut applied = objects(&dir, &ci.url("/job/promote"));
+    // The strategy's Secret is missing at first.
+    let secret = applied
+        .iter()
+        .position(|o| o["kind"] == "Secret" && o["metadata"]["name"] == "ci-hmac")
+        .unwrap();
+    let ci_secret = applied.remove(secret);
+    let cluster = cluster(&dir, applied).await;
+    let api = cluster.api.clone();
+    let server = Server::start_in_cluster(
+        &cluster.kubeconfig,
+        &dir.join("data"),
+        &["--watch-interval", "200ms"],
+    );
+    let token = CLUSTER_ADMIN_TOKEN;
+
+    let event = deployment_event("HelmRelease", "podinfo-dev", "podinfo", "1.1.0");
+    let (code, body) = send(&server, "dev", &event, Some(EVENTS_KEY)).await;
+    assert_eq!(code, 202, "{body}");
+    wait_until(
+        "the promotion to fail for the missing Secret",
+        &server,
+        || promotion_of(&api, "test", "1.1.0").is_some_and(|p| p["status"]["phase"] == "failed"),
+    )
+    .await;
+    let failed = promotion_of(&api, "test", "1.1.0").unwrap();
+    let id = failed["metadata"]["name"].as_str().unwrap().to_string();
+    assert!(
+        failed["status"]["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("ci-hmac"),
+        "{failed}"
+    );
+
+    api.add(ci_secret);
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let (code, out, err) = cli(&server, &dir, token, &["retry", &id]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_until("the retried promotion to succeed", &server, || {
+        promotion_of(&api, "test", "1.1.0").is_some_and(|p| p["status"]["phase"] == "succeeded")
+    })
+    .await;
+    let done = promotion_of(&api, "test", "1.1.0").unwrap();
+    assert_eq!(
+        done["metadata"]["name"],
+        id.as_str(),
+        "the same Promotion, the same key"
+    );
+    assert_eq!(done["status"]["retriedBy"], "user kubernetes-admin");
+    assert_eq!(versions_into(&ci, "test"), ["1.1.0"]);
+
+    // Rollback: 1.2.0 goes out, then 1.1.0 again, as a Promotion of its own (round 2).
+    promoted_into_test(&server, &api, "1.2.0").await;
+    let (code, _, err) = cli(
+        &server,
+        &dir,
+        token,
+        &["promote", "flux-system/podinfo", "test", "1.1.0"],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("HTTP 409") && err.contains("--rollback"),
+        "{err}"
+    );
+    let (code, out, err) = cli(
+        &server,
+        &dir,
+        token,
+        &[
+            "promote",
+            "flux-system/podinfo",
+            "test",
+            "1.1.0",
+            "--rollback",
+            "--reason",
+            "bad 1.2.0",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let round2 = promoter::decide::promotion_id_round("flux-system", "podinfo", "test", "1.1.0", 2);
+    wait_until("the rollback to succeed", &server, || {
+        promotion_named(&api, &round2).is_some_and(|p| p["status"]["phase"] == "succeeded")
+    })
+    .await;
+    let rollback = promotion_named(&api, &round2).unwrap();
+    assert_eq!(rollback["spec"]["rollback"], true);
+    assert_eq!(rollback["spec"]["round"], 2);
+    assert_eq!(rollback["spec"]["reason"], "bad 1.2.0");
+    assert_eq!(rollback["status"]["requestedBy"], "user kubernetes-admin");
+    assert_eq!(versions_into(&ci, "test"), ["1.1.0", "1.2.0", "1.1.0"]);
+
+    // Suspend sets spec.suspend on the Pipeline; events are held; resume runs the newest.
+    let (code, out, err) = cli(&server, &dir, token, &["suspend", "flux-system/podinfo"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let pipeline = api.find("Pipeline", "flux-system", "podinfo").unwrap();
+    assert_eq!(pipeline["spec"]["suspend"], true);
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    for version in ["1.3.0", "1.4.0"] {
+        let event = deployment_event("HelmRelease", "podinfo-dev", "podinfo", version);
+        let (code, body) = send(&server, "dev", &event, Some(EVENTS_KEY)).await;
+        assert_eq!(code, 202, "{body}");
+        assert!(body.contains("\"phase\":\"held\""), "{body}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    assert_eq!(
+        versions_into(&ci, "test").len(),
+        3,
+        "nothing runs while suspended"
+    );
+    let (code, out, err) = cli(&server, &dir, token, &["resume", "flux-system/podinfo"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_until(
+        "1.4.0 to succeed and 1.3.0 to be superseded",
+        &server,
+        || {
+            promotion_of(&api, "test", "1.4.0").is_some_and(|p| p["status"]["phase"] == "succeeded")
+                && promotion_of(&api, "test", "1.3.0")
+                    .is_some_and(|p| p["status"]["phase"] == "superseded")
+        },
+    )
+    .await;
+    assert_eq!(
+        versions_into(&ci, "test"),
+        ["1.1.0", "1.2.0", "1.1.0", "1.4.0"]
+    );
+    api.assert_only_granted();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_who_may_not_patch_promotions_cannot_retry_reject_or_promote_and_nothing_changes()
+{
+    let dir = scratch("kubernetes-operate-rights");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cluster, server, a_id, b_id) = two_teams(&dir).await;
+    let api = cluster.api.clone();
+    let before = api.find("Promotion", "team-a", &a_id).unwrap();
+
+    // Alice may read team-a's promotions, not change them.
+    let (code, _, err) = cli(
+        &server,
+        &dir,
+        ALICE_TOKEN,
+        &["abort", &a_id, "--reason", "no"],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("HTTP 403") && err.contains("patch") && err.contains("team-a"),
+        "{err}"
+    );
+    let (code, _, err) = cli(&server, &dir, ALICE_TOKEN, &["retry", &a_id]);
+    assert_eq!(code, 1);
+    assert!(err.contains("HTTP 403"), "{err}");
+    let (code, _, err) = cli(
+        &server,
+        &dir,
+        ALICE_TOKEN,
+        &["promote", "team-a/shop", "prod", "9.9.9"],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("HTTP 403") && err.contains("create"), "{err}");
+    // Team-b's promotion is not even there for her.
+    let (code, _, err) = cli(&server, &dir, ALICE_TOKEN, &["retry", &b_id]);
+    assert_eq!(code, 1);
+    assert!(err.contains("HTTP 404"), "{err}");
+    let (code, _, err) = cli(&server, &dir, ALICE_TOKEN, &["suspend", "team-b/shop"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("HTTP 403"), "{err}");
+    assert_eq!(
+        api.find("Promotion", "team-a", &a_id).unwrap()["status"],
+        before["status"]
+    );
+    api.assert_only_granted();
+}
