@@ -141,6 +141,39 @@ async fn an_event_for_a_version_whose_promotion_failed_runs_it_again() {
 }
 
 #[tokio::test]
+async fn retry_failed_runs_every_failed_promotion_of_a_pipeline_again() {
+    // The receiver refuses for good (400) twice, then takes everything.
+    let ci = Receiver::start(202, "queued").await;
+    ci.then_answer(&[(400, &[]), (400, &[])]);
+    let server = start("operate-retry-failed", &ci, &[]).await;
+    for version in ["1.2.0", "1.3.0"] {
+        deployed_in_dev(&server, version).await;
+        server
+            .wait_for("the promotion to fail", |all| {
+                one(all, "test", version).is_some_and(|p| p["phase"] == "failed")
+            })
+            .await;
+    }
+    let (code, out, err) = cli(
+        &server,
+        &["retry", "--failed", "flux-system/podinfo", "test"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("2 failed promotion(s) retried"), "{out}");
+    succeeded_into(&server, "test", "1.2.0").await;
+    succeeded_into(&server, "test", "1.3.0").await;
+    let (code, _, err) = cli(
+        &server,
+        &["retry", "--failed", "flux-system/podinfo", "staging"],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("HTTP 404") && err.contains("\"staging\" not found"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn a_rollback_from_1_2_0_to_1_1_0_reaches_the_receiver_with_the_older_version() {
     let ci = Receiver::start(202, "queued").await;
     let server = start("operate-rollback", &ci, &[]).await;
@@ -261,7 +294,7 @@ async fn operator_requests_that_name_nothing_or_ask_nonsense_are_refused_naming_
 #[tokio::test]
 async fn reject_and_abort_are_final_recorded_with_who_and_why_and_nothing_reaches_the_receiver() {
     let ci = Receiver::start(202, "queued").await;
-    let server = start("operate-reject", &ci, &[]).await;
+    let mut server = start("operate-reject", &ci, &[]).await;
     deployed_in_dev(&server, "1.2.0").await;
     succeeded_into(&server, "test", "1.2.0").await;
     let event =
@@ -293,6 +326,10 @@ async fn reject_and_abort_are_final_recorded_with_who_and_why_and_nothing_reache
     assert_eq!(rejected["phase"], "rejected");
     assert_eq!(rejected["closedBy"], "loopback caller");
     assert_eq!(rejected["closeReason"], "fails the load test");
+    // Durable before it answered: kill -9 and a restart keep it.
+    server.restart();
+    let all = server.promotions().await;
+    assert_eq!(one(&all, "prod", "1.2.0").unwrap()["phase"], "rejected");
 
     // Abort: a promotion pending its next attempt (the receiver is down) never runs again.
     ci.then_answer(&[(503, &[]), (503, &[]), (503, &[])]);
@@ -387,12 +424,14 @@ async fn a_newer_version_that_succeeds_supersedes_an_older_one_waiting_for_appro
 #[tokio::test]
 async fn a_suspended_pipeline_holds_events_and_on_resume_runs_only_the_newest_per_environment() {
     let ci = Receiver::start(202, "queued").await;
-    let server = start("operate-suspend", &ci, &[]).await;
+    let mut server = start("operate-suspend", &ci, &[]).await;
     let (code, out, err) = cli(
         &server,
         &["suspend", "flux-system/podinfo", "--reason", "freeze"],
     );
     assert_eq!(code, 0, "{out}{err}");
+    // Kept in the data directory: suspended across a kill -9 and a restart.
+    server.restart();
     for version in ["1.2.0", "1.3.0"] {
         let (code, body) = deployed_in_dev(&server, version).await;
         assert_eq!(code, 202, "{body}");
@@ -416,4 +455,70 @@ async fn a_suspended_pipeline_holds_events_and_on_resume_runs_only_the_newest_pe
         .await;
     assert_eq!(all.len(), 2);
     assert_eq!(versions_into(&ci, "test"), ["1.3.0"]);
+}
+
+/// One raw HTTP/1.1 request to the admin listener, as a browser would send it: the status.
+async fn raw(server: &Server, request: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = server.admin.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_web_page_cannot_post_a_form_to_suspend_or_promote_csrf() {
+    let ci = Receiver::start(202, "queued").await;
+    let server = start("operate-csrf", &ci, &[]).await;
+    let addr = server.admin.trim_start_matches("http://").to_string();
+    // What a cross-site form or fetch without preflight can send: text/plain or a form.
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let body = r#"{"reason":"pwned"}"#;
+        let request = format!(
+            "POST /pipelines/flux-system/podinfo/suspend HTTP/1.1\r\nHost: {addr}\r\n\
+             Origin: http://evil.example\r\nContent-Type: {content_type}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        assert_eq!(raw(&server, &request).await, 415, "{content_type}");
+    }
+    let (_, out, _) = cli(&server, &["history", "flux-system/podinfo"]);
+    assert!(!out.contains("suspended"), "nothing was suspended: {out}");
+    let (code, body) = deployed_in_dev(&server, "1.2.0").await;
+    assert_eq!(code, 202, "{body}");
+    assert!(body.contains("\"phase\":\"pending\""), "{body}");
+}
+
+#[tokio::test]
+async fn a_page_whose_name_is_rebound_to_loopback_cannot_read_or_steer_dns_rebinding() {
+    let ci = Receiver::start(202, "queued").await;
+    let server = start("operate-rebinding", &ci, &[]).await;
+    let port = server.admin.rsplit(':').next().unwrap().to_string();
+    let get = format!(
+        "GET /promotions HTTP/1.1\r\nHost: evil.example:{port}\r\nConnection: close\r\n\r\n"
+    );
+    assert_eq!(raw(&server, &get).await, 403);
+    let body = r#"{"reason":"pwned"}"#;
+    let post = format!(
+        "POST /pipelines/flux-system/podinfo/suspend HTTP/1.1\r\nHost: evil.example:{port}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(raw(&server, &post).await, 403);
+    // The same from a local client naming the loopback address is answered.
+    let ok =
+        format!("GET /promotions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    assert_eq!(raw(&server, &ok).await, 200);
+    let ok =
+        format!("GET /promotions HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n");
+    assert_eq!(raw(&server, &ok).await, 200);
+    let (_, out, _) = cli(&server, &["history", "flux-system/podinfo"]);
+    assert!(!out.contains("suspended"), "{out}");
 }

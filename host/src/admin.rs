@@ -44,11 +44,32 @@ pub fn router(shared: Arc<Shared>, auth: Auth) -> Router {
             post(operate::suspend),
         )
         .fallback(|| async { StatusCode::NOT_FOUND })
+        .layer(axum::middleware::from_fn(json_only))
         .layer(axum::middleware::from_fn_with_state(
             auth,
             auth::authenticate,
         ));
     open.merge(guarded).with_state(shared)
+}
+
+/// Every change is asked for with `Content-Type: application/json`, which a browser sends
+/// across origins only after a CORS preflight this listener never grants: a page the
+/// operator visits cannot post a form or a `text/plain` body to steer promotions (CSRF).
+async fn json_only(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if request.method() != axum::http::Method::GET && !json {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            axum::Json(json!({"reason": "send the request with Content-Type: application/json"})),
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {

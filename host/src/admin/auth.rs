@@ -121,6 +121,13 @@ pub enum Refusal {
          --admin-token-file"
     )]
     NotLoopback,
+    /// A loopback connection whose Host header names something else: a web page whose
+    /// name was rebound to 127.0.0.1 (DNS rebinding) calling from the operator's browser.
+    #[error(
+        "the admin API answers loopback callers only, and this request's Host header names \
+         {0:?}, not a loopback address or localhost"
+    )]
+    ForeignHost(String),
     #[error("{caller} may not {verb} promotions.promoter.dev in namespace {namespace}")]
     Forbidden {
         caller: String,
@@ -141,7 +148,7 @@ impl IntoResponse for Refusal {
                 axum::Json(json!({"reason": reason})),
             )
                 .into_response(),
-            Refusal::NotLoopback => {
+            Refusal::NotLoopback | Refusal::ForeignHost(_) => {
                 (StatusCode::FORBIDDEN, axum::Json(json!({"reason": reason}))).into_response()
             }
             Refusal::Forbidden {
@@ -241,7 +248,10 @@ impl Auth {
     ) -> Result<Caller, Refusal> {
         match &*self.0 {
             Scheme::Loopback => match peer {
-                Some(peer) if is_loopback(peer) => Ok(Caller::Loopback),
+                Some(peer) if is_loopback(peer) => match foreign_host(headers) {
+                    None => Ok(Caller::Loopback),
+                    Some(host) => Err(Refusal::ForeignHost(host)),
+                },
                 _ => Err(Refusal::NotLoopback),
             },
             Scheme::TokenFile(file) => {
@@ -274,6 +284,26 @@ impl Auth {
 /// also when an IPv4 peer reaches a dual-stack socket as `::ffff:127.0.0.1`.
 pub fn is_loopback(peer: SocketAddr) -> bool {
     peer.ip().to_canonical().is_loopback()
+}
+
+/// The Host header, when it names anything but a loopback address or `localhost`: a
+/// browser sends the name of the page's origin, so a page on a name rebound to 127.0.0.1
+/// is told apart from a local client (curl, the CLI, a probe).
+fn foreign_host(headers: &HeaderMap) -> Option<String> {
+    let host = headers.get(header::HOST)?;
+    let Ok(text) = host.to_str() else {
+        return Some(String::from_utf8_lossy(host.as_bytes()).into_owned());
+    };
+    let name = match text.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => text,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    let loopback = name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback());
+    (!loopback).then(|| text.to_string())
 }
 
 /// The token of an `Authorization: Bearer <token>` header.
