@@ -218,3 +218,124 @@ async fn a_reader_who_may_not_patch_promotions_cannot_retry_reject_or_promote_an
     );
     api.assert_only_granted();
 }
+
+/// POSTs `body` to the admin API as the cluster admin.
+async fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
+    let url = format!("{}{path}", server.admin);
+    promoter::client::admin_call(&url, Some(CLUSTER_ADMIN_TOKEN), Some(&body))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_kubernetes_mode_supersede_reject_and_abort_change_what_reaches_the_receiver() {
+    let ci = Receiver::start(202, "queued").await;
+    let (dir, cluster) = example_cluster("kubernetes-operate-close", &ci).await;
+    let api = cluster.api.clone();
+    let server = Server::start_in_cluster(
+        &cluster.kubeconfig,
+        &dir.join("data"),
+        &["--watch-interval", "200ms"],
+    );
+    // 1.2.0, 1.3.0 and 1.4.0 reach test; test reports each; all wait for approval in prod.
+    for version in ["1.2.0", "1.3.0", "1.4.0"] {
+        promoted_into_test(&server, &api, version).await;
+        let event = deployment_event("HelmRelease", "podinfo-test", "podinfo", version);
+        let (code, body) = send(&server, "test", &event, Some(EVENTS_KEY)).await;
+        assert_eq!(code, 202, "{body}");
+    }
+    wait_until("three promotions waiting in prod", &server, || {
+        ["1.2.0", "1.3.0", "1.4.0"].iter().all(|v| {
+            promotion_of(&api, "prod", v)
+                .is_some_and(|p| p["status"]["phase"] == "waiting-approval")
+        })
+    })
+    .await;
+    let id = |v: &str| {
+        promotion_of(&api, "prod", v).unwrap()["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // Reject 1.4.0: final, recorded with who and why.
+    let (code, body) = post(
+        &server,
+        &format!("/promotions/{}/reject", id("1.4.0")),
+        json!({"reason": "fails the load test"}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    // Approve 1.3.0: it goes out, and 1.2.0, older and waiting, is superseded.
+    let (code, body) = post(
+        &server,
+        &format!("/promotions/{}/approve", id("1.3.0")),
+        json!({}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    wait_until("1.3.0 into prod, 1.2.0 superseded", &server, || {
+        promotion_of(&api, "prod", "1.3.0").is_some_and(|p| p["status"]["phase"] == "succeeded")
+            && promotion_of(&api, "prod", "1.2.0")
+                .is_some_and(|p| p["status"]["phase"] == "superseded")
+    })
+    .await;
+    let (code, body) = post(
+        &server,
+        &format!("/promotions/{}/approve", id("1.2.0")),
+        json!({}),
+    )
+    .await;
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("superseded by 1.3.0"),
+        "{body}"
+    );
+    let rejected = promotion_of(&api, "prod", "1.4.0").unwrap();
+    assert_eq!(rejected["status"]["phase"], "rejected");
+    assert_eq!(rejected["status"]["closedBy"], "user kubernetes-admin");
+    assert_eq!(rejected["status"]["closeReason"], "fails the load test");
+
+    // Abort: 1.5.0 into test waits for its next attempt (the receiver is down) and never
+    // runs again.
+    ci.then_answer(&[(503, &[]), (503, &[]), (503, &[])]);
+    let event = deployment_event("HelmRelease", "podinfo-dev", "podinfo", "1.5.0");
+    let (code, body) = send(&server, "dev", &event, Some(EVENTS_KEY)).await;
+    assert_eq!(code, 202, "{body}");
+    wait_until("1.5.0 to be pending its next attempt", &server, || {
+        promotion_of(&api, "test", "1.5.0")
+            .is_some_and(|p| p["status"]["phase"] == "pending" && p["status"]["attempts"] == 1)
+    })
+    .await;
+    let aborted = promotion_of(&api, "test", "1.5.0").unwrap()["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, body) = post(
+        &server,
+        &format!("/promotions/{aborted}/abort"),
+        json!({"reason": "wrong build"}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let calls = versions_into(&ci, "test").len();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        versions_into(&ci, "test").len(),
+        calls,
+        "an aborted promotion never runs"
+    );
+    assert_eq!(
+        promotion_of(&api, "test", "1.5.0").unwrap()["status"]["phase"],
+        "aborted"
+    );
+    assert_eq!(
+        versions_into(&ci, "prod"),
+        ["1.3.0"],
+        "only the approved version reached prod"
+    );
+    api.assert_only_granted();
+}
