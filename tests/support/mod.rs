@@ -7,6 +7,9 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// Statuses (and headers) a [`Receiver`] answers next, in order.
+pub type Script = Arc<Mutex<std::collections::VecDeque<(u16, Vec<(String, String)>)>>>;
+
 /// One request as the receiver saw it.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -41,7 +44,7 @@ pub struct Receiver {
     /// Requests still to be held without an answer (a stalled far side).
     pub hold: Arc<AtomicUsize>,
     /// Statuses for the next requests, in order; afterwards the default status.
-    pub script: Arc<Mutex<std::collections::VecDeque<(u16, Vec<(String, String)>)>>>,
+    pub script: Script,
 }
 
 impl Receiver {
@@ -56,8 +59,7 @@ impl Receiver {
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let hold = Arc::new(AtomicUsize::new(held));
-        let script: Arc<Mutex<std::collections::VecDeque<(u16, Vec<(String, String)>)>>> =
-            Arc::default();
+        let script: Script = Arc::default();
         let (c, r, h, sc) = (
             connections.clone(),
             requests.clone(),
