@@ -209,7 +209,7 @@ pub struct Latest {
 }
 
 /// The promotion that put the version now in an environment there.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Current {
     pub id: String,
     pub version: String,
@@ -246,6 +246,37 @@ pub struct EnvLatest {
     current: Option<Current>,
 }
 
+/// [`EnvLatest`] as the local store keeps it on disk.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredEnvLatest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    newest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    current: Option<Current>,
+}
+
+impl serde::Serialize for EnvLatest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        StoredEnvLatest {
+            newest: self.newest(),
+            current: self.current.clone(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EnvLatest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<EnvLatest, D::Error> {
+        let stored = StoredEnvLatest::deserialize(d)?;
+        Ok(EnvLatest {
+            newest: stored
+                .newest
+                .and_then(|text| semver(&text).map(|v| (v, text))),
+            current: stored.current,
+        })
+    }
+}
+
 impl EnvLatest {
     /// Takes `p` into account (called with every record, and with each new state of one).
     pub fn note(&mut self, p: &Promotion) {
@@ -279,7 +310,7 @@ impl EnvLatest {
 }
 
 /// Semver-equal spellings (`v1.2.0`, `1.2.0`) share a key; anything else is its own.
-fn version_key(version: &str) -> String {
+pub fn version_key(version: &str) -> String {
     semver(version).map_or_else(|| version.to_string(), |v| v.to_string())
 }
 

@@ -264,6 +264,7 @@ pub(super) fn apply(
     {
         let mut promotions = txn.open_table(PROMOTIONS).map_err(|x| e(&x))?;
         let mut events = txn.open_table(EVENTS).map_err(|x| e(&x))?;
+        let mut derived = super::derived::Derived::open(&txn)?;
         for op in batch {
             match op {
                 Change::Accept {
@@ -316,29 +317,30 @@ pub(super) fn apply(
                             promotions
                                 .insert(p.id.as_str(), json.get().as_bytes())
                                 .map_err(|x| e(&x))?;
+                            derived.note(None, p)?;
                             accepted.created.push(p.id.clone());
                         }
                     }
                     results.push(Done::Accepted(accepted));
                 }
                 Change::Put { promotion } => {
+                    let stored = promotions
+                        .get(promotion.promotion.id.as_str())
+                        .map_err(|x| e(&x))?
+                        .map(|v| serde_json::from_slice::<Promotion>(v.value()))
+                        .transpose()
+                        .map_err(|x| e(&x))?;
                     // Claiming (marking running) takes only a promotion still pending: one
                     // aborted, superseded or rejected meanwhile stays as it is.
                     if promotion.promotion.phase == super::Phase::Running {
-                        let stored = promotions
-                            .get(promotion.promotion.id.as_str())
-                            .map_err(|x| e(&x))?
-                            .map(|v| serde_json::from_slice::<Promotion>(v.value()))
-                            .transpose()
-                            .map_err(|x| e(&x))?;
-                        if let Some(stored) = stored
+                        if let Some(stored) = &stored
                             && !matches!(
                                 stored.phase,
                                 super::Phase::Pending | super::Phase::Running
                             )
                         {
                             results.push(Done::Refused(Box::new(StoreError::WrongPhase {
-                                id: stored.id,
+                                id: stored.id.clone(),
                                 phase: stored.phase.as_str(),
                                 action: "run",
                                 wanted: "pending",
@@ -352,6 +354,7 @@ pub(super) fn apply(
                             promotion.json.get().as_bytes(),
                         )
                         .map_err(|x| e(&x))?;
+                    derived.note(stored.as_ref(), &promotion.promotion)?;
                     results.push(Done::Put);
                 }
                 Change::Suspend { pipeline, by } => {
@@ -383,6 +386,7 @@ pub(super) fn apply(
                         .map(|v| serde_json::from_slice(v.value()))
                         .transpose()
                         .map_err(|x| e(&x))?;
+                    let old = current.clone();
                     let result = match (current, op) {
                         (None, _) => Err(StoreError::NotFound(id.clone())),
                         (Some(p), Change::Act { action, .. }) => action.apply(p, now_ms()),
@@ -407,6 +411,7 @@ pub(super) fn apply(
                         promotions
                             .insert(id.as_str(), bytes.as_slice())
                             .map_err(|x| e(&x))?;
+                        derived.note(old.as_ref(), p)?;
                     }
                     results.push(Done::Approved(result.map(Box::new)));
                 }

@@ -24,6 +24,7 @@ use std::sync::mpsc;
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod derived;
 mod journal;
 pub mod resources;
 use journal::{Journal, apply, read_journal, writer};
@@ -791,6 +792,11 @@ impl LocalStore {
             let changes: Vec<&Change> = pending.iter().collect();
             apply(&db, &changes, redb::Durability::Immediate).map_err(StoreError::Write)?;
         }
+        if derived::rebuild_if_needed(&db).map_err(StoreError::Write)? {
+            tracing::info!(
+                "indexed the promotion records (a data directory from an older version)"
+            );
+        }
         journal.checkpoint(&db).map_err(StoreError::Write)?;
         let db = Arc::new(Slot {
             path,
@@ -808,8 +814,14 @@ impl LocalStore {
             }),
         };
         {
+            // What is constant per environment, and the promotions not finished: never
+            // every record.
+            let (envs, open) = store.read_derived()?;
             let mut index = store.index.lock().unwrap();
-            for p in store.list()? {
+            for ((pipeline, env), latest) in envs {
+                index.envs.entry(pipeline).or_default().insert(env, latest);
+            }
+            for p in open {
                 index.note(&p);
             }
             index.suspended = store.read_suspended()?;
@@ -890,6 +902,90 @@ impl LocalStore {
             .iter()
             .map(|(id, due)| (id.clone(), *due))
             .collect()
+    }
+
+    /// The derived tables' per-environment state, and the records not finished.
+    #[allow(clippy::type_complexity)]
+    fn read_derived(
+        &self,
+    ) -> Result<(Vec<((String, String), EnvLatest)>, Vec<Promotion>), StoreError> {
+        let read = |e: &dyn std::fmt::Display| StoreError::Read(e.to_string());
+        let txn = self.db.get()?.begin_read().map_err(|e| read(&e))?;
+        let table = txn.open_table(derived::ENVS).map_err(|e| read(&e))?;
+        let mut envs = Vec::new();
+        for entry in table.iter().map_err(|e| read(&e))? {
+            let (k, v) = entry.map_err(|e| read(&e))?;
+            let (pipeline, env) = k.value();
+            let latest: EnvLatest = serde_json::from_slice(v.value()).map_err(|e| read(&e))?;
+            envs.push(((pipeline.to_string(), env.to_string()), latest));
+        }
+        let table = txn.open_table(derived::OPEN).map_err(|e| read(&e))?;
+        let mut ids = Vec::new();
+        for entry in table.iter().map_err(|e| read(&e))? {
+            let (k, _) = entry.map_err(|e| read(&e))?;
+            ids.push(k.value().to_string());
+        }
+        drop(table);
+        drop(txn);
+        let mut open = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(p) = self.get(&id)? {
+                open.push(p);
+            }
+        }
+        Ok((envs, open))
+    }
+
+    /// The last round recorded of `version` (any spelling) into `env` of `pipeline`.
+    fn last_round(
+        &self,
+        pipeline: &PipelineRef,
+        env: &str,
+        version: &str,
+    ) -> Result<u32, StoreError> {
+        let read = |e: &dyn std::fmt::Display| StoreError::Read(e.to_string());
+        let txn = self.db.get()?.begin_read().map_err(|e| read(&e))?;
+        let table = txn.open_table(derived::ROUNDS).map_err(|e| read(&e))?;
+        let key = crate::decide::version_key(version);
+        let pipeline = pipeline_key(pipeline);
+        Ok(table
+            .get((pipeline.as_str(), env, key.as_str()))
+            .map_err(|e| read(&e))?
+            .map_or(0, |v| v.value()))
+    }
+
+    /// The namespaces that have promotions.
+    pub fn namespaces(&self) -> std::collections::BTreeSet<String> {
+        let index = self.index.lock().unwrap();
+        index
+            .envs
+            .keys()
+            .filter_map(|k| k.split_once('/').map(|(ns, _)| ns.to_string()))
+            .collect()
+    }
+
+    /// Records running when the last process stopped (or now).
+    pub fn running(&self) -> Result<Vec<Promotion>, StoreError> {
+        let read = |e: &dyn std::fmt::Display| StoreError::Read(e.to_string());
+        let ids: Vec<String> = {
+            let txn = self.db.get()?.begin_read().map_err(|e| read(&e))?;
+            let table = txn.open_table(derived::OPEN).map_err(|e| read(&e))?;
+            let mut ids = Vec::new();
+            for entry in table.iter().map_err(|e| read(&e))? {
+                let (k, v) = entry.map_err(|e| read(&e))?;
+                if v.value() == Phase::Running.as_str() {
+                    ids.push(k.value().to_string());
+                }
+            }
+            ids
+        };
+        let mut found = Vec::new();
+        for id in ids {
+            if let Some(p) = self.get(&id)?.filter(|p| p.phase == Phase::Running) {
+                found.push(p);
+            }
+        }
+        Ok(found)
     }
 
     fn read_suspended(&self) -> Result<HashMap<String, String>, StoreError> {
@@ -1073,12 +1169,18 @@ struct LocalHistory<'a> {
 impl History for LocalHistory<'_> {
     fn latest(&self, target_env: &str, version: &str) -> Option<Latest> {
         let (ns, name) = (&self.pipeline.namespace, &self.pipeline.name);
+        let rounds = match self.store.last_round(self.pipeline, target_env, version) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("cannot read the rounds of {version} into {target_env}: {e}");
+                0
+            }
+        };
         let spellings = spellings(version);
         let mut latest: Option<Latest> = None;
-        // Rounds are numbered from 1 with no gaps; a later round may spell the version
-        // another way than the first.
-        for round in 1.. {
-            let mut found = false;
+        // Newest round first; older rounds may have been deleted (--keep-finished), and a
+        // later round may spell the version another way than the first.
+        for round in (1..=rounds).rev() {
             for spelling in &spellings {
                 let id = promotion_id_round(ns, name, target_env, spelling, round);
                 let record = match self.store.get(&id) {
@@ -1091,18 +1193,17 @@ impl History for LocalHistory<'_> {
                 let Some(p) = record.filter(|p| p.is(self.pipeline, target_env, spelling)) else {
                     continue;
                 };
-                found = true;
-                let succeeded =
-                    p.phase == Phase::Succeeded || latest.as_ref().is_some_and(|l| l.succeeded);
-                latest = Some(Latest {
-                    id: p.id,
-                    phase: p.phase,
-                    round,
-                    succeeded,
-                });
-            }
-            if !found {
-                break;
+                match &mut latest {
+                    None => {
+                        latest = Some(Latest {
+                            id: p.id,
+                            phase: p.phase,
+                            round: rounds,
+                            succeeded: p.phase == Phase::Succeeded,
+                        })
+                    }
+                    Some(l) => l.succeeded |= p.phase == Phase::Succeeded,
+                }
             }
         }
         latest
@@ -1216,7 +1317,7 @@ impl Store {
     pub async fn resume_interrupted(&self) -> Result<usize, StoreError> {
         let Store::Local(s) = self else { return Ok(0) };
         let mut resumed = 0;
-        for mut p in s.list()?.into_iter().filter(|p| p.phase == Phase::Running) {
+        for mut p in s.running()? {
             tracing::info!(promotion = %p.id, attempts = p.attempts, "resuming promotion interrupted by a restart");
             p.phase = Phase::Pending;
             p.next_attempt_at = None;
@@ -1532,6 +1633,66 @@ mod tests {
             version: version.into(),
             by: "key ns/approvals".into(),
         }
+    }
+
+    /// Opens the store in `dir`, waiting for the previous handle's writer to let go.
+    fn reopen(dir: &std::path::Path) -> LocalStore {
+        for _ in 0..200 {
+            match LocalStore::open(dir) {
+                Ok(store) => return store,
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        LocalStore::open(dir).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_data_dir_from_before_the_derived_tables_is_indexed_once_at_open() {
+        use crate::decide::promotion_id;
+        let dir = temp_dir("derived");
+        let (w, p, s) = (
+            promotion_id("ns", "app", "prod", "1.0.0"),
+            promotion_id("ns", "app", "test", "1.1.0"),
+            promotion_id("ns", "app", "test", "1.0.0"),
+        );
+        {
+            let store = LocalStore::open(&dir).unwrap();
+            let mut waiting = promotion(&w, "prod", "1.0.0");
+            waiting.phase = Phase::WaitingApproval;
+            let mut done = promotion(&s, "test", "1.0.0");
+            done.phase = Phase::Succeeded;
+            done.finished_at = Some(done.created_at);
+            let records = vec![waiting, promotion(&p, "test", "1.1.0"), done];
+            store.accept(b"e", records).await.unwrap();
+        }
+        // The file as an older version left it: records only.
+        {
+            let db = loop {
+                match open_database(&dir.join("promotions.redb")) {
+                    Ok(db) => break db,
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            };
+            let txn = db.begin_write().unwrap();
+            txn.delete_table(derived::OPEN).unwrap();
+            txn.delete_table(derived::ENVS).unwrap();
+            txn.delete_table(derived::ROUNDS).unwrap();
+            txn.delete_table(derived::META).unwrap();
+            txn.commit().unwrap();
+        }
+        let store = reopen(&dir);
+        assert_eq!(store.waiting().count, 1);
+        assert_eq!(store.pending().len(), 1);
+        let pipeline = promotion(&w, "prod", "1.0.0").pipeline;
+        let (latest, current) = store.with_history(&pipeline, |h| {
+            (h.latest("test", "v1.0.0"), h.current("test"))
+        });
+        assert_eq!(
+            latest.map(|l| (l.id, l.phase)),
+            Some((s.clone(), Phase::Succeeded))
+        );
+        assert_eq!(current.map(|c| c.version), Some("1.0.0".to_string()));
+        assert_eq!(store.namespaces().into_iter().collect::<Vec<_>>(), ["ns"]);
     }
 
     #[tokio::test]

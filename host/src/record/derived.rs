@@ -1,0 +1,154 @@
+//! Tables the local store derives from its records, kept in the same transaction as each
+//! change, so that nothing it needs at start or for a page of the admin API grows in
+//! memory with the history:
+//!
+//! - `by-time` `(createdAt, id)` and `by-pipeline` `(ns/name, createdAt, id)`: the records
+//!   newest first, for pages of `GET /promotions`;
+//! - `open` `id -> phase`: the promotions that have not finished (pending, waiting, held,
+//!   running), what the worker and the metrics follow;
+//! - `envs` `(ns/name, environment) -> {newest, current}`: per environment, the newest
+//!   version recorded and the one there now (what decisions compare with);
+//! - `rounds` `(ns/name, environment, version) -> round`: the last round recorded of a
+//!   version, so its records are found by id (and a new round gets a new id) even after
+//!   older rounds were deleted by `--keep-finished`.
+//!
+//! `meta` says which revision of these tables the file holds; a file from before them is
+//! indexed once, at open.
+
+use super::{Phase, Promotion, pipeline_key};
+use crate::decide::{EnvLatest, version_key};
+use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+
+pub(super) const BY_TIME: TableDefinition<(u64, &str), ()> = TableDefinition::new("by-time");
+pub(super) const BY_PIPELINE: TableDefinition<(&str, u64, &str), ()> =
+    TableDefinition::new("by-pipeline");
+pub(super) const OPEN: TableDefinition<&str, &str> = TableDefinition::new("open");
+pub(super) const ENVS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("envs");
+pub(super) const ROUNDS: TableDefinition<(&str, &str, &str), u32> = TableDefinition::new("rounds");
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The revision of the derived tables; a file holding another is indexed again at open.
+pub(super) const REVISION: u64 = 1;
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// The derived tables, open in one write transaction.
+pub(super) struct Derived<'t> {
+    by_time: Table<'t, (u64, &'static str), ()>,
+    by_pipeline: Table<'t, (&'static str, u64, &'static str), ()>,
+    open: Table<'t, &'static str, &'static str>,
+    envs: Table<'t, (&'static str, &'static str), &'static [u8]>,
+    rounds: Table<'t, (&'static str, &'static str, &'static str), u32>,
+}
+
+/// Whether a record in `phase` has not finished: the worker, approvals or a resume will
+/// still look at it.
+pub(super) fn is_open(phase: Phase) -> bool {
+    phase.is_open() || phase == Phase::Running
+}
+
+impl<'t> Derived<'t> {
+    pub(super) fn open(txn: &'t WriteTransaction) -> Result<Derived<'t>, String> {
+        Ok(Derived {
+            by_time: txn.open_table(BY_TIME).map_err(err)?,
+            by_pipeline: txn.open_table(BY_PIPELINE).map_err(err)?,
+            open: txn.open_table(OPEN).map_err(err)?,
+            envs: txn.open_table(ENVS).map_err(err)?,
+            rounds: txn.open_table(ROUNDS).map_err(err)?,
+        })
+    }
+
+    /// Takes the record `p` (which was `old`, if it existed) into account.
+    pub(super) fn note(&mut self, old: Option<&Promotion>, p: &Promotion) -> Result<(), String> {
+        let pipeline = pipeline_key(&p.pipeline);
+        if let Some(old) = old.filter(|o| o.created_at != p.created_at) {
+            self.unlist(old)?;
+        }
+        self.by_time
+            .insert((p.created_at, p.id.as_str()), ())
+            .map_err(err)?;
+        self.by_pipeline
+            .insert((pipeline.as_str(), p.created_at, p.id.as_str()), ())
+            .map_err(err)?;
+        if is_open(p.phase) {
+            self.open
+                .insert(p.id.as_str(), p.phase.as_str())
+                .map_err(err)?;
+        } else {
+            self.open.remove(p.id.as_str()).map_err(err)?;
+        }
+        let env_key = (pipeline.as_str(), p.target_environment.as_str());
+        let stored = self
+            .envs
+            .get(env_key)
+            .map_err(err)?
+            .map(|v| v.value().to_vec());
+        let mut env: EnvLatest = match &stored {
+            Some(bytes) => serde_json::from_slice(bytes).map_err(err)?,
+            None => EnvLatest::default(),
+        };
+        env.note(p);
+        let bytes = serde_json::to_vec(&env).map_err(err)?;
+        if stored.as_deref() != Some(bytes.as_slice()) {
+            self.envs.insert(env_key, bytes.as_slice()).map_err(err)?;
+        }
+        let key = version_key(&p.version);
+        let round_key = (
+            pipeline.as_str(),
+            p.target_environment.as_str(),
+            key.as_str(),
+        );
+        let round = self.rounds.get(round_key).map_err(err)?.map(|v| v.value());
+        if round.is_none_or(|r| r < p.round) {
+            self.rounds.insert(round_key, p.round).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// Drops `p` from the lists (it is deleted); what decisions need of it stays.
+    pub(super) fn unlist(&mut self, p: &Promotion) -> Result<(), String> {
+        let pipeline = pipeline_key(&p.pipeline);
+        self.by_time
+            .remove((p.created_at, p.id.as_str()))
+            .map_err(err)?;
+        self.by_pipeline
+            .remove((pipeline.as_str(), p.created_at, p.id.as_str()))
+            .map_err(err)?;
+        self.open.remove(p.id.as_str()).map_err(err)?;
+        Ok(())
+    }
+}
+
+/// Indexes every record of a file whose derived tables are missing or of another
+/// revision (a file written before them): once, at open.
+pub(super) fn rebuild_if_needed(db: &redb::Database) -> Result<bool, String> {
+    use redb::ReadableDatabase;
+    {
+        let txn = db.begin_read().map_err(err)?;
+        if let Ok(meta) = txn.open_table(META)
+            && meta.get("derived").map_err(err)?.map(|v| v.value()) == Some(REVISION)
+        {
+            return Ok(false);
+        }
+    }
+    let txn = db.begin_write().map_err(err)?;
+    txn.delete_table(BY_TIME).map_err(err)?;
+    txn.delete_table(BY_PIPELINE).map_err(err)?;
+    txn.delete_table(OPEN).map_err(err)?;
+    txn.delete_table(ENVS).map_err(err)?;
+    txn.delete_table(ROUNDS).map_err(err)?;
+    {
+        let promotions = txn.open_table(super::PROMOTIONS).map_err(err)?;
+        let mut derived = Derived::open(&txn)?;
+        for entry in promotions.iter().map_err(err)? {
+            let (_, v) = entry.map_err(err)?;
+            let p: Promotion = serde_json::from_slice(v.value()).map_err(err)?;
+            derived.note(None, &p)?;
+        }
+        let mut meta = txn.open_table(META).map_err(err)?;
+        meta.insert("derived", REVISION).map_err(err)?;
+    }
+    txn.commit().map_err(err)?;
+    Ok(true)
+}
