@@ -522,3 +522,94 @@ async fn a_page_whose_name_is_rebound_to_loopback_cannot_read_or_steer_dns_rebin
     let (_, out, _) = cli(&server, &["history", "flux-system/podinfo"]);
     assert!(!out.contains("suspended"), "{out}");
 }
+
+#[tokio::test]
+async fn the_promotions_api_pages_newest_first_and_refuses_bad_parameters_naming_them() {
+    let ci = Receiver::start(202, "queued").await;
+    let server = start("operate-pages", &ci, &[]).await;
+    for n in 0..5 {
+        deployed_in_dev(&server, &format!("1.0.{n}")).await;
+    }
+    server
+        .wait_for("five promotions to succeed", |all| {
+            all.len() == 5 && all.iter().all(|p| p["phase"] == "succeeded")
+        })
+        .await;
+    let get = |path: String| {
+        let url = format!("{}{path}", server.admin);
+        async move { promoter::client::admin_get(&url, None).await.unwrap() }
+    };
+    let mut versions = Vec::new();
+    let mut path = "/promotions?limit=2&environment=test".to_string();
+    let mut pages = 0;
+    loop {
+        let (code, body) = get(path.clone()).await;
+        assert_eq!(code, 200, "{body}");
+        pages += 1;
+        let items = body["promotions"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        versions.extend(
+            items
+                .iter()
+                .map(|p| p["version"].as_str().unwrap().to_string()),
+        );
+        match body["continue"].as_str() {
+            Some(token) => path = format!("/promotions?limit=2&environment=test&continue={token}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        versions,
+        ["1.0.4", "1.0.3", "1.0.2", "1.0.1", "1.0.0"],
+        "newest first, each once"
+    );
+    assert_eq!(pages, 3);
+    let (_, first) = get("/promotions?limit=2".into()).await;
+    let token = first["continue"].as_str().unwrap().to_string();
+
+    for (query, parameter) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=ten", "limit"),
+        ("phase=done", "phase"),
+        ("colour=blue", "colour"),
+        ("continue=bm9wZQ.0000000000000000", "continue"),
+        (&format!("continue={token}x") as &str, "continue"),
+        // Issued for other filters: stale for this query.
+        (
+            &format!("phase=failed&continue={token}") as &str,
+            "continue",
+        ),
+    ] {
+        let (code, body) = get(format!("/promotions?{query}")).await;
+        assert_eq!(code, 400, "{query}: {body}");
+        assert_eq!(body["parameter"], parameter, "{query}: {body}");
+        assert!(
+            body["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("parameter {parameter}: ")),
+            "{body}"
+        );
+    }
+    let (code, body) = get("/promotions?phase=done".into()).await;
+    assert_eq!(code, 400);
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("waiting-approval"),
+        "{body}"
+    );
+
+    // The CLI pages through it.
+    let (code, out, err) = cli(
+        &server,
+        &["promotions", "list", "--phase", "succeeded", "--limit", "3"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 1 + 3, "{out}");
+    let (code, out, _) = cli(&server, &["promotions", "list", "--environment", "test"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 1 + 5, "{out}");
+}

@@ -138,32 +138,163 @@ pub fn view(p: &Promotion) -> Value {
     v
 }
 
-#[derive(serde::Deserialize)]
-struct ListQuery {
-    namespace: Option<String>,
+/// Most records one page may ask for; the default is [`DEFAULT_LIMIT`].
+pub const MAX_LIMIT: usize = 1000;
+pub const DEFAULT_LIMIT: usize = 100;
+/// How long a `continue` token is good for.
+const CONTINUE_TTL_MS: u64 = 3_600_000;
+
+/// A refusal of a query parameter: 400 naming it.
+fn bad_parameter(name: &str, why: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({"reason": format!("parameter {name}: {why}"), "parameter": name})),
+    )
+        .into_response()
 }
 
+/// What a `continue` token holds: where the last page stopped, for which query, when.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Continue {
+    at: u64,
+    id: String,
+    query: crate::record::Query,
+    issued: u64,
+}
+
+/// `base64url(JSON).checksum`: a position, not a capability (every record of the next page
+/// is checked against the caller's rights again). The checksum tells a token that was
+/// edited or cut from one that was issued.
+fn continue_token(c: &Continue) -> String {
+    use base64::Engine as _;
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(c).expect("a cursor serialises"));
+    format!("{payload}.{}", checksum(&payload))
+}
+
+fn checksum(payload: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("promoter-continue:{payload}"));
+    hex::encode(&digest[..8])
+}
+
+fn read_continue(
+    token: &str,
+    query: &crate::record::Query,
+) -> Result<crate::record::Cursor, String> {
+    use base64::Engine as _;
+    let (payload, sum) = token
+        .rsplit_once('.')
+        .ok_or("not a token this server issued")?;
+    if checksum(payload) != sum {
+        return Err("not a token this server issued (its checksum does not match)".into());
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| "not a token this server issued")?;
+    let c: Continue =
+        serde_json::from_slice(&bytes).map_err(|_| "not a token this server issued")?;
+    if c.query != *query {
+        return Err("issued for other filters; ask again with the same ones, or start over without continue".into());
+    }
+    if crate::record::now_ms().saturating_sub(c.issued) > CONTINUE_TTL_MS {
+        return Err("expired (tokens last an hour); list again from the start".into());
+    }
+    Ok((c.at, c.id))
+}
+
+/// `GET /promotions?namespace=&pipeline=&environment=&phase=&version=&limit=&continue=`:
+/// newest first, `limit` (default 100, at most 1000) per page, `continue` from the last
+/// page's answer. Only namespaces where the caller may `list` promotions are shown; a
+/// namespace asked for without the right is a 403.
 async fn list(
     State(shared): State<Arc<Shared>>,
     who: Authenticated,
-    Query(query): Query<ListQuery>,
+    Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, auth::Refusal> {
-    let mut all = match shared.store.list() {
-        Ok(all) => all,
-        Err(e) => return Ok((StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()),
+    let mut query = crate::record::Query::default();
+    let (mut limit, mut token) = (DEFAULT_LIMIT, None);
+    for (name, value) in &params {
+        match name.as_str() {
+            "namespace" => query.namespace = Some(value.clone()),
+            "pipeline" => match value.split_once('/') {
+                Some((ns, name)) => {
+                    if query.namespace.as_ref().is_some_and(|given| given != ns) {
+                        return Ok(bad_parameter(
+                            "pipeline",
+                            format!(
+                                "{value} is not in namespace {}",
+                                query.namespace.as_deref().unwrap_or("")
+                            ),
+                        ));
+                    }
+                    query.namespace = Some(ns.to_string());
+                    query.pipeline = Some(name.to_string());
+                }
+                None => query.pipeline = Some(value.clone()),
+            },
+            "environment" => query.environment = Some(value.clone()),
+            "version" => query.version = Some(value.clone()),
+            "phase" => match crate::record::Phase::parse(value) {
+                Some(phase) => query.phase = Some(phase),
+                None => {
+                    let all: Vec<&str> = crate::record::Phase::ALL
+                        .iter()
+                        .map(|p| p.as_str())
+                        .collect();
+                    return Ok(bad_parameter(
+                        "phase",
+                        format!("{value:?} is not one of {}", all.join(", ")),
+                    ));
+                }
+            },
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => limit = n,
+                _ => {
+                    return Ok(bad_parameter(
+                        "limit",
+                        format!("{value:?} is not a number from 1 to {MAX_LIMIT}"),
+                    ));
+                }
+            },
+            "continue" => token = Some(value.clone()),
+            other => {
+                return Ok(bad_parameter(other, "unknown; known are namespace, pipeline, environment, phase, version, limit and continue".into()));
+            }
+        }
+    }
+    let after = match &token {
+        Some(t) => match read_continue(t, &query) {
+            Ok(cursor) => Some(cursor),
+            Err(why) => return Ok(bad_parameter("continue", why)),
+        },
+        None => None,
     };
     if let Some(ns) = &query.namespace {
         who.require(Verb::List, ns).await?;
-        all.retain(|p| p.pipeline.namespace == *ns);
     }
-    let namespaces = all.iter().map(|p| p.pipeline.namespace.clone()).collect();
+    let namespaces = match &query.namespace {
+        Some(ns) => [ns.clone()].into(),
+        None => shared.store.namespaces(),
+    };
     let readable = who.allowed_in(Verb::List, namespaces).await?;
-    let shown: Vec<Value> = all
-        .iter()
-        .filter(|p| readable.contains(&p.pipeline.namespace))
-        .map(view)
-        .collect();
-    Ok(axum::Json(json!({"promotions": shown})).into_response())
+    let page = match shared
+        .store
+        .page(&query, limit, after.as_ref(), &|ns| readable.contains(ns))
+    {
+        Ok(page) => page,
+        Err(e) => return Ok((StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()),
+    };
+    let shown: Vec<Value> = page.items.iter().map(view).collect();
+    let next = page.next.map(|(at, id)| {
+        continue_token(&Continue {
+            at,
+            id,
+            query: query.clone(),
+            issued: crate::record::now_ms(),
+        })
+    });
+    Ok(axum::Json(json!({"promotions": shown, "continue": next})).into_response())
 }
 
 async fn show(

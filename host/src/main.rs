@@ -219,9 +219,10 @@ struct ServeArgs {
     /// their Secrets read; the Lease is renewed at least every 5 s).
     #[arg(long, env = "PROMOTER_WATCH_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     watch_interval: Duration,
-    /// Kubernetes mode: Promotion resources finished longer ago than this are deleted,
-    /// except the newest into each environment of each pipeline (what later decisions
-    /// compare versions with).
+    /// Promotion records (Kubernetes mode: Promotion resources) finished longer ago than
+    /// this are deleted, except the newest into each environment of each pipeline
+    /// (Kubernetes) or the one that put each environment's version there (local): what
+    /// later decisions compare versions with.
     #[arg(long, env = "PROMOTER_KEEP_FINISHED", default_value = "720h", value_parser = parse_duration)]
     keep_finished: Duration,
     /// Kubernetes mode: how long recording an event (creating its Promotion resources)
@@ -251,7 +252,23 @@ enum PromotionsCommand {
         /// Only this namespace's promotions.
         #[arg(long, short = 'n')]
         namespace: Option<String>,
-        /// Print JSON instead of a table.
+        /// Only this pipeline's (NAME, with --namespace, or NAMESPACE/NAME).
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Only promotions into this environment.
+        #[arg(long)]
+        environment: Option<String>,
+        /// Only promotions in this phase (pending, waiting-approval, running, succeeded,
+        /// failed, held, rejected, aborted, superseded, requested, refused).
+        #[arg(long)]
+        phase: Option<String>,
+        /// Only promotions of this version.
+        #[arg(long)]
+        version: Option<String>,
+        /// At most this many (newest first); all by default, fetched a page at a time.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print JSON (`{"promotions": [...]}`) instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -702,16 +719,53 @@ async fn promotions(cmd: PromotionsCommand) -> anyhow::Result<std::process::Exit
         PromotionsCommand::List {
             admin,
             namespace,
+            pipeline,
+            environment,
+            phase,
+            version,
+            limit,
             json,
         } => {
-            let path = match &namespace {
-                Some(ns) => format!("/promotions?namespace={ns}"),
-                None => "/promotions".to_string(),
-            };
-            let (status, body) = admin.get(&path).await?;
-            if status != 200 {
-                return Ok(admin_refused(status, &body));
+            let mut params: Vec<(&str, String)> = Vec::new();
+            for (name, value) in [
+                ("namespace", namespace),
+                ("pipeline", pipeline),
+                ("environment", environment),
+                ("phase", phase),
+                ("version", version),
+            ] {
+                if let Some(value) = value {
+                    params.push((name, value));
+                }
             }
+            // Pages of the API's largest size, until the limit or the last page.
+            let mut promotions: Vec<serde_json::Value> = Vec::new();
+            let mut next: Option<String> = None;
+            loop {
+                let want = limit.map_or(1000, |l| l.saturating_sub(promotions.len()).min(1000));
+                if want == 0 {
+                    break;
+                }
+                let mut query = params.clone();
+                query.push(("limit", want.to_string()));
+                if let Some(token) = &next {
+                    query.push(("continue", token.clone()));
+                }
+                let mut url = reqwest::Url::parse("http://admin/promotions")?;
+                url.query_pairs_mut().extend_pairs(&query);
+                let (status, body) = admin
+                    .get(&format!("/promotions?{}", url.query().unwrap_or("")))
+                    .await?;
+                if status != 200 {
+                    return Ok(admin_refused(status, &body));
+                }
+                promotions.extend(body["promotions"].as_array().cloned().unwrap_or_default());
+                match body["continue"].as_str() {
+                    Some(token) => next = Some(token.to_string()),
+                    None => break,
+                }
+            }
+            let body = serde_json::json!({"promotions": promotions});
             if json {
                 println!("{}", serde_json::to_string_pretty(&body)?);
                 return Ok(std::process::ExitCode::SUCCESS);

@@ -490,6 +490,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         syncing = Some(tokio::spawn(cluster_sync(shared.clone())));
     }
     tokio::spawn(forget_old_events(shared.clone()));
+    if let Store::Local(store) = &shared.store {
+        tokio::spawn(prune_finished(store.clone(), shared.settings.keep_finished));
+    }
     // With the peer address of each connection: the loopback rule reads it.
     let admin_app = crate::admin::router(shared.clone(), admin_auth)
         .into_make_service_with_connect_info::<SocketAddr>();
@@ -603,6 +606,26 @@ async fn forget_old_events(shared: Arc<Shared>) {
         let before = crate::record::now_ms().saturating_sub(keep.as_millis() as u64);
         if let Err(e) = shared.store.forget_events_before(before).await {
             tracing::warn!("cannot forget old event digests: {e}");
+        }
+    }
+}
+
+/// Local mode, every five minutes (the first pass a minute after start): deletes the
+/// records finished longer than `--keep-finished` ago, except the promotion that put each
+/// environment's version there.
+async fn prune_finished(store: LocalStore, keep: Duration) {
+    let period = Duration::from_secs(300);
+    let first = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut every = tokio::time::interval_at(first, period);
+    loop {
+        every.tick().await;
+        match store.prune(keep).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                deleted = n,
+                "finished promotions past --keep-finished deleted"
+            ),
+            Err(e) => tracing::warn!("cannot delete old finished promotions: {e}"),
         }
     }
 }

@@ -534,13 +534,23 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Every promotion, newest first: the admin API's pages, followed to the end.
     pub async fn promotions(&self) -> Vec<serde_json::Value> {
-        let url = format!("{}/promotions", self.admin);
-        let (status, body) = promoter::client::admin_get(&url, self.admin_token.as_deref())
-            .await
-            .unwrap();
-        assert_eq!(status, 200, "GET {url}: {body}");
-        body["promotions"].as_array().unwrap().clone()
+        let mut all = Vec::new();
+        let mut url = format!("{}/promotions?limit=1000", self.admin);
+        loop {
+            let (status, body) = promoter::client::admin_get(&url, self.admin_token.as_deref())
+                .await
+                .unwrap();
+            assert_eq!(status, 200, "GET {url}: {body}");
+            all.extend(body["promotions"].as_array().unwrap().iter().cloned());
+            match body["continue"].as_str() {
+                Some(token) => {
+                    url = format!("{}/promotions?limit=1000&continue={token}", self.admin)
+                }
+                None => return all,
+            }
+        }
     }
 
     /// Waits until `pred` holds for the promotions list, or panics with the logs.

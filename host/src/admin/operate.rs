@@ -337,15 +337,19 @@ pub async fn retry_failed(
         .into());
     }
     let by = who.caller.to_string();
-    let failed: Vec<Promotion> = records_of(&shared.store, &pipeline.reference())?
-        .into_iter()
-        .filter(|p| p.phase == Phase::Failed)
-        .filter(|p| {
-            req.environment
-                .as_ref()
-                .is_none_or(|e| *e == p.target_environment)
-        })
-        .collect();
+    let failed: Vec<Promotion> = records_of(
+        &shared.store,
+        &pipeline.reference(),
+        req.environment.as_deref(),
+    )?
+    .into_iter()
+    .filter(|p| p.phase == Phase::Failed)
+    .filter(|p| {
+        req.environment
+            .as_ref()
+            .is_none_or(|e| *e == p.target_environment)
+    })
+    .collect();
     let mut retried = Vec::new();
     for p in failed {
         match shared
@@ -362,13 +366,29 @@ pub async fn retry_failed(
     Ok(Json(json!({"retried": retried})).into_response())
 }
 
-/// Every record of `pipeline`, newest first.
-fn records_of(store: &Store, pipeline: &PipelineRef) -> Result<Vec<Promotion>, StoreError> {
-    Ok(store
-        .list()?
-        .into_iter()
-        .filter(|p| p.pipeline == *pipeline)
-        .collect())
+/// Every record of `pipeline` (into `environment`, if given), newest first: read a page at
+/// a time through the pipeline's own index, never the whole store.
+fn records_of(
+    store: &Store,
+    pipeline: &PipelineRef,
+    environment: Option<&str>,
+) -> Result<Vec<Promotion>, StoreError> {
+    let query = crate::record::Query {
+        namespace: Some(pipeline.namespace.clone()),
+        pipeline: Some(pipeline.name.clone()),
+        environment: environment.map(String::from),
+        ..Default::default()
+    };
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.page(&query, super::MAX_LIMIT, after.as_ref(), &|_| true)?;
+        all.extend(page.items);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(all),
+        }
+    }
 }
 
 pub async fn suspend(
@@ -475,7 +495,11 @@ pub async fn history(
             .map(String::from)
             .collect(),
     };
-    let records = records_of(&shared.store, &pipeline.reference())?;
+    let records = records_of(
+        &shared.store,
+        &pipeline.reference(),
+        query.environment.as_deref(),
+    )?;
     let environments: Vec<Value> = names
         .iter()
         .map(|env| {

@@ -106,6 +106,44 @@ impl<'t> Derived<'t> {
         Ok(())
     }
 
+    /// At most `most` records finished before `before` (ms), oldest first, but never the
+    /// promotion that put its environment's version there.
+    pub(super) fn prunable(
+        &self,
+        promotions: &Table<'t, &'static str, &'static [u8]>,
+        before: u64,
+        most: usize,
+    ) -> Result<Vec<Promotion>, String> {
+        let mut doomed = Vec::new();
+        for entry in self.by_time.range(..(before, "")).map_err(err)? {
+            if doomed.len() >= most {
+                break;
+            }
+            let (k, _) = entry.map_err(err)?;
+            let Some(v) = promotions.get(k.value().1).map_err(err)? else {
+                continue;
+            };
+            let p: Promotion = serde_json::from_slice(v.value()).map_err(err)?;
+            if !p.phase.is_finished() || p.finished_at.is_none_or(|t| t >= before) {
+                continue;
+            }
+            let pipeline = pipeline_key(&p.pipeline);
+            let env: EnvLatest = match self
+                .envs
+                .get((pipeline.as_str(), p.target_environment.as_str()))
+                .map_err(err)?
+            {
+                Some(v) => serde_json::from_slice(v.value()).map_err(err)?,
+                None => EnvLatest::default(),
+            };
+            if env.current().is_some_and(|c| c.id == p.id) {
+                continue;
+            }
+            doomed.push(p);
+        }
+        Ok(doomed)
+    }
+
     /// Drops `p` from the lists (it is deleted); what decisions need of it stays.
     pub(super) fn unlist(&mut self, p: &Promotion) -> Result<(), String> {
         let pipeline = pipeline_key(&p.pipeline);

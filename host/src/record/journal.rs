@@ -233,6 +233,8 @@ pub(super) enum Done {
     Accepted(Accepted),
     Put,
     Approved(Result<Box<Promotion>, StoreError>),
+    /// How many records a prune deleted.
+    Count(usize),
     /// An accept refused as a whole (nothing of it written).
     Refused(Box<StoreError>),
 }
@@ -247,6 +249,9 @@ fn reply(reply: Reply, result: Result<Done, StoreError>) {
         (Reply::Accept(r), Err(e)) => drop(r.send(Err(e))),
         (Reply::Put(r), Err(e)) => drop(r.send(Err(e))),
         (Reply::Act(r), Err(e)) => drop(r.send(Err(e))),
+        (Reply::Count(r), Ok(Done::Count(n))) => drop(r.send(Ok(n))),
+        (Reply::Count(r), Ok(_)) => drop(r.send(Err(StoreError::Closed))),
+        (Reply::Count(r), Err(e)) => drop(r.send(Err(e))),
         (Reply::Accept(r), Ok(_)) => drop(r.send(Err(StoreError::Closed))),
         (Reply::Act(r), Ok(_)) => drop(r.send(Err(StoreError::Closed))),
     }
@@ -356,6 +361,14 @@ pub(super) fn apply(
                         .map_err(|x| e(&x))?;
                     derived.note(stored.as_ref(), &promotion.promotion)?;
                     results.push(Done::Put);
+                }
+                Change::Prune { before, most } => {
+                    let doomed = derived.prunable(&promotions, *before, *most)?;
+                    for p in &doomed {
+                        promotions.remove(p.id.as_str()).map_err(|x| e(&x))?;
+                        derived.unlist(p)?;
+                    }
+                    results.push(Done::Count(doomed.len()));
                 }
                 Change::Suspend { pipeline, by } => {
                     let mut table = txn.open_table(super::SUSPENDED).map_err(|x| e(&x))?;

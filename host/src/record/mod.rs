@@ -531,6 +531,12 @@ enum Change {
         id: String,
         action: Action,
     },
+    /// Deletes at most `most` records finished before this time (ms), except the one
+    /// that put the version now in its environment there.
+    Prune {
+        before: u64,
+        most: usize,
+    },
     /// Suspends the pipeline `ns/name` (`by`: who), or resumes it (`by` absent).
     Suspend {
         pipeline: String,
@@ -578,6 +584,7 @@ enum Reply {
     Accept(tokio::sync::oneshot::Sender<Result<Accepted, StoreError>>),
     Put(tokio::sync::oneshot::Sender<Result<(), StoreError>>),
     Act(tokio::sync::oneshot::Sender<Result<Promotion, StoreError>>),
+    Count(tokio::sync::oneshot::Sender<Result<usize, StoreError>>),
 }
 
 struct Op {
@@ -954,6 +961,54 @@ impl LocalStore {
             .map_or(0, |v| v.value()))
     }
 
+    /// A page of records newest first, after `after`: through the records of one pipeline
+    /// when the query names it with its namespace, else through all.
+    pub fn page(
+        &self,
+        query: &Query,
+        limit: usize,
+        after: Option<&Cursor>,
+        readable: &dyn Fn(&str) -> bool,
+    ) -> Result<Page, StoreError> {
+        let read = |e: &dyn std::fmt::Display| StoreError::Read(e.to_string());
+        let txn = self.db.get()?.begin_read().map_err(|e| read(&e))?;
+        let promotions = txn.open_table(PROMOTIONS).map_err(|e| read(&e))?;
+        let record = |id: &str| -> Result<Promotion, StoreError> {
+            let v = promotions
+                .get(id)
+                .map_err(|e| read(&e))?
+                .ok_or_else(|| StoreError::Read(format!("the index names {id}, which is gone")))?;
+            serde_json::from_slice(v.value()).map_err(|e| read(&e))
+        };
+        if let (Some(ns), Some(name)) = (&query.namespace, &query.pipeline) {
+            let key = format!("{ns}/{name}");
+            let table = txn.open_table(derived::BY_PIPELINE).map_err(|e| read(&e))?;
+            let end = match after {
+                Some((at, id)) => (key.as_str(), *at, id.as_str()),
+                None => (key.as_str(), u64::MAX, ""),
+            };
+            let range = table
+                .range((key.as_str(), 0u64, "")..end)
+                .map_err(|e| read(&e))?;
+            let records = range.rev().map(|entry| {
+                let (k, _) = entry.map_err(|e| read(&e))?;
+                record(k.value().2)
+            });
+            return fill_page(records, query, limit, readable);
+        }
+        let table = txn.open_table(derived::BY_TIME).map_err(|e| read(&e))?;
+        let range = match after {
+            Some((at, id)) => table.range(..(*at, id.as_str())),
+            None => table.range::<(u64, &str)>(..),
+        }
+        .map_err(|e| read(&e))?;
+        let records = range.rev().map(|entry| {
+            let (k, _) = entry.map_err(|e| read(&e))?;
+            record(k.value().1)
+        });
+        fill_page(records, query, limit, readable)
+    }
+
     /// The namespaces that have promotions.
     pub fn namespaces(&self) -> std::collections::BTreeSet<String> {
         let index = self.index.lock().unwrap();
@@ -1102,6 +1157,30 @@ impl LocalStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Deletes the records finished more than `keep` ago, except the promotion that put
+    /// each environment's version there (what later decisions and rollbacks compare
+    /// with), in batches so that events are not held up; the number deleted.
+    pub async fn prune(&self, keep: Duration) -> Result<usize, StoreError> {
+        const BATCH: usize = 2000;
+        let before = now_ms().saturating_sub(keep.as_millis() as u64);
+        let mut deleted = 0;
+        loop {
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            self.send(Op {
+                change: Change::Prune {
+                    before,
+                    most: BATCH,
+                },
+                reply: Reply::Count(reply),
+            })?;
+            let done = rx.await.map_err(|_| StoreError::Closed)??;
+            deleted += done;
+            if done < BATCH {
+                return Ok(deleted);
+            }
+        }
+    }
+
     /// Forgets the digests of events accepted before `before` (ms since the epoch), so the
     /// replay record stays as large as the event window, not as the server's lifetime.
     pub async fn forget_events_before(&self, before: u64) -> Result<(), StoreError> {
@@ -1156,6 +1235,75 @@ impl LocalStore {
         all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
         Ok(all)
     }
+}
+
+/// What `GET /promotions` filters on; each given field must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Query {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+impl Query {
+    pub fn matches(&self, p: &Promotion) -> bool {
+        let is = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        is(&self.namespace, &p.pipeline.namespace)
+            && is(&self.pipeline, &p.pipeline.name)
+            && is(&self.environment, &p.target_environment)
+            && self.phase.is_none_or(|ph| ph == p.phase)
+            && is(&self.version, &p.version)
+    }
+}
+
+/// A place in the newest-first order of records: (createdAt, id) of the last one a page
+/// looked at; the next page holds those before it.
+pub type Cursor = (u64, String);
+
+/// One page of records, newest first, and where the next begins (none: this was the last).
+#[derive(Debug, Default)]
+pub struct Page {
+    pub items: Vec<Promotion>,
+    pub next: Option<Cursor>,
+}
+
+/// Records a page looks at before it answers with what it found (and where to go on), so
+/// a query that matches few records of many answers in bounded time.
+pub const PAGE_SCAN: usize = 20_000;
+
+/// Fills a page from `records`, newest first and after `after`, with at most `limit` that
+/// match `query` and whose namespace is `readable`.
+fn fill_page(
+    records: impl Iterator<Item = Result<Promotion, StoreError>>,
+    query: &Query,
+    limit: usize,
+    readable: &dyn Fn(&str) -> bool,
+) -> Result<Page, StoreError> {
+    let mut page = Page::default();
+    for (looked, p) in records.enumerate() {
+        let p = p?;
+        let at = (p.created_at, p.id.clone());
+        if query.matches(&p) && readable(&p.pipeline.namespace) {
+            page.items.push(p);
+            if page.items.len() == limit {
+                page.next = Some(at);
+                break;
+            }
+        }
+        if looked + 1 >= PAGE_SCAN {
+            page.next = Some(at);
+            break;
+        }
+    }
+    Ok(page)
 }
 
 /// The local store's history of one pipeline: what is constant in size per environment
@@ -1458,6 +1606,36 @@ impl Store {
         }
     }
 
+    /// A page of records newest first after `after`, of those matching `query` in a
+    /// namespace `readable` says the caller may read.
+    pub fn page(
+        &self,
+        query: &Query,
+        limit: usize,
+        after: Option<&Cursor>,
+        readable: &dyn Fn(&str) -> bool,
+    ) -> Result<Page, StoreError> {
+        match self {
+            Store::Local(s) => s.page(query, limit, after, readable),
+            Store::Resources(s) => {
+                let all = s.list();
+                let records = all
+                    .into_iter()
+                    .filter(|p| after.is_none_or(|(at, id)| (p.created_at, &p.id) < (*at, id)))
+                    .map(Ok);
+                fill_page(records, query, limit, readable)
+            }
+        }
+    }
+
+    /// The namespaces that have promotions.
+    pub fn namespaces(&self) -> std::collections::BTreeSet<String> {
+        match self {
+            Store::Local(s) => s.namespaces(),
+            Store::Resources(s) => s.list().into_iter().map(|p| p.pipeline.namespace).collect(),
+        }
+    }
+
     /// Every promotion, newest first.
     pub fn list(&self) -> Result<Vec<Promotion>, StoreError> {
         match self {
@@ -1693,6 +1871,112 @@ mod tests {
         );
         assert_eq!(current.map(|c| c.version), Some("1.0.0".to_string()));
         assert_eq!(store.namespaces().into_iter().collect::<Vec<_>>(), ["ns"]);
+    }
+
+    #[tokio::test]
+    async fn pages_go_newest_first_through_every_record_once_and_filters_hold() {
+        let dir = temp_dir("pages");
+        let store = LocalStore::open(&dir).unwrap();
+        let mut records = Vec::new();
+        for n in 0..250u64 {
+            let env = if n % 2 == 0 { "test" } else { "prod" };
+            let mut p = promotion(&format!("p{n:03}"), env, &format!("1.0.{n}"));
+            p.created_at = 1_000 + n / 3; // ties in time: the id orders them
+            if n % 5 == 0 {
+                p.pipeline.name = "other".into();
+            }
+            records.push(p);
+        }
+        store.accept(b"e", records).await.unwrap();
+        let all = |query: &Query, limit: usize| {
+            let mut seen = Vec::new();
+            let mut after = None;
+            let mut pages = 0;
+            loop {
+                let page = store.page(query, limit, after.as_ref(), &|_| true).unwrap();
+                pages += 1;
+                seen.extend(page.items.into_iter().map(|p| (p.created_at, p.id)));
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => return (seen, pages),
+                }
+            }
+        };
+        let (seen, pages) = all(&Query::default(), 100);
+        assert_eq!(seen.len(), 250);
+        assert_eq!(pages, 3);
+        let mut sorted = seen.clone();
+        sorted.sort_by(|a, b| b.cmp(a));
+        assert_eq!(seen, sorted, "newest first, each once");
+        // Through one pipeline's index, with a filter on top.
+        let query = Query {
+            namespace: Some("ns".into()),
+            pipeline: Some("app".into()),
+            environment: Some("test".into()),
+            ..Default::default()
+        };
+        let (seen, _) = all(&query, 7);
+        let want = (0..250u64).filter(|n| n % 2 == 0 && n % 5 != 0).count();
+        assert_eq!(seen.len(), want);
+        // Only namespaces the caller may read.
+        let page = store
+            .page(&Query::default(), 100, None, &|ns| ns != "ns")
+            .unwrap();
+        assert!(page.items.is_empty());
+    }
+
+    #[tokio::test]
+    async fn pruning_keeps_what_is_not_finished_recent_or_in_its_environment_now() {
+        use crate::decide::promotion_id;
+        let dir = temp_dir("prune");
+        let store = LocalStore::open(&dir).unwrap();
+        let hours = |h: u64| now_ms() - h * 3_600_000;
+        let record = |env: &str, version: &str, phase: Phase, finished: Option<u64>| Promotion {
+            phase,
+            created_at: hours(100),
+            finished_at: finished,
+            ..promotion(&promotion_id("ns", "app", env, version), env, version)
+        };
+        let mut there_now = record("test", "1.4.0", Phase::Succeeded, Some(hours(0)));
+        there_now.created_at = hours(1);
+        let records = vec![
+            record("test", "1.0.0", Phase::Succeeded, Some(hours(99))),
+            record("test", "1.1.0", Phase::Succeeded, Some(hours(98))),
+            record("test", "1.2.0", Phase::Failed, Some(hours(97))),
+            record("test", "1.3.0", Phase::WaitingApproval, None),
+            there_now,
+            // Old, but what prod runs: kept.
+            record("prod", "1.0.0", Phase::Succeeded, Some(hours(96))),
+        ];
+        store.accept(b"e", records).await.unwrap();
+        let deleted = store.prune(Duration::from_secs(3600 * 24)).await.unwrap();
+        // 1.0.0, 1.1.0 and 1.2.0 finished long ago; 1.3.0 waits; 1.4.0 is recent (and
+        // there now).
+        assert_eq!(deleted, 3);
+        let left: std::collections::BTreeSet<String> = store
+            .page(&Query::default(), 100, None, &|_| true)
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|p| format!("{} {}", p.target_environment, p.version))
+            .collect();
+        assert_eq!(
+            left.into_iter().collect::<Vec<_>>(),
+            ["prod 1.0.0", "test 1.3.0", "test 1.4.0"]
+        );
+        assert_eq!(store.waiting().count, 1);
+        let pipeline = promotion("x", "test", "1.0.0").pipeline;
+        let current = store.with_history(&pipeline, |h| h.current("test"));
+        assert_eq!(current.map(|c| c.version), Some("1.4.0".to_string()));
+        // The newest version recorded is remembered after its record went.
+        assert_eq!(
+            store.with_history(&pipeline, |h| h.newest("test")),
+            Some("1.4.0".to_string())
+        );
+        assert_eq!(
+            store.prune(Duration::from_secs(3600 * 24)).await.unwrap(),
+            0
+        );
     }
 
     #[tokio::test]

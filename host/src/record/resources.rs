@@ -1075,10 +1075,11 @@ impl ResourceStore {
         let now = now_ms();
         let cache = self.cache.lock().unwrap();
         let mut all: Vec<Promotion> = cache.entries.values().map(|e| e.current(now)).collect();
+        // Newest first, as pages go: by (createdAt, id), both descending.
         all.sort_by(|a, b| {
             b.created_at
                 .cmp(&a.created_at)
-                .then(a.id.cmp(&b.id))
+                .then(b.id.cmp(&a.id))
                 .then(a.pipeline.namespace.cmp(&b.pipeline.namespace))
         });
         all
