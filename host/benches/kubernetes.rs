@@ -117,7 +117,7 @@ fn rfc3339(t: jiff::Timestamp) -> String {
 fn promotion(i: usize, n: usize, total: usize) -> Value {
     let (ns, name) = (namespace(i), pipeline_name(i));
     let version = format!("1.{}.0", n / 2);
-    let (source, env) = if n % 2 == 0 {
+    let (source, env) = if n.is_multiple_of(2) {
         ("dev", "staging")
     } else {
         ("staging", "prod")
@@ -279,11 +279,9 @@ fn objects(pipelines: usize, promotions: usize) -> Vec<Value> {
         out.push(secret(&ns, "approvals"));
     }
     out.extend((0..pipelines).map(pipeline));
-    if pipelines > 0 {
-        let per = promotions / pipelines;
-        for i in 0..pipelines {
-            out.extend((0..per).map(|n| promotion(i, n, per)));
-        }
+    let per = promotions.checked_div(pipelines).unwrap_or(0);
+    for i in 0..pipelines {
+        out.extend((0..per).map(|n| promotion(i, n, per)));
     }
     out
 }

@@ -1209,6 +1209,22 @@ mod tests {
         assert_eq!(left, ["a", "c"], "b was deleted while the watch was down");
     }
 
+    #[tokio::test]
+    async fn a_promotion_is_kept_without_its_managed_fields() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+        let store = offline_store();
+        let mut read = stored("a", 5);
+        read.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+            manager: Some("promoter".into()),
+            ..Default::default()
+        }]);
+        store.remember(read);
+        let cache = store.cache.lock().unwrap();
+        let kept = &cache.entries[&("flux-system".to_string(), "a".to_string())];
+        assert_eq!(kept.resource.metadata.managed_fields, None);
+        assert_eq!(resource_version(&kept.resource), Some(5));
+    }
+
     #[test]
     fn the_pipeline_label_is_the_name_when_it_fits_and_a_valid_label_value_always() {
         assert_eq!(pipeline_label("podinfo"), "podinfo");
