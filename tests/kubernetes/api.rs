@@ -13,7 +13,8 @@
 //! merge (RFC 7386: `null` deletes a key, anything else is merged or replaced), creates and
 //! status updates are checked against the generated CRD schemas (types, required fields,
 //! enums, lengths) and labels against their syntax (422 Invalid), Secrets' `stringData`
-//! is folded into `data`, and a write that changes nothing keeps the resourceVersion.
+//! is folded into `data`, a write that changes nothing keeps the resourceVersion, and a
+//! list is served in pages of the `limit` asked for, joined by `continue` tokens.
 //! Scenario knobs break watches the ways a real one breaks: closed early
 //! ([`Api::close_watches`]), reset mid-event ([`Api::reset_watches`]), and expired across
 //! an API server upgrade ([`Api::upgrade`]: 410 Gone, then a relist).
@@ -91,6 +92,9 @@ pub(crate) struct Api {
     /// Scenario "API server unavailable for Promotions": lists and watches of Promotions
     /// answer 503 ServiceUnavailable.
     pub(crate) promotions_unavailable: std::sync::atomic::AtomicBool,
+    /// Namespaces besides flux-system and the controller's whose Secrets the chart's
+    /// `rbac.secrets.namespaces` lets Promoter get by name.
+    pub(crate) secret_namespaces: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Api {
@@ -490,8 +494,37 @@ pub(crate) fn applied(mut object: Value) -> Result<Value, Vec<String>> {
     }
 }
 
-/// Items of a list, as the API server serves them: without apiVersion and kind.
-pub(crate) fn list(kind: &str, items: Vec<Value>, version: String) -> Response {
+/// The page of `items` a list's `query` asks for, as the API server serves one: at most
+/// `limit` items (all without one), from where the `continue` token of the page before
+/// left off; and the list's metadata, with the token of the next page while items are
+/// left (opaque to clients; here the index of the next item).
+pub(crate) fn page<'a>(
+    items: impl IntoIterator<Item = &'a Value>,
+    query: &str,
+    version: String,
+) -> (Vec<Value>, Value) {
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse::<usize>().ok())
+    };
+    let from = param("continue").unwrap_or(0);
+    let limit = param("limit").filter(|l| *l > 0).unwrap_or(usize::MAX);
+    let mut rest = items.into_iter().skip(from);
+    // Only the page is copied: a list of thousands is asked for in pages.
+    let page: Vec<Value> = rest.by_ref().take(limit).cloned().collect();
+    let mut metadata = json!({"resourceVersion": version});
+    if rest.next().is_some() {
+        metadata["continue"] = json!((from + page.len()).to_string());
+    }
+    (page, metadata)
+}
+
+/// A page of a list (see [`page`]), as the API server serves it: items without
+/// apiVersion and kind.
+pub(crate) fn list(kind: &str, items: Vec<Value>, version: String, query: &str) -> Response {
+    let (items, metadata) = page(&items, query, version);
     let items: Vec<Value> = items
         .into_iter()
         .map(|mut o| {
@@ -503,7 +536,7 @@ pub(crate) fn list(kind: &str, items: Vec<Value>, version: String) -> Response {
         .collect();
     axum::Json(json!({
         "apiVersion": "v1", "kind": format!("{kind}List"),
-        "metadata": {"resourceVersion": version}, "items": items,
+        "metadata": metadata, "items": items,
     }))
     .into_response()
 }
@@ -990,6 +1023,7 @@ pub(crate) async fn handle(
             "Pipeline",
             api.of_kind("Pipeline", None),
             api.list_version(),
+            query.as_deref().unwrap_or_default(),
         ),
         // ClusterRole: pipelines/status patch.
         (
@@ -1205,10 +1239,14 @@ pub(crate) async fn handle(
                 return watch(api.clone(), &selector);
             }
             // Custom resources keep apiVersion and kind in list items.
-            let items = api.of_kind("Promotion", None);
+            let version = api.list_version();
+            let objects = api.objects.lock().unwrap();
+            let all = objects.iter().filter(|o| o["kind"] == "Promotion");
+            let (items, metadata) = page(all, &selector, version);
+            drop(objects);
             axum::Json(json!({
                 "apiVersion": "promoter.dev/v1alpha1", "kind": "PromotionList",
-                "metadata": {"resourceVersion": api.list_version()}, "items": items,
+                "metadata": metadata, "items": items,
             }))
             .into_response()
         }
@@ -1217,6 +1255,7 @@ pub(crate) async fn handle(
             "Namespace",
             api.of_kind("Namespace", None),
             api.list_version(),
+            query.as_deref().unwrap_or_default(),
         ),
         // Role in the controller's namespace: configmaps list.
         ("GET", "v1", ["namespaces", ns, "configmaps"]) if *ns == CONTROLLER_NS => {
@@ -1229,11 +1268,14 @@ pub(crate) async fn handle(
                 "ConfigMap",
                 api.of_kind("ConfigMap", Some(ns)),
                 api.list_version(),
+                &selector,
             )
         }
         // rbac.secrets.namespaces: get by name, never list.
         ("GET", "v1", ["namespaces", ns, "secrets", name])
-            if *ns == "flux-system" || *ns == CONTROLLER_NS =>
+            if *ns == "flux-system"
+                || *ns == CONTROLLER_NS
+                || api.secret_namespaces.lock().unwrap().contains(*ns) =>
         {
             match api
                 .of_kind("Secret", Some(ns))

@@ -60,9 +60,9 @@ where
         let (report, error) = tokio::sync::watch::channel(None::<String>);
         let label = what.clone();
         tokio::spawn(async move {
-            let mut events = reflector(writer, watcher(api, config))
-                .default_backoff()
-                .boxed();
+            // managedFields are never read: not kept.
+            let events = watcher(api, config).modify(|o| o.meta_mut().managed_fields = None);
+            let mut events = reflector(writer, events).default_backoff().boxed();
             while let Some(event) = events.next().await {
                 match event {
                     Ok(_) => {

@@ -42,8 +42,9 @@ use crate::cluster::crd;
 use crate::decide::{History, VersionIndex, promotion_id_round};
 use crate::pipeline::{Pipeline, StrategyRef};
 use crate::promotion::{AppRef, PipelineRef};
+use futures_util::stream::BoxStream;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{ListParams, PostParams};
+use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -99,7 +100,9 @@ fn key_of(r: &crd::Promotion) -> Key {
 /// named by their id, for lookups by id (those are unique across namespaces).
 #[derive(Default)]
 struct Cache {
-    entries: HashMap<Key, Entry>,
+    /// Boxed: a table grown to twice the entries it holds (and, while it grows, the old
+    /// one too) then costs a pointer per slot, not a whole entry (about 1.6 KB).
+    entries: HashMap<Key, Box<Entry>>,
     ids: HashMap<String, Key>,
     /// Counts the changes made to the cache (inserts and removals): an entry notes the
     /// count at its last change, so a relist can tell what changed since it began.
@@ -113,7 +116,7 @@ impl Cache {
         if entry.canonical {
             self.ids.insert(entry.promotion.id.clone(), key.clone());
         }
-        self.entries.insert(key, entry);
+        self.entries.insert(key, Box::new(entry));
     }
 
     fn remove(&mut self, key: &Key) {
@@ -126,7 +129,10 @@ impl Cache {
     }
 
     fn by_id(&self, id: &str) -> Option<&Entry> {
-        self.ids.get(id).and_then(|k| self.entries.get(k))
+        self.ids
+            .get(id)
+            .and_then(|k| self.entries.get(k))
+            .map(|e| &**e)
     }
 }
 
@@ -309,7 +315,15 @@ pub struct ResourceStore {
     /// How long [`Self::accept`] may take (kube-client retries 429, 503 and 504 honouring
     /// Retry-After, with no read timeout of its own).
     accept_timeout: Duration,
+    /// The watch of Promotions whose first list [`Self::open`] read: [`Self::follow`] goes
+    /// on with it, so a start lists them once.
+    feed: Mutex<Option<Feed>>,
 }
+
+type Feed = BoxStream<
+    'static,
+    Result<kube::runtime::watcher::Event<crd::Promotion>, kube::runtime::watcher::Error>,
+>;
 
 /// Readiness fails once the Promotion watch has failed for this long: what this replica
 /// knows of other replicas' claims and outcomes is then too old to record events on.
@@ -332,6 +346,7 @@ impl ResourceStore {
             cache: Mutex::default(),
             watch_failing_since: feed,
             accept_timeout,
+            feed: Mutex::default(),
         };
         store.sync().await?;
         Ok(store)
@@ -364,10 +379,13 @@ impl ResourceStore {
     }
 
     /// Keeps `resource` unless the cache already holds a newer version of it.
-    fn remember(&self, resource: crd::Promotion) {
+    fn remember(&self, mut resource: crd::Promotion) {
+        // The largest part of a Promotion as read, never used; a status update without it
+        // leaves the API server's as it is.
+        resource.metadata.managed_fields = None;
         let mut cache = self.cache.lock().unwrap();
         let key = key_of(&resource);
-        let known = cache.entries.get(&key);
+        let known = cache.entries.get(&key).map(|e| &**e);
         if let Some(known) = known
             && let (Some(have), Some(new)) = (
                 resource_version(&known.resource),
@@ -387,11 +405,9 @@ impl ResourceStore {
     /// change, so the worker looks at once. Runs until the process ends.
     pub async fn follow(self: std::sync::Arc<Self>, changed: impl Fn() + Send) {
         use futures_util::StreamExt;
-        use kube::runtime::{WatchStreamExt, watcher};
-        let (all, selector) = self.managed();
-        let mut events = watcher(all, watcher::Config::default().labels(&selector))
-            .default_backoff()
-            .boxed();
+        use kube::runtime::watcher;
+        let opened = self.feed.lock().unwrap().take();
+        let mut events = opened.unwrap_or_else(|| self.watch());
         // While a relist runs (after the watch expired, 410 Gone, or broke): where the
         // cache's change count stood when it began, and the resources it listed so far.
         let mut relisted: Option<(u64, HashSet<Key>)> = None;
@@ -477,26 +493,44 @@ impl ResourceStore {
         }
     }
 
-    /// Lists the managed Promotions of every namespace into the cache (before serving, so
-    /// the first decisions know the history).
-    async fn sync(&self) -> Result<(), StoreError> {
+    /// The watch of the managed Promotions of every namespace: a list (in pages), then
+    /// changes; listed again when the watch expires or breaks, after a backoff.
+    fn watch(&self) -> Feed {
+        use futures_util::StreamExt;
+        use kube::runtime::{WatchStreamExt, watcher};
         let (all, selector) = self.managed();
-        let list = all
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|e| {
-                let hint = match &e {
-                    kube::Error::Api(s) if s.code == 404 => {
-                        " (is the promoter.dev Promotion CRD installed? The chart installs it \
-                         with crds.enabled; or `promoter crds | kubectl apply --server-side -f -`)"
-                    }
-                    _ => "",
-                };
-                StoreError::Read(format!("cannot list Promotion resources: {e}{hint}"))
-            })?;
-        for item in list.items {
-            self.remember(item);
+        watcher(all, watcher::Config::default().labels(&selector))
+            .default_backoff()
+            .boxed()
+    }
+
+    /// Reads the managed Promotions of every namespace into the cache (before serving, so
+    /// the first decisions know the history): the first list of the watch that
+    /// [`Self::follow`] goes on with.
+    async fn sync(&self) -> Result<(), StoreError> {
+        use futures_util::StreamExt;
+        use kube::runtime::watcher::{Error, Event};
+        let mut events = self.watch();
+        loop {
+            match events.next().await {
+                Some(Ok(Event::InitApply(p))) => self.observe(p).await,
+                Some(Ok(Event::InitDone)) => break,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    let hint = match &e {
+                        Error::InitialListFailed(kube::Error::Api(s)) if s.code == 404 => {
+                            " (is the promoter.dev Promotion CRD installed? The chart installs it \
+                             with crds.enabled; or `promoter crds | kubectl apply --server-side -f -`)"
+                        }
+                        _ => "",
+                    };
+                    let e = format!("cannot list Promotion resources: {e}{hint}");
+                    return Err(StoreError::Read(e));
+                }
+                None => return Err(StoreError::Read("the Promotion watch ended".into())),
+            }
         }
+        *self.feed.lock().unwrap() = Some(events);
         Ok(())
     }
 
@@ -1199,6 +1233,7 @@ mod tests {
             cache: Mutex::default(),
             watch_failing_since: Default::default(),
             accept_timeout: Duration::from_secs(10),
+            feed: Mutex::default(),
         }
     }
 
@@ -1228,6 +1263,22 @@ mod tests {
         let mut left: Vec<String> = store.list().into_iter().map(|p| p.id).collect();
         left.sort();
         assert_eq!(left, ["a", "c"], "b was deleted while the watch was down");
+    }
+
+    #[tokio::test]
+    async fn a_promotion_is_kept_without_its_managed_fields() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+        let store = offline_store();
+        let mut read = stored("a", 5);
+        read.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+            manager: Some("promoter".into()),
+            ..Default::default()
+        }]);
+        store.remember(read);
+        let cache = store.cache.lock().unwrap();
+        let kept = &cache.entries[&("flux-system".to_string(), "a".to_string())];
+        assert_eq!(kept.resource.metadata.managed_fields, None);
+        assert_eq!(resource_version(&kept.resource), Some(5));
     }
 
     #[test]
