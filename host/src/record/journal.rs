@@ -337,21 +337,17 @@ pub(super) fn apply(
                         .map_err(|x| e(&x))?;
                     // Claiming (marking running) takes only a promotion still pending: one
                     // aborted, superseded or rejected meanwhile stays as it is.
-                    if promotion.promotion.phase == super::Phase::Running {
-                        if let Some(stored) = &stored
-                            && !matches!(
-                                stored.phase,
-                                super::Phase::Pending | super::Phase::Running
-                            )
-                        {
-                            results.push(Done::Refused(Box::new(StoreError::WrongPhase {
-                                id: stored.id.clone(),
-                                phase: stored.phase.as_str(),
-                                action: "run",
-                                wanted: "pending",
-                            })));
-                            continue;
-                        }
+                    if promotion.promotion.phase == super::Phase::Running
+                        && let Some(stored) = &stored
+                        && !matches!(stored.phase, super::Phase::Pending | super::Phase::Running)
+                    {
+                        results.push(Done::Refused(Box::new(StoreError::WrongPhase {
+                            id: stored.id.clone(),
+                            phase: stored.phase.as_str(),
+                            action: "run",
+                            wanted: "pending",
+                        })));
+                        continue;
                     }
                     promotions
                         .insert(
