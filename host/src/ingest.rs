@@ -592,7 +592,16 @@ async fn handle_approval(
             "not-found",
             format!("no promotion of {revision} into {env} for pipeline {namespace}/{name}"),
         )),
-        Err(e @ (StoreError::NotWaiting { .. } | StoreError::Mismatch { .. })) => Err(Answer::new(
+        Err(e @ StoreError::Superseded { .. }) => Err(Answer::new(
+            StatusCode::CONFLICT,
+            "superseded",
+            e.to_string(),
+        )),
+        Err(
+            e @ (StoreError::NotWaiting { .. }
+            | StoreError::Mismatch { .. }
+            | StoreError::WrongPhase { .. }),
+        ) => Err(Answer::new(
             StatusCode::CONFLICT,
             "not-waiting",
             e.to_string(),

@@ -552,16 +552,30 @@ impl ResourceStore {
         history
     }
 
-    /// The promotions that have not run and may still: pending, waiting or held.
+    /// The promotions that have not run and may still: pending, waiting or held (a
+    /// running one whose claim lapsed is pending again).
     pub fn not_run(&self) -> Vec<Promotion> {
+        self.where_phase(|phase| phase.is_open() || phase == Phase::Running)
+            .into_iter()
+            .filter(|p| p.phase.is_open())
+            .collect()
+    }
+
+    /// The promotions held while their Pipeline is suspended.
+    pub fn held(&self) -> Vec<Promotion> {
+        self.where_phase(|phase| phase == Phase::Held)
+    }
+
+    /// The canonical promotions whose recorded phase `wanted` takes, as they are now;
+    /// only those are copied.
+    fn where_phase(&self, wanted: impl Fn(Phase) -> bool) -> Vec<Promotion> {
         let now = now_ms();
         let cache = self.cache.lock().unwrap();
         cache
             .entries
             .values()
-            .filter(|e| e.canonical)
+            .filter(|e| e.canonical && wanted(e.promotion.phase))
             .map(|e| e.current(now))
-            .filter(|p| p.phase.is_open())
             .collect()
     }
 
