@@ -207,6 +207,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 async fn run(records: usize) {
+    promoter::install_crypto_provider();
     let base = std::env::temp_dir().join(format!("promoter-scale-{records}"));
     let data = base.join("data");
     seed(&data, records).await;

@@ -162,9 +162,10 @@ struct Continue {
     issued: u64,
 }
 
-/// `base64url(JSON).checksum`: a position, not a capability (every record of the next page
-/// is checked against the caller's rights again). The checksum tells a token that was
-/// edited or cut from one that was issued.
+/// `base64url(JSON).checksum`: a position, not a capability or a secret — anyone can make
+/// one, and every record of the next page is checked against the caller's rights again;
+/// a cursor names only a record the caller was shown, or a millisecond. The checksum
+/// catches a token cut or garbled on its way; the issue time, a token kept too long.
 fn continue_token(c: &Continue) -> String {
     use base64::Engine as _;
     let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD

@@ -279,8 +279,13 @@ impl<'de> serde::Deserialize<'de> for EnvLatest {
 
 impl EnvLatest {
     /// Takes `p` into account (called with every record, and with each new state of one).
+    /// An operator's request counts as the newest version only once it succeeded: one
+    /// asked for by mistake (or by a caller who may only create) and then rejected never
+    /// makes every later event "older".
     pub fn note(&mut self, p: &Promotion) {
-        if let Some(v) = semver(&p.version)
+        let counts = p.cause == Cause::Event || p.phase == Phase::Succeeded;
+        if counts
+            && let Some(v) = semver(&p.version)
             && self
                 .newest
                 .as_ref()

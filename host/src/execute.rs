@@ -90,6 +90,9 @@ pub struct Executor {
     concurrency: usize,
     wake: Notify,
     in_flight: Mutex<HashSet<String>>,
+    /// The environments (`ns/name/env`) a promotion is running into: one at a time each,
+    /// so an older version never lands after a newer one that ran beside it.
+    busy: Mutex<HashSet<String>>,
     /// The tasks running a promotion, by id.
     tasks: Mutex<HashMap<String, tokio::task::AbortHandle>>,
     /// Promotions claimed (marked running) whose plugin call has not returned yet: what
@@ -117,6 +120,7 @@ impl Executor {
             concurrency: concurrency.max(1),
             wake: Notify::new(),
             in_flight: Mutex::default(),
+            busy: Mutex::default(),
             tasks: Mutex::default(),
             calling: Mutex::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
@@ -218,6 +222,7 @@ impl Executor {
                     Ok(Some(p)) if p.phase == Phase::Pending && !self.plugins.suspended(&p) => p,
                     Ok(_) => {
                         self.in_flight.lock().unwrap().remove(&id);
+                        drop(permit);
                         continue;
                     }
                     Err(e) => {
@@ -226,6 +231,16 @@ impl Executor {
                         continue;
                     }
                 };
+                let env = format!(
+                    "{}/{}/{}",
+                    p.pipeline.namespace, p.pipeline.name, p.target_environment
+                );
+                if !self.busy.lock().unwrap().insert(env.clone()) {
+                    // Another promotion runs into that environment; this one after it.
+                    self.in_flight.lock().unwrap().remove(&id);
+                    drop(permit);
+                    continue;
+                }
                 let this = self.clone();
                 let task_id = id.clone();
                 let span = tracing::info_span!(
@@ -238,6 +253,7 @@ impl Executor {
                 let mut tasks = self.tasks.lock().unwrap();
                 let task = tokio::spawn(async move {
                     this.run_one(p).instrument(span).await;
+                    this.busy.lock().unwrap().remove(&env);
                     this.tasks.lock().unwrap().remove(&id);
                     this.in_flight.lock().unwrap().remove(&id);
                     drop(permit);

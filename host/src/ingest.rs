@@ -307,22 +307,13 @@ async fn handle_promotion(
             ));
         }
         Decision::Retry(failed) => {
+            check_source(shared, pipeline, env, &event)?;
             return retry_failed(shared, pipeline, env, body, failed).await;
         }
         Decision::Promote(intents) => intents,
     };
+    check_source(shared, pipeline, env, &event)?;
     let suspended = shared.suspension(pipeline).is_some();
-    if shared.settings.require_promoted_source {
-        let version = &intents[0].version;
-        let source = source_promotion(shared, pipeline, env, version)?;
-        crate::decide::check_promoted_source(pipeline, env, version, source).map_err(|reason| {
-            Answer::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "rejected",
-                reason.to_string(),
-            )
-        })?;
-    }
     let now = now_ms();
     let records: Vec<Promotion> = intents
         .iter()
@@ -402,16 +393,26 @@ async fn retry_failed(
     body: &[u8],
     failed: crate::decide::Latest,
 ) -> Result<(&'static str, Response), Answer> {
-    let accepted = shared
-        .store
-        .accept(body, Vec::new())
-        .await
-        .map_err(unavailable)?;
-    if accepted.replay {
-        return Err(replayed());
+    // Local mode keeps the event's digest, so a replay is refused as one. Kubernetes mode
+    // keeps digests on the Promotions an event creates, and a retry creates none: a
+    // replay meets the promotion running or done (ignored), or failed once more.
+    if let crate::record::Store::Local(store) = &shared.store {
+        let accepted = store.accept(body, Vec::new()).await.map_err(unavailable)?;
+        if accepted.replay {
+            return Err(replayed());
+        }
     }
     let by = format!("event from {env}");
-    let retry = crate::record::Action::Retry { by };
+    // An event is no approval: into a manual environment, the retry waits for one again.
+    let manual = pipeline
+        .position(env)
+        .and_then(|at| pipeline.environments.get(at + 1))
+        .and_then(|e| e.promotion.as_ref())
+        .is_some_and(|p| p.manual);
+    let retry = crate::record::Action::Retry {
+        by,
+        approve_again: manual,
+    };
     match shared
         .store
         .act(&failed.id, &pipeline.namespace, retry)
@@ -447,17 +448,44 @@ async fn retry_failed(
     }
 }
 
-/// Rule 6's input: what the records say of the promotion of `version` into `env`.
+/// Strict mode (`--require-promoted-source`, rule 6): the event's version was promoted
+/// into the environment it comes from, whatever it then asks for (a new promotion, or a
+/// failed one run again).
+fn check_source(
+    shared: &Shared,
+    pipeline: &crate::pipeline::Pipeline,
+    env: &str,
+    event: &FluxEvent,
+) -> Result<(), Answer> {
+    if !shared.settings.require_promoted_source {
+        return Ok(());
+    }
+    let version = event.revision().unwrap_or_default();
+    let source = source_promotion(shared, pipeline, env, version);
+    crate::decide::check_promoted_source(pipeline, env, version, source).map_err(|reason| {
+        Answer::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "rejected",
+            reason.to_string(),
+        )
+    })
+}
+
+/// Rule 6's input: what the records say of the promotion of `version` into `env` (its
+/// newest round; any round that succeeded allows it).
 fn source_promotion(
     shared: &Shared,
     pipeline: &crate::pipeline::Pipeline,
     env: &str,
     version: &str,
-) -> Result<SourcePromotion, Answer> {
-    let id = promotion_id(&pipeline.namespace, &pipeline.name, env, version);
-    let record = shared.store.get(&id).map_err(unavailable)?;
-    Ok(match record {
-        Some(p) if p.is(&pipeline.reference(), env, version) => match p.phase {
+) -> SourcePromotion {
+    let latest = shared
+        .store
+        .with_history(&pipeline.reference(), |h| h.latest(env, version));
+    match latest {
+        None => SourcePromotion::Never,
+        Some(l) if l.succeeded => SourcePromotion::Allowed,
+        Some(l) => match l.phase {
             Phase::Pending | Phase::Running | Phase::Succeeded | Phase::Failed => {
                 SourcePromotion::Allowed
             }
@@ -467,10 +495,9 @@ fn source_promotion(
             | Phase::Held
             | Phase::Rejected
             | Phase::Aborted
-            | Phase::Superseded => SourcePromotion::NotAllowed(p.phase.as_str().to_string()),
+            | Phase::Superseded => SourcePromotion::NotAllowed(l.phase.as_str().to_string()),
         },
-        _ => SourcePromotion::Never,
-    })
+    }
 }
 
 /// The 202's body: what the event recorded, each with where its status is.

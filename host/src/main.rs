@@ -82,7 +82,8 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Abort a promotion that has not run (pending, waiting or held): it never runs.
+    /// Abort a promotion that has not run (pending, waiting or held), or a failed one: it
+    /// never runs (again), and an event for its version is ignored.
     Abort {
         id: String,
         /// Why, recorded on the promotion.

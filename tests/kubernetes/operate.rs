@@ -141,6 +141,10 @@ async fn in_kubernetes_mode_retry_after_the_secret_is_added_rollback_and_suspend
     assert_eq!(code, 0, "{out}{err}");
     let pipeline = api.find("Pipeline", "flux-system", "podinfo").unwrap();
     assert_eq!(pipeline["spec"]["suspend"], true);
+    assert_eq!(
+        pipeline["metadata"]["annotations"]["promoter.dev/suspended-by"],
+        "user kubernetes-admin"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     for version in ["1.3.0", "1.4.0"] {
         let event = deployment_event("HelmRelease", "podinfo-dev", "podinfo", version);
@@ -337,5 +341,39 @@ async fn in_kubernetes_mode_supersede_reject_and_abort_change_what_reaches_the_r
         ["1.3.0"],
         "only the approved version reached prod"
     );
+    api.assert_only_granted();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_kubernetes_mode_a_later_event_for_a_failed_version_runs_it_again() {
+    let ci = Receiver::start(202, "queued").await;
+    ci.then_answer(&[(400, &[])]);
+    let (dir, cluster) = example_cluster("kubernetes-operate-event-retry", &ci).await;
+    let api = cluster.api.clone();
+    let server = Server::start_in_cluster(
+        &cluster.kubeconfig,
+        &dir.join("data"),
+        &["--watch-interval", "200ms"],
+    );
+    let event = deployment_event("HelmRelease", "podinfo-dev", "podinfo", "1.2.0");
+    let (code, body) = send(&server, "dev", &event, Some(EVENTS_KEY)).await;
+    assert_eq!(code, 202, "{body}");
+    wait_until("the promotion to fail", &server, || {
+        promotion_of(&api, "test", "1.2.0").is_some_and(|p| p["status"]["phase"] == "failed")
+    })
+    .await;
+    // Flux reports it again, a second later.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let event = deployment_event("HelmRelease", "podinfo-dev", "podinfo", "1.2.0");
+    let (code, body) = send(&server, "dev", &event, Some(EVENTS_KEY)).await;
+    assert_eq!(code, 202, "{body}\n{}", server.logs());
+    assert!(body.contains("\"result\":\"retried\""), "{body}");
+    wait_until("the retried promotion to succeed", &server, || {
+        promotion_of(&api, "test", "1.2.0").is_some_and(|p| p["status"]["phase"] == "succeeded")
+    })
+    .await;
+    let done = promotion_of(&api, "test", "1.2.0").unwrap();
+    assert_eq!(done["status"]["retriedBy"], "event from dev");
+    assert_eq!(versions_into(&ci, "test"), ["1.2.0", "1.2.0"]);
     api.assert_only_granted();
 }

@@ -88,8 +88,11 @@ pub enum Verb {
     List,
     /// Ask for a promotion (`promoter promote`).
     Create,
-    /// Change one: approve, retry, reject, abort; suspend or resume its Pipeline.
+    /// Change one: approve, retry, reject, abort.
     Patch,
+    /// Suspend or resume a Pipeline: `patch` on `pipelines.pipelines.weave.works` (the
+    /// field the controller then sets), besides `patch` on promotions.
+    PatchPipelines,
 }
 
 impl fmt::Display for Verb {
@@ -99,12 +102,20 @@ impl fmt::Display for Verb {
 }
 
 impl Verb {
+    /// (API group, resource) the verb is about.
+    pub fn resource(self) -> (&'static str, &'static str) {
+        match self {
+            Verb::PatchPipelines => ("pipelines.weave.works", "pipelines"),
+            _ => (GROUP, RESOURCE),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Verb::Get => "get",
             Verb::List => "list",
             Verb::Create => "create",
-            Verb::Patch => "patch",
+            Verb::Patch | Verb::PatchPipelines => "patch",
         }
     }
 }
@@ -128,7 +139,11 @@ pub enum Refusal {
          {0:?}, not a loopback address or localhost"
     )]
     ForeignHost(String),
-    #[error("{caller} may not {verb} promotions.promoter.dev in namespace {namespace}")]
+    #[error(
+        "{caller} may not {verb} {}.{} in namespace {namespace}",
+        verb.resource().1,
+        verb.resource().0
+    )]
     Forbidden {
         caller: String,
         verb: Verb,
@@ -156,8 +171,8 @@ impl IntoResponse for Refusal {
             } => (
                 StatusCode::FORBIDDEN,
                 axum::Json(json!({
-                    "reason": reason, "verb": verb.as_str(), "group": GROUP,
-                    "resource": RESOURCE, "namespace": namespace,
+                    "reason": reason, "verb": verb.as_str(), "group": verb.resource().0,
+                    "resource": verb.resource().1, "namespace": namespace,
                 })),
             )
                 .into_response(),
@@ -618,8 +633,8 @@ impl Kubernetes {
                 resource_attributes: Some(ResourceAttributes {
                     namespace: Some(namespace.to_string()),
                     verb: Some(verb.as_str().to_string()),
-                    group: Some(GROUP.to_string()),
-                    resource: Some(RESOURCE.to_string()),
+                    group: Some(verb.resource().0.to_string()),
+                    resource: Some(verb.resource().1.to_string()),
                     ..Default::default()
                 }),
                 user: Some(user.to_string()),

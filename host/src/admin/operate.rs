@@ -93,7 +93,10 @@ fn bad(message: String) -> Problem {
 /// A text field: present when `required`, at most `max` characters, no control characters.
 fn check_text(field: &str, value: Option<&str>, max: usize, required: bool) -> Result<(), Problem> {
     match value {
-        None | Some("") if required => Err(bad(format!("{field} is required and was empty"))),
+        None if required => Err(bad(format!("{field} is required and was empty"))),
+        Some(v) if required && v.trim().is_empty() => {
+            Err(bad(format!("{field} is required and was empty")))
+        }
         None => Ok(()),
         Some(v) if v.chars().count() > max => Err(bad(format!(
             "{field} has {} characters; at most {max} are allowed",
@@ -151,8 +154,14 @@ pub async fn promote(
     let req: PromoteBody = body(&bytes)?;
     who.require(Verb::Create, &req.namespace).await?;
     check_text("version", Some(&req.version), MAX_VERSION, true)?;
-    if req.version.trim() != req.version || req.version.contains(char::is_whitespace) {
-        return Err(bad(format!("version {:?} contains whitespace", req.version)).into());
+    // What Flux reports as a revision: a semver or a tag, a branch@sha1:…, a digest.
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "._+@:/-".contains(c);
+    if !req.version.chars().all(allowed) || req.version.starts_with('-') {
+        return Err(bad(format!(
+            "version {:?} may hold only letters, digits and . _ + @ : / - (not first)",
+            req.version
+        ))
+        .into());
     }
     check_text("reason", req.reason.as_deref(), MAX_REASON, false)?;
     let pipeline = pipeline(&shared, &req.namespace, &req.pipeline)?;
@@ -282,7 +291,10 @@ pub async fn step(
             version: p.version.clone(),
             by: by.clone(),
         }),
-        "retry" => Action::Retry { by: by.clone() },
+        "retry" => Action::Retry {
+            by: by.clone(),
+            approve_again: false,
+        },
         "reject" => Action::Reject {
             by: by.clone(),
             reason: reason()?,
@@ -354,7 +366,14 @@ pub async fn retry_failed(
     for p in failed {
         match shared
             .store
-            .act(&p.id, &req.namespace, Action::Retry { by: by.clone() })
+            .act(
+                &p.id,
+                &req.namespace,
+                Action::Retry {
+                    by: by.clone(),
+                    approve_again: false,
+                },
+            )
             .await
         {
             Ok(p) => retried.push(view(&p)),
@@ -400,6 +419,11 @@ pub async fn suspend(
     let req: StepBody = body(&bytes)?;
     check_text("reason", req.reason.as_deref(), MAX_REASON, false)?;
     who.require(Verb::Patch, &namespace).await?;
+    // Kubernetes: the controller sets the Pipeline's spec.suspend for the caller, so the
+    // caller must be allowed to patch the Pipeline too.
+    if matches!(shared.store, Store::Resources(_)) {
+        who.require(Verb::PatchPipelines, &namespace).await?;
+    }
     let suspend = match step.as_str() {
         "suspend" => true,
         "resume" => false,
@@ -434,7 +458,12 @@ pub async fn suspend(
                 .await?;
         }
         (Store::Resources(_), Some(client)) => {
-            crate::cluster::source::Cluster::set_suspend(client, &namespace, &name, suspend)
+            let note = suspend.then(|| {
+                req.reason
+                    .as_ref()
+                    .map_or_else(|| by.clone(), |r| format!("{by}: {r}"))
+            });
+            crate::cluster::source::Cluster::set_suspend(client, &namespace, &name, note)
                 .await
                 .map_err(|e| {
                     Problem(

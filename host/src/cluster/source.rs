@@ -177,16 +177,21 @@ pub struct Snapshot {
 }
 
 impl Cluster {
-    /// Sets `spec.suspend` of the Pipeline `namespace/name` (a merge patch).
+    /// Suspends the Pipeline `namespace/name` (`by`: who, and why, kept in the annotation
+    /// `promoter.dev/suspended-by`) or resumes it (`None`): one merge patch of
+    /// `spec.suspend` and the annotation.
     pub async fn set_suspend(
         client: Client,
         namespace: &str,
         name: &str,
-        suspend: bool,
+        by: Option<String>,
     ) -> Result<(), kube::Error> {
         let api: kube::Api<crate::cluster::crd::Pipeline> =
             kube::Api::namespaced(client, namespace);
-        let patch = serde_json::json!({"spec": {"suspend": suspend}});
+        let patch = serde_json::json!({
+            "metadata": {"annotations": {"promoter.dev/suspended-by": by}},
+            "spec": {"suspend": by.is_some()},
+        });
         api.patch(
             name,
             &kube::api::PatchParams::default(),

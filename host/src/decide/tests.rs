@@ -645,3 +645,19 @@ fn strict_mode_accepts_a_version_whose_promotion_was_allowed_to_run() {
         Ok(())
     );
 }
+
+#[test]
+fn a_version_an_operator_asked_for_counts_as_newest_only_once_it_succeeded() {
+    let p = multi();
+    let mut history = records(&[("test", "1.2.0", Phase::Succeeded)]);
+    // Asked for by mistake, then rejected: later events are not "older" than it.
+    history.note(&Promotion {
+        id: promotion_id(&p.namespace, &p.name, "test", "999.0.0"),
+        pipeline: p.reference(),
+        phase: Phase::Rejected,
+        cause: Cause::Manual,
+        ..Promotion::blank("test", "999.0.0")
+    });
+    let found = intents(decide(&p, "dev", &upgrade("1.3.0"), &history));
+    assert_eq!(found[0].version, "1.3.0");
+}

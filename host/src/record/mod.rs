@@ -332,16 +332,21 @@ impl Approval {
 #[serde(tag = "action", rename_all = "camelCase")]
 pub enum Action {
     Approve(Approval),
-    /// A failed promotion runs again: same id (the idempotency key), attempts go on.
+    /// A failed promotion runs again: same id (the idempotency key), a new count of attempts.
+    /// `approve_again`: it waits for approval first (an event's retry into an environment
+    /// with `manual: true`).
     Retry {
         by: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        approve_again: bool,
     },
     /// A promotion waiting for approval will never run.
     Reject {
         by: String,
         reason: String,
     },
-    /// A promotion that has not run (pending, waiting or held) will never run.
+    /// A promotion that has not run (pending, waiting or held), or that failed, will never
+    /// run (again).
     Abort {
         by: String,
         reason: String,
@@ -384,11 +389,16 @@ impl Action {
                 });
             }
             Action::Approve(approval) => return approval.apply(p, now),
-            Action::Retry { by } => {
+            Action::Retry { by, approve_again } => {
                 if p.phase != Phase::Failed {
                     return Err(wrong(&p, "failed"));
                 }
-                p.phase = Phase::Pending;
+                p.phase = if *approve_again {
+                    p.approved_by = None;
+                    Phase::WaitingApproval
+                } else {
+                    Phase::Pending
+                };
                 // A new count of attempts, under the same id (the idempotency key).
                 p.attempts = 0;
                 p.next_attempt_at = None;
@@ -406,8 +416,8 @@ impl Action {
                 p.finished_at = Some(now);
             }
             Action::Abort { by, reason } => {
-                if !p.phase.is_open() {
-                    return Err(wrong(&p, "pending, waiting-approval or held"));
+                if !p.phase.is_open() && p.phase != Phase::Failed {
+                    return Err(wrong(&p, "pending, waiting-approval, held or failed"));
                 }
                 p.phase = Phase::Aborted;
                 p.closed_by = Some(by.clone());
@@ -1288,19 +1298,26 @@ fn fill_page(
     readable: &dyn Fn(&str) -> bool,
 ) -> Result<Page, StoreError> {
     let mut page = Page::default();
+    // Past the scan budget, the page still takes the rest of the millisecond it stopped
+    // in, so the next page can start after that millisecond: a cursor never names a
+    // record the caller may not read.
+    let mut stopping_in: Option<u64> = None;
     for (looked, p) in records.enumerate() {
         let p = p?;
+        if stopping_in.is_some_and(|at| p.created_at != at) {
+            page.next = stopping_in.map(|at| (at, String::new()));
+            return Ok(page);
+        }
         let at = (p.created_at, p.id.clone());
         if query.matches(&p) && readable(&p.pipeline.namespace) {
             page.items.push(p);
             if page.items.len() == limit {
                 page.next = Some(at);
-                break;
+                return Ok(page);
             }
         }
-        if looked + 1 >= PAGE_SCAN {
-            page.next = Some(at);
-            break;
+        if looked + 1 >= PAGE_SCAN && stopping_in.is_none() {
+            stopping_in = Some(at.0);
         }
     }
     Ok(page)
@@ -1583,11 +1600,7 @@ impl Store {
     pub fn held(&self) -> Result<Vec<Promotion>, StoreError> {
         match self {
             Store::Local(s) => s.held(),
-            Store::Resources(s) => Ok(s
-                .not_run()
-                .into_iter()
-                .filter(|p| p.phase == Phase::Held)
-                .collect()),
+            Store::Resources(s) => Ok(s.held()),
         }
     }
 
@@ -1923,6 +1936,55 @@ mod tests {
             .page(&Query::default(), 100, None, &|ns| ns != "ns")
             .unwrap();
         assert!(page.items.is_empty());
+    }
+
+    #[test]
+    fn an_event_retry_into_a_manual_environment_waits_for_approval_and_a_failed_one_can_be_aborted()
+    {
+        let failed = Promotion {
+            phase: Phase::Failed,
+            approved_by: Some("key ns/approvals".into()),
+            attempts: 5,
+            ..promotion("f", "prod", "1.0.0")
+        };
+        let again = Action::Retry {
+            by: "event from test".into(),
+            approve_again: true,
+        };
+        let p = again.apply(failed.clone(), 1).unwrap();
+        assert_eq!(p.phase, Phase::WaitingApproval);
+        assert_eq!(p.approved_by, None, "the old approval does not carry over");
+        assert_eq!(p.attempts, 0);
+        let abort = Action::Abort {
+            by: "user alice".into(),
+            reason: "known bad".into(),
+        };
+        assert_eq!(abort.apply(failed, 1).unwrap().phase, Phase::Aborted);
+    }
+
+    #[tokio::test]
+    async fn a_page_that_runs_out_of_budget_names_no_record_the_caller_may_not_read() {
+        let dir = temp_dir("page-budget");
+        let store = LocalStore::open(&dir).unwrap();
+        let mut records: Vec<Promotion> = (0..PAGE_SCAN + 50)
+            .map(|n| Promotion {
+                created_at: 1_000 + n as u64 / 4,
+                ..promotion(&format!("b-{n:06}"), "test", &format!("1.0.{n}"))
+            })
+            .collect();
+        for p in &mut records {
+            p.pipeline.namespace = "team-b".into();
+        }
+        store.accept(b"e", records).await.unwrap();
+        let only_a = |ns: &str| ns == "team-a";
+        let page = store.page(&Query::default(), 100, None, &only_a).unwrap();
+        assert!(page.items.is_empty());
+        let (at, id) = page.next.expect("more to look at");
+        assert_eq!(id, "", "the cursor names no team-b record");
+        let rest = store
+            .page(&Query::default(), 100, Some(&(at, id)), &only_a)
+            .unwrap();
+        assert!(rest.items.is_empty() && rest.next.is_none());
     }
 
     #[tokio::test]

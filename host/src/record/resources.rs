@@ -818,14 +818,17 @@ impl ResourceStore {
                 })?;
             entry.resource.clone()
         };
-        self.write(promotion, resource).await
+        self.write(promotion, resource, true).await
     }
 
     /// Writes the promotion's state onto `resource` (as read): see [`Self::put`].
+    /// `over_own`: a conflict with a change of this replica's own claim (a renewal, say)
+    /// is written over; for an operator's step it is not.
     async fn write(
         &self,
         promotion: &Promotion,
         mut resource: crd::Promotion,
+        over_own: bool,
     ) -> Result<(), StoreError> {
         let id = &promotion.id;
         let base = resource.status.clone();
@@ -848,7 +851,7 @@ impl ResourceStore {
                         StoreError::Read(format!("cannot read Promotion {id}: {e}"))
                     })?;
                     let holder = fresh.status.as_ref().and_then(|s| s.holder.clone());
-                    let mine = holder.as_deref() == Some(self.replica.as_str());
+                    let mine = over_own && holder.as_deref() == Some(self.replica.as_str());
                     if fresh.status != base && !mine {
                         self.remember(fresh);
                         return Err(StoreError::Claimed {
@@ -983,7 +986,9 @@ impl ResourceStore {
                 (entry.current(now_ms()), entry.resource.clone())
             };
             let p = action.apply(p, now_ms())?;
-            match self.write(&p, resource).await {
+            // Never over a change made since it was read, even by this replica (its own
+            // claim): the step is applied again to the fresh object.
+            match self.write(&p, resource, false).await {
                 Ok(()) => return Ok(p),
                 // Changed since it was read (its first status written by the replica that
                 // recorded it, say, or approved there): look again at the fresh one.
