@@ -1,7 +1,5 @@
 //! The write path: a single writer thread that journals each batch with one fsync,
 //! applies it to the database, answers, and checkpoints the database now and then.
-//! The fsync runs on a thread of its own ([`Syncer`]), so that the writer applies one
-//! batch, already durable, while the next one's fsync is under way.
 
 use super::{
     Accepted, Approval, Change, EVENTS, Op, PROMOTIONS, Promotion, Record, Reply, SharedIndex,
@@ -29,10 +27,10 @@ pub(super) struct Journal {
 }
 
 impl Journal {
-    /// Appends the batch, not yet durable (see [`Syncer`]); returns where it starts. On
-    /// failure (a full disk writes part of it) the journal is cut back, so a failed batch
-    /// neither survives a restart nor leaves a torn line before the next one.
-    fn write(&mut self, changes: &[&Change]) -> std::io::Result<u64> {
+    /// Appends the batch and makes it durable. On failure (a full disk writes part of it)
+    /// the journal is cut back to what was acknowledged, so a failed batch neither
+    /// survives a restart nor leaves a torn line before the next one.
+    fn append(&mut self, changes: &[&Change]) -> std::io::Result<()> {
         use std::io::Write;
         let mut buf = Vec::new();
         for c in changes {
@@ -41,20 +39,16 @@ impl Journal {
         }
         // A cut that failed earlier is retried first: nothing is appended after a torn write.
         self.truncate(self.len)?;
-        let start = self.len;
-        if let Err(e) = self.file.write_all(&buf) {
-            self.cut(start);
+        let written = self
+            .file
+            .write_all(&buf)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            let _ = self.truncate(self.len);
             return Err(e);
         }
         self.len += buf.len() as u64;
-        Ok(start)
-    }
-
-    /// Drops everything from `start` on: batches that were not acknowledged. A cut that
-    /// fails is retried before the next write.
-    fn cut(&mut self, start: u64) {
-        self.len = start;
-        let _ = self.truncate(start);
+        Ok(())
     }
 
     /// Cuts the journal to `len` bytes (a no-op when it is that long).
@@ -122,100 +116,8 @@ pub(super) fn read_journal(path: &Path) -> Result<Vec<Change>, StoreError> {
     Ok(changes)
 }
 
-/// Makes journal writes durable on a thread of its own: the writer asks for an fsync
-/// after writing a batch, applies the previous (durable) batch meanwhile, and waits for
-/// the answer before it applies this one. (If the thread cannot be started, the fsync
-/// runs on the writer thread, one batch after the other.)
-struct Syncer {
-    thread: Option<(mpsc::Sender<()>, mpsc::Receiver<std::io::Result<()>>)>,
-}
-
-impl Syncer {
-    fn start(journal: &Journal) -> Syncer {
-        let spawned = journal.file.try_clone().and_then(|file| {
-            let (requests, asked) = mpsc::channel::<()>();
-            let (answer, done) = mpsc::channel();
-            std::thread::Builder::new()
-                .name("promotion-fsync".into())
-                .spawn(move || {
-                    while asked.recv().is_ok() {
-                        if answer.send(file.sync_data()).is_err() {
-                            break;
-                        }
-                    }
-                })?;
-            Ok((requests, done))
-        });
-        match spawned {
-            Ok(thread) => Syncer {
-                thread: Some(thread),
-            },
-            Err(e) => {
-                tracing::warn!("the promotion journal is synced on the writer thread: {e}");
-                Syncer { thread: None }
-            }
-        }
-    }
-
-    fn request(&self) {
-        if let Some((requests, _)) = &self.thread {
-            let _ = requests.send(());
-        }
-    }
-
-    /// Waits for the fsync asked for last.
-    fn wait(&self, journal: &Journal) -> std::io::Result<()> {
-        match &self.thread {
-            Some((_, done)) => done.recv().unwrap_or_else(|_| {
-                Err(std::io::Error::other(
-                    "the journal's fsync thread has stopped",
-                ))
-            }),
-            None => journal.file.sync_data(),
-        }
-    }
-}
-
-/// A batch written to the journal, its fsync asked for, not yet applied.
-struct InFlight {
-    batch: Vec<Op>,
-    /// Where it starts in the journal.
-    start: u64,
-}
-
-/// `first` and whatever else is queued, up to a bound.
-fn take(rx: &mpsc::Receiver<Op>, first: Option<Op>) -> Vec<Op> {
-    let mut batch: Vec<Op> = first.into_iter().collect();
-    while batch.len() < 512 {
-        match rx.try_recv() {
-            Ok(op) => batch.push(op),
-            Err(_) => break,
-        }
-    }
-    batch
-}
-
-fn changes(batch: &[Op]) -> Vec<&Change> {
-    batch.iter().map(|op| &op.change).collect()
-}
-
-/// Answers every op of `batch` with the write error `e`.
-fn fail(health: &super::WriterHealth, batch: Vec<Op>, e: &str) {
-    health
-        .failed
-        .store(true, std::sync::atomic::Ordering::Relaxed);
-    tracing::error!("promotion store write failed: {e}");
-    for op in batch {
-        reply(op.reply, Err(StoreError::Write(e.to_string())));
-    }
-}
-
 /// The single writer: takes one op, then whatever else is queued, journals them with
-/// one fsync, applies them in one transaction, and only then answers. Batches are
-/// pipelined: while batch n's fsync runs (on the [`Syncer`]), batch n - 1, durable,
-/// is applied and answered; nothing is applied before it is durable, so readers never
-/// see a change a crash could take back. The journal is emptied (a checkpoint) only
-/// when every batch it holds is applied.
+/// one fsync, applies them in one transaction, and only then answers.
 pub(super) fn writer(
     slot: Arc<Slot>,
     rx: mpsc::Receiver<Op>,
@@ -225,8 +127,7 @@ pub(super) fn writer(
 ) {
     use std::sync::atomic::Ordering;
     let failed = |yes: bool| health.failed.store(yes, Ordering::Relaxed);
-    // The database, reopened (journal replayed) after a write failed. Only while no batch
-    // is in flight: a change journaled and not yet applied would be applied twice.
+    // The database, reopened (journal replayed) after a write failed.
     let database = |journal: &Journal| match slot.get() {
         Ok(db) => Ok(db),
         Err(_) => slot
@@ -245,74 +146,45 @@ pub(super) fn writer(
             slot.close();
         }
     };
-    // Writes `batch` to the journal and asks for its fsync (the database must be open:
-    // `db`); on failure answers it with the error.
-    let begin = |journal: &mut Journal, syncer: &Syncer, batch: Vec<Op>, db: Result<(), String>| {
-        let written = db.and_then(|()| {
-            journal
-                .write(&changes(&batch))
-                .map_err(|e| format!("cannot write the journal {}: {e}", journal.path.display()))
-        });
-        match written {
-            Ok(start) => {
-                syncer.request();
-                Some(InFlight { batch, start })
-            }
-            Err(e) => {
-                fail(&health, batch, &e);
-                None
-            }
-        }
-    };
-    let syncer = Syncer::start(&journal);
-    let mut in_flight: Option<InFlight> = None;
     loop {
         health.beat.store(now_ms(), Ordering::Relaxed);
-        let Some(durable) = in_flight.take() else {
-            match rx.recv_timeout(CHECKPOINT_EVERY) {
-                Ok(op) => {
-                    let batch = take(&rx, Some(op));
-                    let db = database(&journal).map(drop);
-                    in_flight = begin(&mut journal, &syncer, batch, db);
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    // After a failed write, probe when idle, so readiness comes back once
-                    // the disk has room again, without waiting for a write to try.
-                    if health.failed.load(Ordering::Relaxed) {
-                        let probe =
-                            probe_write(&slot.path).and_then(|()| database(&journal).map(drop));
-                        match probe {
-                            Ok(()) => failed(false),
-                            Err(e) => tracing::debug!("promotion store still unwritable: {e}"),
-                        }
+        let first = match rx.recv_timeout(CHECKPOINT_EVERY) {
+            Ok(op) => op,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // After a failed write, probe when idle, so readiness comes back once the
+                // disk has room again, without waiting for a write to try.
+                if health.failed.load(Ordering::Relaxed) {
+                    let probe = probe_write(&slot.path).and_then(|()| database(&journal).map(drop));
+                    match probe {
+                        Ok(()) => failed(false),
+                        Err(e) => tracing::debug!("promotion store still unwritable: {e}"),
                     }
-                    checkpoint(&mut journal);
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                checkpoint(&mut journal);
+                continue;
             }
-            continue;
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
-        if let Err(e) = syncer.wait(&journal) {
-            journal.cut(durable.start);
-            let e = format!("cannot write the journal {}: {e}", journal.path.display());
-            fail(&health, durable.batch, &e);
-            continue;
-        }
-        // `durable` is on disk. The next batch is written and its fsync asked for before
-        // `durable` is applied, unless a checkpoint is due (it waits for the journal to
-        // hold only applied batches).
-        if !journal.due() {
-            let next = take(&rx, None);
-            if !next.is_empty() {
-                let db = slot.get().map(drop).map_err(|e| e.to_string());
-                in_flight = begin(&mut journal, &syncer, next, db);
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
             }
         }
-        let changes = changes(&durable.batch);
-        let outcome = slot
-            .get()
-            .map_err(|e| e.to_string())
-            .and_then(|db| apply(&db, &changes, redb::Durability::None));
+        let changes: Vec<&Change> = batch.iter().map(|op| &op.change).collect();
+        let acknowledged = journal.len;
+        let outcome = database(&journal).and_then(|db| {
+            journal
+                .append(&changes)
+                .map_err(|e| format!("cannot write the journal {}: {e}", journal.path.display()))?;
+            apply(&db, &changes, redb::Durability::None).inspect_err(|_| {
+                // Journaled but not applied: not acknowledged, so not kept; and redb
+                // takes no transaction after an I/O error until the file is reopened.
+                let _ = journal.truncate(acknowledged);
+                slot.close();
+            })
+        });
         match outcome {
             Ok(results) => {
                 failed(false);
@@ -332,26 +204,19 @@ pub(super) fn writer(
                     }
                 }
                 drop(index);
-                for (op, result) in durable.batch.into_iter().zip(results) {
+                for (op, result) in batch.into_iter().zip(results) {
                     reply(op.reply, Ok(result));
                 }
             }
             Err(e) => {
-                // Journaled but not applied: not acknowledged, so not kept, and neither is
-                // the batch journaled after it; and redb takes no transaction after an I/O
-                // error until the file is reopened.
-                if let Some(next) = in_flight.take() {
-                    let _ = syncer.wait(&journal);
-                    fail(&health, next.batch, &e);
+                failed(true);
+                tracing::error!("promotion store write failed: {e}");
+                for op in batch {
+                    reply(op.reply, Err(StoreError::Write(e.clone())));
                 }
-                journal.cut(durable.start);
-                slot.close();
-                fail(&health, durable.batch, &e);
             }
         }
-        if in_flight.is_none() {
-            checkpoint(&mut journal);
-        }
+        checkpoint(&mut journal);
     }
     if let Err(e) = database(&journal).and_then(|db| journal.checkpoint(&db)) {
         tracing::error!("promotion store checkpoint at shutdown failed: {e}");
@@ -515,54 +380,4 @@ fn probe_write(db: &Path) -> Result<(), String> {
     });
     let _ = std::fs::remove_file(&probe);
     written.map_err(|e| format!("cannot write {}: {e}", probe.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::{LocalStore, tests::promotion};
-
-    /// Batches are pipelined (one applied while the next one's fsync runs), yet an answer
-    /// comes only once its change is applied: what a caller was told is recorded reads
-    /// back at once, and is all there after the store is reopened.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn every_acknowledged_accept_reads_back_at_once_under_concurrent_writers() {
-        let dir =
-            std::env::temp_dir().join(format!("promoter-journal-{}-pipelined", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = LocalStore::open(&dir).unwrap();
-        let tasks: Vec<_> = (0..400)
-            .map(|i| {
-                let store = store.clone();
-                tokio::spawn(async move {
-                    let (body, id) = (format!("event-{i}"), format!("p{i}"));
-                    let wanted = vec![promotion(&id, "test", &format!("1.0.{i}"))];
-                    let accepted = store.accept(body.as_bytes(), wanted).await.unwrap();
-                    assert_eq!(accepted.created, vec![id.clone()]);
-                    assert!(
-                        store.get(&id).unwrap().is_some(),
-                        "{id} acknowledged, not read"
-                    );
-                    assert!(
-                        store.seen(body.as_bytes()).unwrap(),
-                        "{body} acknowledged, not seen"
-                    );
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
-        drop(store);
-        // The first store's writer thread holds the file until it has seen its channel close.
-        let mut reopened = LocalStore::open(&dir);
-        for _ in 0..100 {
-            if reopened.is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            reopened = LocalStore::open(&dir);
-        }
-        assert_eq!(reopened.unwrap().list().unwrap().len(), 400);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 }

@@ -819,7 +819,7 @@ impl Store {
 mod tests {
     use super::*;
 
-    pub(super) fn promotion(id: &str, env: &str, version: &str) -> Promotion {
+    fn promotion(id: &str, env: &str, version: &str) -> Promotion {
         Promotion {
             id: id.into(),
             pipeline: PipelineRef {
