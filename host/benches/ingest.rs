@@ -550,23 +550,9 @@ fn main() {
         (0..CYCLED).map(|i| event_line(i % PIPELINES, &format!("ref-{i:07}"), None)),
     );
     let [bare, hmac, durable] = start_references(&rt, &dir);
-    let mut measured = Vec::new();
-    for (name, port) in [
-        ("bare axum (202)", bare),
-        ("axum + HMAC (202)", hmac),
-        ("axum + HMAC + group-committed fsync (202)", durable),
-    ] {
-        let base = format!("http://127.0.0.1:{port}");
-        wrk(&base, &cycled, WARM_UP, me);
-        let run = wrk(&base, &cycled, DURATION, me);
-        let wrong = reference_answers(&run);
-        measured.push(Measured { name, run, wrong });
-    }
-    let durable_rate = measured[2].run.rate();
-
     let server = start_promoter(&rt, &dir);
     let pid = server.child.id();
-    let base = format!("http://127.0.0.1:{}", server.webhook);
+    let promoter = format!("http://127.0.0.1:{}", server.webhook);
     // Ignored events: not a deployment, never recorded; CYCLED distinct bodies.
     let ignored = dir.join("ignored");
     write_events(
@@ -579,44 +565,71 @@ fn main() {
             )
         }),
     );
-    wrk(&base, &ignored, WARM_UP, pid);
     // Replays: CYCLED bodies accepted once first (not measured), then sent again.
     let replays: Vec<Vec<u8>> = (0..CYCLED)
         .map(|i| event_line(i % PIPELINES, &format!("replayed-{i:07}"), None))
         .collect();
     write_events(&dir.join("replays"), replays.iter().cloned());
+    let references = [bare, hmac, durable].map(|port| format!("http://127.0.0.1:{port}"));
+    for base in &references {
+        wrk(base, &cycled, WARM_UP, me);
+    }
+    wrk(&promoter, &ignored, WARM_UP, pid);
     prime(&rt, server.webhook, replays);
 
+    // Each Promoter run right after the reference it is compared with, so that both see
+    // much the same machine (other processes' load comes and goes).
+    let reference = |name: &'static str, base: &str| {
+        let run = wrk(base, &cycled, DURATION, me);
+        let wrong = reference_answers(&run);
+        Measured { name, run, wrong }
+    };
+    let promoter_run = |name: &'static str, prefix: &Path, result: &str, status: u16| {
+        let before = results(&rt, server.admin);
+        let run = wrk(&promoter, prefix, DURATION, pid);
+        let after = results(&rt, server.admin);
+        let wrong = promoter_answers(&run, &before, &after, result, status);
+        Measured { name, run, wrong }
+    };
+    let mut measured = vec![
+        reference("bare axum (202)", &references[0]),
+        reference("axum + HMAC + group-committed fsync (202)", &references[2]),
+    ];
     // New promotions: every body a version never seen, so enough of them for the whole
     // run. Promoter does all the durable reference does and more, so 1.5 times what that
     // reached (at least 100,000) is plenty; a wrap would be reported (409 replays).
     let fresh = dir.join("new");
-    let count = ((durable_rate * DURATION.as_secs_f64() * 1.5) as usize).max(100_000);
+    let count = ((measured[1].run.rate() * DURATION.as_secs_f64() * 1.5) as usize).max(100_000);
     write_events(
         &fresh,
         (0..count).map(|i| event_line(i % PIPELINES, &format!("build-{i:07}"), None)),
     );
-    for (name, prefix, result, status) in [
-        ("promoter: new promotions (202)", &fresh, "accepted", 202),
-        (
-            "promoter: replays (409)",
-            &dir.join("replays"),
-            "replay",
-            409,
-        ),
-        ("promoter: ignored events (200)", &ignored, "ignored", 200),
-    ] {
-        let before = results(&rt, server.admin);
-        let run = wrk(&base, prefix, DURATION, pid);
-        let after = results(&rt, server.admin);
-        let wrong = promoter_answers(&run, &before, &after, result, status);
-        measured.push(Measured { name, run, wrong });
-    }
+    measured.push(promoter_run(
+        "promoter: new promotions (202)",
+        &fresh,
+        "accepted",
+        202,
+    ));
+    measured.push(reference("axum + HMAC (202)", &references[1]));
+    let replays = dir.join("replays");
+    measured.push(promoter_run(
+        "promoter: replays (409)",
+        &replays,
+        "replay",
+        409,
+    ));
+    measured.push(promoter_run(
+        "promoter: ignored events (200)",
+        &ignored,
+        "ignored",
+        200,
+    ));
     drop(server);
 
     println!(
         "ingest: wrk -t{THREADS} -c{CONNECTIONS} -d{}s --latency -s benches/ingest.lua, signed \
-         Flux events over {PIPELINES} pipelines, each server in turn; CPU is the server's",
+         Flux events over {PIPELINES} pipelines, each server in turn (each Promoter run right \
+         after its reference); CPU is the server's",
         DURATION.as_secs()
     );
     for m in &measured {
@@ -626,25 +639,25 @@ fn main() {
     let targets = [
         (
             "new promotions / durable reference, throughput",
-            3,
             2,
+            1,
             false,
             0.5,
             true,
         ),
         (
             "new promotions / durable reference, p99",
-            3,
             2,
+            1,
             true,
             3.0,
             false,
         ),
-        ("replays / axum + HMAC, throughput", 4, 1, false, 0.6, true),
+        ("replays / axum + HMAC, throughput", 4, 3, false, 0.6, true),
         (
             "ignored events / axum + HMAC, throughput",
             5,
-            1,
+            3,
             false,
             0.6,
             true,
@@ -667,7 +680,7 @@ fn main() {
             measured[i].wrong.is_none() && measured[reference].wrong.is_none(),
         );
     }
-    let (h, r) = (&measured[1].run, &measured[2].run);
+    let (h, r) = (&measured[3].run, &measured[1].run);
     println!(
         "for reference: axum + HMAC {:.2} of bare axum, the durable reference {:.2}; whole run {:.0?}",
         h.rate() / measured[0].run.rate(),
