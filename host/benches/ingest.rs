@@ -17,8 +17,9 @@
 //! events metric says what each request it answered was; a run whose answers are not all
 //! the expected one is reported as such and its ratio is not taken.
 //!
-//! The bodies are written to files (`<path> TAB <signature> TAB <body>` a line, one file
-//! per wrk thread) that `ingest.lua` reads a line per request.
+//! Each Promoter run comes right after the reference it is compared with, so that both
+//! see much the same machine. The bodies are written to files (`<path> TAB <signature>
+//! TAB <body>` a line, one file per wrk thread) that `ingest.lua` reads a line per request.
 
 use promoter::client::{deployment_event, signature_header};
 use std::collections::BTreeMap;
@@ -31,7 +32,7 @@ use std::time::{Duration, Instant};
 const THREADS: usize = 2;
 const CONNECTIONS: usize = 50;
 const DURATION: Duration = Duration::from_secs(10);
-/// A run before each measured one: connections, caches, allocator, page cache.
+/// A run against each server before any is measured: connections, caches, allocator.
 const WARM_UP: Duration = Duration::from_secs(2);
 /// Pipelines the events are spread over (each with its own events key).
 const PIPELINES: usize = 20;
