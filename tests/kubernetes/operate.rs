@@ -220,6 +220,35 @@ async fn a_reader_who_may_not_patch_promotions_cannot_retry_reject_or_promote_an
         api.find("Promotion", "team-a", &a_id).unwrap()["status"],
         before["status"]
     );
+
+    // Team-a's release bot may patch promotions, not Pipelines: it may not have the
+    // controller suspend one for it.
+    api.add(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "promotions-steerer", "namespace": "team-a"},
+        "rules": [{"apiGroups": ["promoter.dev"], "resources": ["promotions"], "verbs": ["patch"]}],
+    }));
+    api.add(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "promotions-steerer", "namespace": "team-a"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "promotions-steerer"},
+        "subjects": [{"kind": "ServiceAccount", "name": "release-bot", "namespace": "team-a"}],
+    }));
+    let (code, _, err) = cli(&server, &dir, BOT_TOKEN, &["suspend", "team-a/shop"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("HTTP 403") && err.contains("pipelines.pipelines.weave.works"),
+        "{err}"
+    );
+    let shop = api.find("Pipeline", "team-a", "shop");
+    assert!(
+        shop.as_ref().is_none_or(|p| p["spec"]["suspend"].is_null()),
+        "{shop:?}"
+    );
+    // Its patch right on promotions does reach them: a succeeded one cannot be aborted.
+    let (code, _, err) = cli(&server, &dir, BOT_TOKEN, &["abort", &a_id, "--reason", "x"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("HTTP 409"), "{err}");
     api.assert_only_granted();
 }
 
