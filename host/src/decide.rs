@@ -319,18 +319,6 @@ pub fn version_key(version: &str) -> String {
     semver(version).map_or_else(|| version.to_string(), |v| v.to_string())
 }
 
-/// The spellings of `version` that are the same version: with and without a leading `v`
-/// for semver, the text itself otherwise.
-pub fn spellings(version: &str) -> Vec<String> {
-    match semver(version) {
-        Some(_) => {
-            let bare = version.strip_prefix(['v', 'V']).unwrap_or(version);
-            vec![bare.to_string(), format!("v{bare}"), format!("V{bare}")]
-        }
-        None => vec![version.to_string()],
-    }
-}
-
 impl VersionIndex {
     /// Takes the record `p` into account.
     pub fn note(&mut self, p: &Promotion) {

@@ -8,9 +8,11 @@
 //!   running), what the worker and the metrics follow;
 //! - `envs` `(ns/name, environment) -> {newest, current}`: per environment, the newest
 //!   version recorded and the one there now (what decisions compare with);
-//! - `rounds` `(ns/name, environment, version) -> round`: the last round recorded of a
-//!   version, so its records are found by id (and a new round gets a new id) even after
-//!   older rounds were deleted by `--keep-finished`.
+//! - `versions` `(ns/name, environment, version) -> (round, id, phase, succeeded)`: the
+//!   last round recorded of a version, its id and phase, and whether any round of it
+//!   succeeded — what a decision asks of a version, in one read, and still known after
+//!   `--keep-finished` deleted its records (so a new round gets a new id, and an event for
+//!   a version pruned long ago is still "already promoted").
 //!
 //! `meta` says which revision of these tables the file holds; a file from before them is
 //! indexed once, at open.
@@ -24,10 +26,11 @@ pub(super) const BY_PIPELINE: TableDefinition<(&str, u64, &str), ()> =
     TableDefinition::new("by-pipeline");
 pub(super) const OPEN: TableDefinition<&str, &str> = TableDefinition::new("open");
 pub(super) const ENVS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("envs");
-pub(super) const ROUNDS: TableDefinition<(&str, &str, &str), u32> = TableDefinition::new("rounds");
+pub(super) const VERSIONS: TableDefinition<(&str, &str, &str), (u32, &str, &str, bool)> =
+    TableDefinition::new("versions");
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The revision of the derived tables; a file holding another is indexed again at open.
-pub(super) const REVISION: u64 = 1;
+pub(super) const REVISION: u64 = 2;
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
@@ -39,7 +42,11 @@ pub(super) struct Derived<'t> {
     by_pipeline: Table<'t, (&'static str, u64, &'static str), ()>,
     open: Table<'t, &'static str, &'static str>,
     envs: Table<'t, (&'static str, &'static str), &'static [u8]>,
-    rounds: Table<'t, (&'static str, &'static str, &'static str), u32>,
+    versions: Table<
+        't,
+        (&'static str, &'static str, &'static str),
+        (u32, &'static str, &'static str, bool),
+    >,
 }
 
 /// Whether a record in `phase` has not finished: the worker, approvals or a resume will
@@ -55,7 +62,7 @@ impl<'t> Derived<'t> {
             by_pipeline: txn.open_table(BY_PIPELINE).map_err(err)?,
             open: txn.open_table(OPEN).map_err(err)?,
             envs: txn.open_table(ENVS).map_err(err)?,
-            rounds: txn.open_table(ROUNDS).map_err(err)?,
+            versions: txn.open_table(VERSIONS).map_err(err)?,
         })
     }
 
@@ -99,10 +106,30 @@ impl<'t> Derived<'t> {
             p.target_environment.as_str(),
             key.as_str(),
         );
-        let round = self.rounds.get(round_key).map_err(err)?.map(|v| v.value());
-        if round.is_none_or(|r| r < p.round) {
-            self.rounds.insert(round_key, p.round).map_err(err)?;
-        }
+        let succeeded = p.phase == Phase::Succeeded;
+        let stored = self.versions.get(round_key).map_err(err)?.map(|v| {
+            let (round, id, phase, ok) = v.value();
+            (round, id.to_string(), phase.to_string(), ok)
+        });
+        let new = match stored {
+            // An older round changed (it can only have finished): whether any succeeded.
+            Some((round, id, phase, ok)) if round > p.round => (round, id, phase, ok || succeeded),
+            Some((.., ok)) => (
+                p.round,
+                p.id.clone(),
+                p.phase.as_str().to_string(),
+                ok || succeeded,
+            ),
+            None => (
+                p.round,
+                p.id.clone(),
+                p.phase.as_str().to_string(),
+                succeeded,
+            ),
+        };
+        self.versions
+            .insert(round_key, (new.0, new.1.as_str(), new.2.as_str(), new.3))
+            .map_err(err)?;
         Ok(())
     }
 
@@ -175,7 +202,9 @@ pub(super) fn rebuild_if_needed(db: &redb::Database) -> Result<bool, String> {
     txn.delete_table(BY_PIPELINE).map_err(err)?;
     txn.delete_table(OPEN).map_err(err)?;
     txn.delete_table(ENVS).map_err(err)?;
-    txn.delete_table(ROUNDS).map_err(err)?;
+    txn.delete_table(VERSIONS).map_err(err)?;
+    // Revision 1's table, replaced by `versions`.
+    let _ = txn.delete_table(TableDefinition::<(&str, &str, &str), u32>::new("rounds"));
     {
         let promotions = txn.open_table(super::PROMOTIONS).map_err(err)?;
         let mut derived = Derived::open(&txn)?;

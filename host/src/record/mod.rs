@@ -12,7 +12,7 @@
 //! environment, version), so recording the same promotion twice finds the first;
 //! an event's digest is kept, so a replayed event changes nothing.
 
-use crate::decide::{Current, EnvLatest, History, Latest, promotion_id_round, spellings};
+use crate::decide::{Current, EnvLatest, History, Latest};
 use crate::pipeline::StrategyRef;
 use crate::promotion::{AppRef, EventInfo, PipelineRef, Target};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -953,22 +953,31 @@ impl LocalStore {
         Ok((envs, open))
     }
 
-    /// The last round recorded of `version` (any spelling) into `env` of `pipeline`.
-    fn last_round(
+    /// What the index says of the last round of `version` (any spelling) into `env` of
+    /// `pipeline`: one read, no record parsed.
+    fn version_state(
         &self,
         pipeline: &PipelineRef,
         env: &str,
         version: &str,
-    ) -> Result<u32, StoreError> {
+    ) -> Result<Option<Latest>, StoreError> {
         let read = |e: &dyn std::fmt::Display| StoreError::Read(e.to_string());
         let txn = self.db.get()?.begin_read().map_err(|e| read(&e))?;
-        let table = txn.open_table(derived::ROUNDS).map_err(|e| read(&e))?;
+        let table = txn.open_table(derived::VERSIONS).map_err(|e| read(&e))?;
         let key = crate::decide::version_key(version);
         let pipeline = pipeline_key(pipeline);
-        Ok(table
+        let found = table
             .get((pipeline.as_str(), env, key.as_str()))
-            .map_err(|e| read(&e))?
-            .map_or(0, |v| v.value()))
+            .map_err(|e| read(&e))?;
+        Ok(found.and_then(|v| {
+            let (round, id, phase, succeeded) = v.value();
+            Some(Latest {
+                id: id.to_string(),
+                phase: Phase::parse(phase)?,
+                round,
+                succeeded,
+            })
+        }))
     }
 
     /// A page of records newest first, after `after`: through the records of one pipeline
@@ -1333,45 +1342,13 @@ struct LocalHistory<'a> {
 
 impl History for LocalHistory<'_> {
     fn latest(&self, target_env: &str, version: &str) -> Option<Latest> {
-        let (ns, name) = (&self.pipeline.namespace, &self.pipeline.name);
-        let rounds = match self.store.last_round(self.pipeline, target_env, version) {
-            Ok(r) => r,
+        match self.store.version_state(self.pipeline, target_env, version) {
+            Ok(found) => found,
             Err(e) => {
-                tracing::warn!("cannot read the rounds of {version} into {target_env}: {e}");
-                0
-            }
-        };
-        let spellings = spellings(version);
-        let mut latest: Option<Latest> = None;
-        // Newest round first; older rounds may have been deleted (--keep-finished), and a
-        // later round may spell the version another way than the first.
-        for round in (1..=rounds).rev() {
-            for spelling in &spellings {
-                let id = promotion_id_round(ns, name, target_env, spelling, round);
-                let record = match self.store.get(&id) {
-                    Ok(record) => record,
-                    Err(e) => {
-                        tracing::warn!(promotion = %id, "cannot read the record: {e}");
-                        None
-                    }
-                };
-                let Some(p) = record.filter(|p| p.is(self.pipeline, target_env, spelling)) else {
-                    continue;
-                };
-                match &mut latest {
-                    None => {
-                        latest = Some(Latest {
-                            id: p.id,
-                            phase: p.phase,
-                            round: rounds,
-                            succeeded: p.phase == Phase::Succeeded,
-                        })
-                    }
-                    Some(l) => l.succeeded |= p.phase == Phase::Succeeded,
-                }
+                tracing::warn!("cannot read what is recorded of {version} into {target_env}: {e}");
+                None
             }
         }
-        latest
     }
 
     fn newest(&self, target_env: &str) -> Option<String> {
@@ -1867,7 +1844,7 @@ mod tests {
             let txn = db.begin_write().unwrap();
             txn.delete_table(derived::OPEN).unwrap();
             txn.delete_table(derived::ENVS).unwrap();
-            txn.delete_table(derived::ROUNDS).unwrap();
+            txn.delete_table(derived::VERSIONS).unwrap();
             txn.delete_table(derived::META).unwrap();
             txn.commit().unwrap();
         }
@@ -2030,6 +2007,13 @@ mod tests {
         let pipeline = promotion("x", "test", "1.0.0").pipeline;
         let current = store.with_history(&pipeline, |h| h.current("test"));
         assert_eq!(current.map(|c| c.version), Some("1.4.0".to_string()));
+        // What decisions ask of a version outlives its record: an event for 1.0.0 is
+        // still "already promoted", and a rollback to it gets round 2.
+        let gone = store.with_history(&pipeline, |h| h.latest("test", "1.0.0"));
+        assert_eq!(
+            gone.map(|l| (l.phase, l.round, l.succeeded)),
+            Some((Phase::Succeeded, 1, true))
+        );
         // The newest version recorded is remembered after its record went.
         assert_eq!(
             store.with_history(&pipeline, |h| h.newest("test")),
