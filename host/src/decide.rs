@@ -83,6 +83,20 @@ pub enum IgnoreReason {
     },
 }
 
+impl IgnoreReason {
+    /// Whether the event alone is the reason (not a successful deployment), whatever was
+    /// recorded: such an event was never accepted, so it cannot be a replay, and it is no
+    /// news to the operator (Flux sends one for every reconciliation its Alert forwards).
+    pub fn about_the_event_alone(&self) -> bool {
+        matches!(
+            self,
+            IgnoreReason::ErrorSeverity
+                | IgnoreReason::NotADeployment { .. }
+                | IgnoreReason::NotASuccessMessage { .. }
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RejectReason {
     #[error("pipeline {pipeline}: environment {env:?} not found; have {}", have.join(", "))]

@@ -294,12 +294,23 @@ async fn handle_promotion(
             ));
         }
         // A replay of an accepted event would be "already promoted": say what it is.
-        // (New events are checked for replay atomically when they are recorded.)
-        Decision::Ignore(_) if shared.store.seen(body).map_err(unavailable)? => {
+        // (New events are checked for replay atomically when they are recorded.) An event
+        // that is no successful deployment was never accepted: no replay to look for.
+        Decision::Ignore(reason)
+            if !reason.about_the_event_alone()
+                && shared.store.seen(body).map_err(unavailable)? =>
+        {
             return Err(replayed());
         }
         Decision::Ignore(reason) => {
-            tracing::info!("{reason}");
+            // Flux forwards every reconciliation its Alert matches: those that are no
+            // deployment are counted (promoter_events_received_total{result="ignored"})
+            // and logged at debug; an ignored version is news, logged at info.
+            if reason.about_the_event_alone() {
+                tracing::debug!("{reason}");
+            } else {
+                tracing::info!("{reason}");
+            }
             let body = json!({"result": "ignored", "reason": reason.to_string()});
             return Ok((
                 "ignored",

@@ -661,3 +661,24 @@ fn a_version_an_operator_asked_for_counts_as_newest_only_once_it_succeeded() {
     let found = intents(decide(&p, "dev", &upgrade("1.3.0"), &history));
     assert_eq!(found[0].version, "1.3.0");
 }
+
+/// The ingest path skips the replay lookup (and logs at debug) only for an event that
+/// could never have been accepted, whatever the records say; an event ignored because of
+/// what was recorded may be a replay of an accepted one and must be looked up.
+#[test]
+fn only_events_that_are_no_deployment_are_ignored_for_themselves_alone() {
+    let alone = |d: Decision| match d {
+        Decision::Ignore(r) => r.about_the_event_alone(),
+        other => panic!("expected ignore, got {other:?}"),
+    };
+    let failed = event_with(|v| {
+        v["severity"] = "error".into();
+        v["reason"] = "UpgradeFailed".into();
+    });
+    assert!(alone(decide(&multi(), "dev", &failed, &no_history())));
+    let progressing = event_with(|v| v["reason"] = "Progressing".into());
+    assert!(alone(decide(&multi(), "dev", &progressing, &no_history())));
+    let history = vec![promoted("test", "1.2.0")];
+    assert!(!alone(decide(&multi(), "dev", &upgrade("1.2.0"), &history)));
+    assert!(!alone(decide(&multi(), "dev", &upgrade("1.1.0"), &history)));
+}

@@ -686,9 +686,8 @@ fn pipeline_key(p: &PipelineRef) -> String {
     format!("{}/{}", p.namespace, p.name)
 }
 
-/// Pages of the database kept in memory. The promotions list is read in full and is
-/// small; redb's default (1 GiB) would let a long-running server's memory grow with the
-/// file.
+/// Pages of the database kept in memory: what the index tables and recent records need.
+/// redb's default (1 GiB) would let a long-running server's memory grow with the file.
 const CACHE_BYTES: usize = 4 << 20;
 
 fn open_database(path: &Path) -> Result<Database, redb::DatabaseError> {
