@@ -170,6 +170,8 @@ fn promotion(i: usize, n: usize, total: usize) -> Value {
             version: version.clone(),
             source_environment: Some(source.into()),
             reason: None,
+            rollback: false,
+            round: None,
             event: Some(EventInfo {
                 kind: "HelmRelease".into(),
                 name: name.clone(),
@@ -211,6 +213,11 @@ fn promotion(i: usize, n: usize, total: usize) -> Value {
             .then(|| "webhook".into()),
         approved_by: (env == "prod" && phase != Phase::WaitingApproval && phase != Phase::Refused)
             .then(|| format!("key {ns}/approvals")),
+        requested_by: None,
+        retried_by: None,
+        retried_at: None,
+        closed_by: None,
+        close_reason: None,
         conditions: vec![condition],
     });
     let mut object = serde_json::to_value(&resource).unwrap();

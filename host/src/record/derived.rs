@@ -26,7 +26,11 @@ pub(super) const BY_PIPELINE: TableDefinition<(&str, u64, &str), ()> =
     TableDefinition::new("by-pipeline");
 pub(super) const OPEN: TableDefinition<&str, &str> = TableDefinition::new("open");
 pub(super) const ENVS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("envs");
-pub(super) const VERSIONS: TableDefinition<(&str, &str, &str), (u32, &str, &str, bool)> =
+/// Per (pipeline, environment, version key): the last round, its id and phase, and
+/// whether any round succeeded.
+type VersionKey<'a> = (&'a str, &'a str, &'a str);
+type VersionRow<'a> = (u32, &'a str, &'a str, bool);
+pub(super) const VERSIONS: TableDefinition<VersionKey, VersionRow> =
     TableDefinition::new("versions");
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The revision of the derived tables; a file holding another is indexed again at open.
@@ -42,11 +46,7 @@ pub(super) struct Derived<'t> {
     by_pipeline: Table<'t, (&'static str, u64, &'static str), ()>,
     open: Table<'t, &'static str, &'static str>,
     envs: Table<'t, (&'static str, &'static str), &'static [u8]>,
-    versions: Table<
-        't,
-        (&'static str, &'static str, &'static str),
-        (u32, &'static str, &'static str, bool),
-    >,
+    versions: Table<'t, VersionKey<'static>, VersionRow<'static>>,
 }
 
 /// Whether a record in `phase` has not finished: the worker, approvals or a resume will
