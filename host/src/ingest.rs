@@ -233,7 +233,7 @@ async fn promotion(
     body: Bytes,
 ) -> Response {
     let span =
-        tracing::info_span!("event", pipeline = %format!("{namespace}/{name}"), environment = %env);
+        tracing::info_span!("event", pipeline = %Named(&namespace, &name), environment = %env);
     let answer = handle_promotion(&shared, &namespace, &name, &env, &headers, &body)
         .instrument(span.clone())
         .await;
@@ -259,6 +259,16 @@ async fn promotion(
         .with_label_values(&[pipeline.as_str(), result])
         .inc();
     response
+}
+
+/// `namespace/name`, written where it is shown (a log line) rather than built for each
+/// request.
+struct Named<'a>(&'a str, &'a str);
+
+impl std::fmt::Display for Named<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.0, self.1)
+    }
 }
 
 async fn handle_promotion(

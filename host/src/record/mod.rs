@@ -854,20 +854,24 @@ impl LocalStore {
     }
 
     /// Runs `f` with the history of `pipeline`.
+    /// The pipeline's environments are read once, when the decision first asks (an event
+    /// that is no deployment never does).
     pub fn with_history<R>(&self, pipeline: &PipelineRef, f: impl FnOnce(&dyn History) -> R) -> R {
-        let envs = {
-            let index = self.index.lock().unwrap();
-            index
-                .envs
-                .get(&pipeline_key(pipeline))
-                .cloned()
-                .unwrap_or_default()
-        };
         f(&LocalHistory {
             store: self,
             pipeline,
-            envs,
+            envs: std::cell::OnceCell::new(),
         })
+    }
+
+    /// What the index says of each environment of `pipeline` now.
+    fn env_index(&self, pipeline: &PipelineRef) -> HashMap<String, EnvLatest> {
+        let index = self.index.lock().unwrap();
+        index
+            .envs
+            .get(&pipeline_key(pipeline))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Whether the writer thread is alive (it goes round at least every second).
@@ -1336,7 +1340,15 @@ fn fill_page(
 struct LocalHistory<'a> {
     store: &'a LocalStore,
     pipeline: &'a PipelineRef,
-    envs: HashMap<String, EnvLatest>,
+    envs: std::cell::OnceCell<HashMap<String, EnvLatest>>,
+}
+
+impl LocalHistory<'_> {
+    fn env(&self, target_env: &str) -> Option<&EnvLatest> {
+        self.envs
+            .get_or_init(|| self.store.env_index(self.pipeline))
+            .get(target_env)
+    }
 }
 
 impl History for LocalHistory<'_> {
@@ -1351,11 +1363,11 @@ impl History for LocalHistory<'_> {
     }
 
     fn newest(&self, target_env: &str) -> Option<String> {
-        self.envs.get(target_env).and_then(EnvLatest::newest)
+        self.env(target_env).and_then(EnvLatest::newest)
     }
 
     fn current(&self, target_env: &str) -> Option<Current> {
-        self.envs.get(target_env).and_then(EnvLatest::current)
+        self.env(target_env).and_then(EnvLatest::current)
     }
 }
 
