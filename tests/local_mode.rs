@@ -3,7 +3,7 @@
 
 mod support;
 
-use promoter::client::{deployment_event, post_signed, signature_header};
+use promoter::client::{deployment_event, signature_header};
 use std::collections::{HashMap, HashSet};
 use support::{
     APPROVAL_KEY, CI_KEY, EVENTS_KEY, Receiver, Server, event_url, scratch, send, start,
@@ -320,26 +320,11 @@ async fn a_manual_promotion_waits_for_a_signed_approval() {
         .unwrap_or_else(|| panic!("{metrics}"));
     assert!((0.4..60.0).contains(&waited), "waited {waited}s");
 
-    let approve = |key: &'static [u8], revision: &str| {
-        let body = serde_json::to_vec(&promoter::client::ApprovalBody {
-            namespace: "flux-system".into(),
-            name: "podinfo".into(),
-            environment: "prod".into(),
-            revision: revision.into(),
-            timestamp: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        })
-        .unwrap();
-        let url = format!(
-            "{}/approval/flux-system/podinfo/prod/{revision}",
-            server.webhook
-        );
-        async move { post_signed(&url, body, Some(key)).await.unwrap() }
-    };
-    let (status, _) = approve(b"wrong", "2.0.0").await;
+    let (status, _) = support::approve_prod(&server, "2.0.0", b"wrong").await;
     assert_eq!(status, 401);
-    let (status, _) = approve(EVENTS_KEY, "2.0.0").await;
+    let (status, _) = support::approve_prod(&server, "2.0.0", EVENTS_KEY).await;
     assert_eq!(status, 401, "an event key never approves");
-    let (status, _) = approve(APPROVAL_KEY, "9.9.9").await;
+    let (status, _) = support::approve_prod(&server, "9.9.9", APPROVAL_KEY).await;
     assert_eq!(status, 404, "authenticated: no such promotion");
 
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_promoter"))
@@ -380,7 +365,7 @@ async fn a_manual_promotion_waits_for_a_signed_approval() {
         metrics.contains("promoter_oldest_approval_wait_seconds 0\n"),
         "{metrics}"
     );
-    let (status, _) = approve(APPROVAL_KEY, "2.0.0").await;
+    let (status, _) = support::approve_prod(&server, "2.0.0", APPROVAL_KEY).await;
     assert_eq!(status, 409, "a second approval changes nothing");
 }
 

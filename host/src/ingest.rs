@@ -610,12 +610,19 @@ async fn handle_approval(
         )
     })?;
     check_age(shared, timestamp)?;
-    let id = promotion_id(namespace, name, env, revision);
+    let pipeline = PipelineRef {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    };
+    // The version's last round: a rollback to a version promoted before is a record of
+    // its own (round 2, 3, …), and only the last round can be waiting.
+    let id = shared
+        .store
+        .with_history(&pipeline, |h| h.latest(env, revision))
+        .map(|latest| latest.id)
+        .unwrap_or_else(|| promotion_id(namespace, name, env, revision));
     let approval = Approval {
-        pipeline: PipelineRef {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        },
+        pipeline,
         environment: env.to_string(),
         version: revision.to_string(),
         by: format!("key {namespace}/{secret}"),

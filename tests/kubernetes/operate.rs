@@ -406,3 +406,90 @@ async fn in_kubernetes_mode_a_later_event_for_a_failed_version_runs_it_again() {
     assert_eq!(versions_into(&ci, "test"), ["1.2.0", "1.2.0"]);
     api.assert_only_granted();
 }
+
+/// A rollback asked for by a caller who may create promotions but not approve them waits
+/// for approval as its own record (round 2); the approval webhook names only the version,
+/// and approves that round, not the finished first one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_approval_webhook_approves_a_rollback_waiting_as_a_later_round() {
+    let ci = Receiver::start(202, "queued").await;
+    let (dir, cluster) = example_cluster("kubernetes-operate-round-approval", &ci).await;
+    let api = cluster.api.clone();
+    // A release bot may create promotions in flux-system, not patch (approve) them.
+    let bot = "system:serviceaccount:flux-system:release-bot";
+    api.add_user(BOT_TOKEN, bot, &["system:serviceaccounts"]);
+    api.add(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "promotions-requester", "namespace": "flux-system"},
+        "rules": [{"apiGroups": ["promoter.dev"], "resources": ["promotions"], "verbs": ["create"]}],
+    }));
+    api.add(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "promotions-requester", "namespace": "flux-system"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "promotions-requester"},
+        "subjects": [{"kind": "ServiceAccount", "name": "release-bot", "namespace": "flux-system"}],
+    }));
+    let server = Server::start_in_cluster(
+        &cluster.kubeconfig,
+        &dir.join("data"),
+        &["--watch-interval", "200ms"],
+    );
+    // 1.2.0 and then 1.3.0 reach prod, each approved over the webhook.
+    for version in ["1.2.0", "1.3.0"] {
+        promoted_into_test(&server, &api, version).await;
+        let event = deployment_event("HelmRelease", "podinfo-test", "podinfo", version);
+        let (code, body) = send(&server, "test", &event, Some(EVENTS_KEY)).await;
+        assert_eq!(code, 202, "{body}");
+        wait_until("the promotion to wait for approval", &server, || {
+            promotion_of(&api, "prod", version)
+                .is_some_and(|p| p["status"]["phase"] == "waiting-approval")
+        })
+        .await;
+        let (code, body) = crate::support::approve_prod(&server, version, APPROVAL_KEY).await;
+        assert_eq!(code, 200, "{body}");
+        wait_until("the approved promotion to succeed", &server, || {
+            promotion_of(&api, "prod", version).is_some_and(|p| p["status"]["phase"] == "succeeded")
+        })
+        .await;
+    }
+
+    // The bot asks for a rollback to 1.2.0: it may not approve, so round 2 waits.
+    let (code, out, err) = cli(
+        &server,
+        &dir,
+        BOT_TOKEN,
+        &[
+            "promote",
+            "flux-system/podinfo",
+            "prod",
+            "1.2.0",
+            "--rollback",
+            "--reason",
+            "1.3.0 leaks memory",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let round2 = promoter::decide::promotion_id_round("flux-system", "podinfo", "prod", "1.2.0", 2);
+    wait_until("round 2 to wait for approval", &server, || {
+        promotion_named(&api, &round2).is_some_and(|p| p["status"]["phase"] == "waiting-approval")
+    })
+    .await;
+    assert_eq!(versions_into(&ci, "prod"), ["1.2.0", "1.3.0"]);
+
+    // The webhook approval of 1.2.0 approves round 2 (before: 409, round 1 is finished).
+    let (code, body) = crate::support::approve_prod(&server, "1.2.0", APPROVAL_KEY).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(&round2), "{body}");
+    wait_until("the rollback to succeed", &server, || {
+        promotion_named(&api, &round2).is_some_and(|p| p["status"]["phase"] == "succeeded")
+    })
+    .await;
+    assert_eq!(versions_into(&ci, "prod"), ["1.2.0", "1.3.0", "1.2.0"]);
+    let first = promoter::decide::promotion_id("flux-system", "podinfo", "prod", "1.2.0");
+    assert_eq!(
+        promotion_named(&api, &first).unwrap()["status"]["attempts"],
+        1,
+        "the first round is left as it was"
+    );
+    api.assert_only_granted();
+}

@@ -790,6 +790,24 @@ pub async fn send(
     .unwrap()
 }
 
+/// A signed approval of `revision` into the example pipeline's prod, posted to the public
+/// listener as Weave's approval webhook is (signed with `key`).
+pub async fn approve_prod(server: &Server, revision: &str, key: &[u8]) -> (u16, String) {
+    let approval = serde_json::to_vec(&promoter::client::ApprovalBody {
+        namespace: "flux-system".into(),
+        name: "podinfo".into(),
+        environment: "prod".into(),
+        revision: revision.into(),
+        timestamp: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    })
+    .unwrap();
+    let url = format!(
+        "{}/approval/flux-system/podinfo/prod/{revision}",
+        server.webhook
+    );
+    post_signed(&url, approval, Some(key)).await.unwrap()
+}
+
 // ---- a real git server: git http-backend behind basic auth, on loopback
 
 use std::io::BufRead;
