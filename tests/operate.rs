@@ -331,8 +331,10 @@ async fn reject_and_abort_are_final_recorded_with_who_and_why_and_nothing_reache
     let all = server.promotions().await;
     assert_eq!(one(&all, "prod", "1.2.0").unwrap()["phase"], "rejected");
 
-    // Abort: a promotion pending its next attempt (the receiver is down) never runs again.
-    ci.then_answer(&[(503, &[]), (503, &[]), (503, &[])]);
+    // Abort: a promotion pending its next attempt (the receiver is down, and asks for 5 s
+    // before the next: time for the abort, however loaded the machine) never runs again.
+    let later: &[(&str, &str)] = &[("Retry-After", "5")];
+    ci.then_answer(&[(503, later), (503, later), (503, later)]);
     deployed_in_dev(&server, "1.3.0").await;
     let all = server
         .wait_for("1.3.0 into test to be retried later", |all| {
@@ -346,7 +348,8 @@ async fn reject_and_abort_are_final_recorded_with_who_and_why_and_nothing_reache
     let (code, out, err) = cli(&server, &["abort", &id, "--reason", "wrong build"]);
     assert_eq!(code, 0, "{out}{err}");
     let calls = versions_into(&ci, "test").len();
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Past the 5 s the receiver asked for: the next attempt would have come by now.
+    tokio::time::sleep(std::time::Duration::from_millis(6000)).await;
     assert_eq!(
         versions_into(&ci, "test").len(),
         calls,
