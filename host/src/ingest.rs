@@ -426,8 +426,7 @@ async fn retry_failed(
     let by = format!("event from {env}");
     // An event is no approval: into a manual environment, the retry waits for one again.
     let manual = pipeline
-        .position(env)
-        .and_then(|at| pipeline.environments.get(at + 1))
+        .next_environment(env)
         .and_then(|e| e.promotion.as_ref())
         .is_some_and(|p| p.manual);
     let retry = crate::record::Action::Retry {
