@@ -69,15 +69,20 @@ impl<'t> Derived<'t> {
     /// Takes the record `p` (which was `old`, if it existed) into account.
     pub(super) fn note(&mut self, old: Option<&Promotion>, p: &Promotion) -> Result<(), String> {
         let pipeline = pipeline_key(&p.pipeline);
-        if let Some(old) = old.filter(|o| o.created_at != p.created_at) {
+        // A record already listed under the same time stays where it is: writing the same
+        // keys again would dirty their pages for nothing on every change of phase.
+        let listed = old.is_some_and(|o| o.created_at == p.created_at);
+        if let Some(old) = old.filter(|_| !listed) {
             self.unlist(old)?;
         }
-        self.by_time
-            .insert((p.created_at, p.id.as_str()), ())
-            .map_err(err)?;
-        self.by_pipeline
-            .insert((pipeline.as_str(), p.created_at, p.id.as_str()), ())
-            .map_err(err)?;
+        if !listed {
+            self.by_time
+                .insert((p.created_at, p.id.as_str()), ())
+                .map_err(err)?;
+            self.by_pipeline
+                .insert((pipeline.as_str(), p.created_at, p.id.as_str()), ())
+                .map_err(err)?;
+        }
         if is_open(p.phase) {
             self.open
                 .insert(p.id.as_str(), p.phase.as_str())
